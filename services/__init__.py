@@ -1,0 +1,1 @@
+"""BMC Registry: the five gRPC services, the REST edge, their kit and the `bmc` command."""

@@ -1,0 +1,1 @@
+"""The certificate service (`bmc.certificate.v1.CertificateService`)."""

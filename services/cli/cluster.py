@@ -1,0 +1,149 @@
+"""Runs the platform as separate processes: the embedded databases when
+needed, then one process per service, each checked healthy through
+`grpc.health.v1`, all stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.kit.clients import sync_channel
+from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
+from services.kit.pki import DevPki
+from services.kit.settings import Settings
+from services.kit.tokens import ensure_dev_signing_key
+from services.kit.topology import SERVICES, ServiceSpec
+
+
+class ClusterError(RuntimeError):
+    """A service failed to start or stopped unexpectedly."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    full_name: str
+    address: str
+    pid: int
+    health: str
+    log: Path
+
+
+def health_of(settings: Settings, spec: ServiceSpec, timeout: float = 1.0) -> str:
+    """`SERVING`, `NOT_SERVING`, or why the check failed."""
+    with sync_channel(settings, spec.name) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=spec.full_name), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            return f"UNREACHABLE ({exc.code().name})"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+class Cluster:
+    """`with Cluster(settings) as cluster:` starts every service and stops them on exit."""
+
+    def __init__(self, settings: Settings, services: list[str] | None = None) -> None:
+        self.settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+        self.specs = [SERVICES[name] for name in (services or list(SERVICES))]
+        self.log_dir = self.settings.data_dir / "logs"
+        self.infrastructure: EmbeddedInfrastructure | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _environment(self) -> dict[str, str]:
+        assert self.infrastructure is not None
+        env = dict(os.environ)
+        env.update(
+            BMC_DATA_DIR=str(self.settings.data_dir),
+            BMC_DATABASE_URL=self.infrastructure.database_url,
+            BMC_REDIS_URL=self.infrastructure.redis_url,
+            BMC_PORT_BASE=str(self.settings.port_base),
+            BMC_TLS="1" if self.settings.tls else "0",
+        )
+        return env
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.infrastructure = ensure_infrastructure(self.settings)
+        ensure_dev_signing_key(self.settings)
+        if self.settings.tls:
+            pki = DevPki.from_settings(self.settings)
+            for name in [*(s.name for s in self.specs), "bmc-cli"]:
+                pki.identity(name)
+        env = self._environment()
+        for spec in self.specs:
+            log = (self.log_dir / f"{spec.name}.log").open("ab")
+            self.processes[spec.name] = subprocess.Popen(
+                [sys.executable, "-m", spec.module], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            log.close()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.specs)
+        while pending:
+            self.check_alive()
+            pending = [spec for spec in pending if health_of(self.settings, spec) != "SERVING"]
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(s.name for s in pending)
+                raise ClusterError(f"not healthy after {timeout:.0f}s: {names}; see {self.log_dir}")
+            if pending:
+                time.sleep(0.2)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                raise ClusterError(f"{name} exited with code {code}:\n" + "\n".join(tail))
+
+    def statuses(self) -> list[ServiceStatus]:
+        return [
+            ServiceStatus(
+                name=spec.name,
+                full_name=spec.full_name,
+                address=spec.target(self.settings),
+                pid=self.processes[spec.name].pid,
+                health=health_of(self.settings, spec),
+                log=self.log_dir / f"{spec.name}.log",
+            )
+            for spec in self.specs
+        ]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 5
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

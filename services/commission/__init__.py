@@ -1,0 +1,1 @@
+"""The commission service (`bmc.commission.v1.CommissionService`)."""

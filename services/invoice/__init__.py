@@ -1,0 +1,1 @@
+"""The invoice service (`bmc.invoice.v1.InvoiceService`)."""

@@ -1,0 +1,20 @@
+"""Baseline: the invoice database exists and is under migration control.
+
+Revision ID: invoice_0001
+Revises:
+"""
+
+from __future__ import annotations
+
+revision = "invoice_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Nothing yet: the service's tables arrive with issue #4."""
+
+
+def downgrade() -> None:
+    """Nothing to undo."""

@@ -1,0 +1,109 @@
+"""Authentication and authorisation interceptors, and the caller's identity.
+
+Authentication verifies the bearer token (health and reflection need none;
+methods whose policy allows anonymous callers accept no token). Authorisation
+reads the method's `bmc.auth.v1.policy` option from the contract and fails
+closed: a method without a policy is refused to everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from bmc.auth.v1 import policy_pb2
+from services.kit.errors import PermissionDenied, Unauthenticated, abort, to_status
+from services.kit.interception import Context, MethodInfo, ScopedInterceptor, metadata_value
+from services.kit.tokens import ANONYMOUS, Principal, TokenError, TokenVerifier
+
+_principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def current_principal() -> Principal | None:
+    """The verified caller of the RPC being handled."""
+    return _principal.get()
+
+
+def require_principal() -> Principal:
+    principal = _principal.get()
+    if principal is None:  # pragma: no cover - the interceptors guarantee one
+        raise Unauthenticated("no authenticated caller", reason="UNAUTHENTICATED")
+    return principal
+
+
+def bearer_token(context: Context) -> str | None:
+    header = metadata_value(context, "authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+class AuthenticationInterceptor(ScopedInterceptor):
+    """Turns the `authorization: Bearer <jwt>` metadata into a principal."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    def applies_to(self, method: MethodInfo) -> bool:
+        return not method.infrastructure
+
+    @asynccontextmanager
+    async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
+        token = bearer_token(context)
+        if token is None:
+            if method.policy is not None and method.policy.allow_anonymous:
+                principal = ANONYMOUS
+            else:
+                await abort(context, to_status(Unauthenticated("missing bearer token", reason="MISSING_TOKEN")))
+        elif token == "":
+            await abort(context, to_status(Unauthenticated("authorization must be `Bearer <token>`", reason="MALFORMED_TOKEN")))
+        else:
+            try:
+                # Key lookup may read a file or fetch a JWKS URL: keep it off the loop.
+                principal = await asyncio.to_thread(self._verifier.verify, token)
+            except TokenError as exc:
+                await abort(context, to_status(Unauthenticated(exc.message, reason=exc.reason)))
+        reset = _principal.set(principal)
+        try:
+            yield request
+        finally:
+            _principal.reset(reset)
+
+
+class AuthorizationInterceptor(ScopedInterceptor):
+    """Enforces the roles the contract declares for each method."""
+
+    def applies_to(self, method: MethodInfo) -> bool:
+        return not method.infrastructure
+
+    @asynccontextmanager
+    async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
+        principal = require_principal()
+        policy = method.policy
+        if policy is None:
+            await abort(
+                context,
+                to_status(
+                    PermissionDenied(
+                        f"{method.full_method} declares no access policy", reason="NO_POLICY"
+                    )
+                ),
+            )
+        allowed = set(policy.roles)
+        if not principal.roles & allowed:
+            needed = ", ".join(sorted(policy_pb2.Role.Name(r).removeprefix("ROLE_").lower() for r in allowed))
+            await abort(
+                context,
+                to_status(
+                    PermissionDenied(
+                        f"{method.name} needs one of the roles: {needed}",
+                        reason="MISSING_ROLE",
+                        metadata={"required_roles": needed, "method": method.full_method},
+                    )
+                ),
+            )
+        yield request

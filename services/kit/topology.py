@@ -1,0 +1,39 @@
+"""Which services exist, their gRPC names and where each listens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kit.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One of the platform's gRPC services."""
+
+    name: str
+    full_name: str
+    port_offset: int
+
+    @property
+    def module(self) -> str:
+        return f"services.{self.name}.main"
+
+    def port(self, settings: Settings) -> int:
+        return settings.port_base + self.port_offset
+
+    def target(self, settings: Settings) -> str:
+        host = "localhost" if settings.bind_host in ("0.0.0.0", "127.0.0.1", "::") else settings.bind_host  # noqa: S104
+        return f"{host}:{self.port(settings)}"
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    spec.name: spec
+    for spec in (
+        ServiceSpec("invoice", "bmc.invoice.v1.InvoiceService", 1),
+        ServiceSpec("product", "bmc.product.v1.ProductService", 2),
+        ServiceSpec("ocr", "bmc.ocr.v1.OcrService", 3),
+        ServiceSpec("commission", "bmc.commission.v1.CommissionService", 4),
+        ServiceSpec("certificate", "bmc.certificate.v1.CertificateService", 5),
+    )
+}

@@ -1,0 +1,1 @@
+"""The ocr service (`bmc.ocr.v1.OcrService`)."""

@@ -1,0 +1,1 @@
+"""The product service (`bmc.product.v1.ProductService`)."""
