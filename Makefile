@@ -33,6 +33,7 @@ lint: setup
 	$(PY) tools/protogen.py --check
 	$(PY) tools/buflint.py
 	$(VENV)/bin/ruff check services tests tools bench
+	$(VENV)/bin/ruff format --check services tests tools bench
 	$(VENV)/bin/mypy services
 
 # The whole suite: contracts, lint, unit, integration and end-to-end tests,

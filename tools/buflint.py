@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import protogen  # noqa: E402
+import protogen
 
 
 def main() -> int:
@@ -22,7 +22,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "bmc.binpb"
         protogen.generate(Path(tmp) / "gen", image)
-        result = subprocess.run([str(buf), "lint", str(image), "--config", str(protogen.ROOT / "buf.yaml")], check=False)
+        result = subprocess.run(
+            [str(buf), "lint", str(image), "--config", str(protogen.ROOT / "buf.yaml")], check=False
+        )
     if result.returncode == 0:
         print("buf lint: clean")
     return result.returncode

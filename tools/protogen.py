@@ -16,7 +16,6 @@ import argparse
 import filecmp
 import importlib
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path

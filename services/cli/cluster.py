@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.kit.clients import sync_channel
 from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
@@ -41,13 +41,16 @@ class ServiceStatus:
 def health_of(settings: Settings, spec: ServiceSpec, timeout: float = 1.0) -> str:
     """`SERVING`, `NOT_SERVING`, or why the check failed."""
     with sync_channel(settings, spec.name) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=spec.full_name), timeout=timeout
-            )
+            response = check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=timeout)
         except grpc.RpcError as exc:
             return f"UNREACHABLE ({exc.code().name})"
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 class Cluster:
@@ -62,14 +65,9 @@ class Cluster:
 
     def _environment(self) -> dict[str, str]:
         assert self.infrastructure is not None
-        env = dict(os.environ)
-        env.update(
-            BMC_DATA_DIR=str(self.settings.data_dir),
-            BMC_DATABASE_URL=self.infrastructure.database_url,
-            BMC_REDIS_URL=self.infrastructure.redis_url,
-            BMC_PORT_BASE=str(self.settings.port_base),
-            BMC_TLS="1" if self.settings.tls else "0",
-        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
+        env.update(self.settings.as_environment())
+        env.update(BMC_DATABASE_URL=self.infrastructure.database_url, BMC_REDIS_URL=self.infrastructure.redis_url)
         return env
 
     def start(self, timeout: float = 90.0) -> None:

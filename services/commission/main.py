@@ -10,7 +10,9 @@ from services.kit.server import Resources, ServiceDefinition, run_service
 
 
 async def build(resources: Resources) -> CommissionApi:
-    return CommissionApi()
+    # Until its issue lands every RPC falls through to the generated base
+    # class, which the kit answers with UNIMPLEMENTED.
+    return CommissionApi()  # type: ignore[abstract]
 
 
 DEFINITION = ServiceDefinition(

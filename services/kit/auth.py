@@ -60,7 +60,9 @@ class AuthenticationInterceptor(ScopedInterceptor):
             else:
                 await abort(context, to_status(Unauthenticated("missing bearer token", reason="MISSING_TOKEN")))
         elif token == "":
-            await abort(context, to_status(Unauthenticated("authorization must be `Bearer <token>`", reason="MALFORMED_TOKEN")))
+            await abort(
+                context, to_status(Unauthenticated("authorization must be `Bearer <token>`", reason="MALFORMED_TOKEN"))
+            )
         else:
             try:
                 # Key lookup may read a file or fetch a JWKS URL: keep it off the loop.
@@ -87,11 +89,7 @@ class AuthorizationInterceptor(ScopedInterceptor):
         if policy is None:
             await abort(
                 context,
-                to_status(
-                    PermissionDenied(
-                        f"{method.full_method} declares no access policy", reason="NO_POLICY"
-                    )
-                ),
+                to_status(PermissionDenied(f"{method.full_method} declares no access policy", reason="NO_POLICY")),
             )
         allowed = set(policy.roles)
         if not principal.roles & allowed:

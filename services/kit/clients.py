@@ -57,6 +57,6 @@ def sync_channel(settings: Settings, service: str, client: str = "bmc-cli") -> g
     return grpc.insecure_channel(target, options=channel_options(settings))
 
 
-def bearer(token: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+def bearer(token: str, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying an access token."""
-    return [("authorization", f"Bearer {token}"), *extra]
+    return (("authorization", f"Bearer {token}"), *extra)

@@ -47,7 +47,7 @@ def _asyncpg_kwargs(url: URL) -> dict[str, object]:
 async def ensure_database(server_url: str, database: str) -> bool:
     """Creates `database` when missing; True when it was created."""
     maintenance = make_url(server_url)
-    connection = await asyncpg.connect(**_asyncpg_kwargs(maintenance))  # type: ignore[arg-type]
+    connection = await asyncpg.connect(**_asyncpg_kwargs(maintenance))
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if exists:
@@ -63,7 +63,7 @@ async def ensure_database(server_url: str, database: str) -> bool:
 
 async def drop_database(server_url: str, database: str) -> None:
     """Drops `database` (tests and `bmc reset`)."""
-    connection = await asyncpg.connect(**_asyncpg_kwargs(make_url(server_url)))  # type: ignore[arg-type]
+    connection = await asyncpg.connect(**_asyncpg_kwargs(make_url(server_url)))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     finally:
@@ -76,8 +76,8 @@ def _upgrade(connection: Connection, migrations: Path) -> None:
     config.set_main_option("script_location", str(migrations))
     script = ScriptDirectory.from_config(config)
 
-    def upgrade(revision: object, _context: object) -> object:
-        return script._upgrade_revs("head", revision)  # type: ignore[arg-type]
+    def upgrade(revision: str, _context: object) -> object:
+        return script._upgrade_revs("head", revision)
 
     with EnvironmentContext(config, script, fn=upgrade, destination_rev="head") as environment:
         environment.configure(connection=connection, target_metadata=None, transaction_per_migration=False)

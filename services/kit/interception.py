@@ -11,17 +11,22 @@ iterator) by yielding another one.
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+import structlog
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 
 from bmc.auth.v1 import policy_pb2
+from services.kit.errors import abort, internal_status
 
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 # Services every server exposes that carry no business data and need no token.
@@ -77,6 +82,18 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+async def _contain(exc: Exception, method: MethodInfo, context: Context) -> None:
+    """A failure of an interceptor itself: INTERNAL with an incident id, never
+    the exception's text (which gRPC would otherwise send as UNKNOWN)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    incident = uuid.uuid4().hex[:12]
+    structlog.get_logger("bmc.errors").error(
+        "interceptor failed", method=method.full_method, incident=incident, exc_info=exc
+    )
+    await abort(context, internal_status(incident))
+
+
 class ScopedInterceptor(grpc.aio.ServerInterceptor):
     """Base class: subclasses implement `scope`."""
 
@@ -90,44 +107,50 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
+            return handler
         method = method_info(handler_call_details.method)
         if not self.applies_to(method):
             return handler
         return self._wrap(handler, method)
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: MethodInfo) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: MethodInfo) -> grpc.RpcMethodHandler[Any, Any]:
         scope = self.scope
         deserializer, serializer = handler.request_deserializer, handler.response_serializer
 
         if handler.unary_unary or handler.stream_unary:
-            inner_unary = handler.unary_unary or handler.stream_unary
+            inner_unary: Callable[..., Any] = handler.unary_unary or handler.stream_unary  # type: ignore[assignment]
 
             async def unary_response(request: Any, context: Context) -> Any:
-                async with scope(method, request, context) as actual:
-                    return await _maybe_await(inner_unary(actual, context))
+                try:
+                    async with scope(method, request, context) as actual:
+                        return await _maybe_await(inner_unary(actual, context))
+                except Exception as exc:
+                    await _contain(exc, method, context)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
             )
             return factory(unary_response, request_deserializer=deserializer, response_serializer=serializer)
 
-        inner_stream = handler.unary_stream or handler.stream_stream
+        inner_stream: Callable[..., Any] = handler.unary_stream or handler.stream_stream  # type: ignore[assignment]
 
         async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with scope(method, request, context) as actual:
-                produced = inner_stream(actual, context)
-                if inspect.isasyncgen(produced) or hasattr(produced, "__aiter__"):
-                    async for item in produced:
-                        yield item
-                else:
-                    for item in await _maybe_await(produced):
-                        yield item
+            try:
+                async with scope(method, request, context) as actual:
+                    produced = inner_stream(actual, context)
+                    if inspect.isasyncgen(produced) or hasattr(produced, "__aiter__"):
+                        async for item in produced:
+                            yield item
+                    else:
+                        for item in await _maybe_await(produced):
+                            yield item
+            except Exception as exc:
+                await _contain(exc, method, context)
 
         factory = (
             grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
@@ -137,8 +160,7 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
 
 def metadata_value(context: Context, key: str) -> str | None:
     """The first value of an incoming metadata key, as text."""
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None

@@ -86,9 +86,7 @@ async def _probe(engine: AsyncEngine, redis: aioredis.Redis) -> dict[str, str]:
     return problems
 
 
-async def _watch_readiness(
-    health_servicer: health.aio.HealthServicer, full_name: str, resources: Resources
-) -> None:
+async def _watch_readiness(health_servicer: health.aio.HealthServicer, full_name: str, resources: Resources) -> None:
     """Health follows PostgreSQL and Redis: NOT_SERVING while either is unreachable."""
     previous: dict[str, str] | None = None
     while True:

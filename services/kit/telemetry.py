@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -33,7 +33,7 @@ REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 
-def _add_trace_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_trace_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     span_context = trace.get_current_span().get_span_context()
     if span_context.is_valid:
         event["trace_id"] = format(span_context.trace_id, "032x")
@@ -98,8 +98,8 @@ class TracingInterceptor(ScopedInterceptor):
     @asynccontextmanager
     async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
         carrier = {
-            item.key: item.value if isinstance(item.value, str) else item.value.decode(errors="replace")
-            for item in context.invocation_metadata() or ()
+            key: value if isinstance(value, str) else value.decode(errors="replace")
+            for key, value in context.invocation_metadata() or ()
         }
         parent = propagate.extract(carrier)
         with self._tracer.start_as_current_span(

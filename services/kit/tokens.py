@@ -105,7 +105,9 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
-        return cls(KeySet(settings.jwks_source), settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds)
+        return cls(
+            KeySet(settings.jwks_source), settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds
+        )
 
     def verify(self, token: str) -> Principal:
         try:
@@ -120,7 +122,9 @@ class TokenVerifier:
             raise TokenError("MISSING_KEY_ID", "token header has no `kid`")
         key = self._keys.get(kid)
         if key.algorithm_name != algorithm:
-            raise TokenError("ALGORITHM_MISMATCH", f"key {kid!r} signs with {key.algorithm_name}, token says {algorithm}")
+            raise TokenError(
+                "ALGORITHM_MISMATCH", f"key {kid!r} signs with {key.algorithm_name}, token says {algorithm}"
+            )
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+
+from google.protobuf.descriptor import ServiceDescriptor
 
 from services.kit.settings import Settings
 
@@ -18,6 +21,14 @@ class ServiceSpec:
     @property
     def module(self) -> str:
         return f"services.{self.name}.main"
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        """The service's descriptor, from its generated module."""
+        package = self.full_name.rsplit(".", 1)[0]
+        module = importlib.import_module(f"{package}.{self.name}_service_pb2")
+        service: ServiceDescriptor = module.DESCRIPTOR.services_by_name[self.full_name.rsplit(".", 1)[1]]
+        return service
 
     def port(self, settings: Settings) -> int:
         return settings.port_base + self.port_offset

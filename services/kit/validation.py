@@ -18,12 +18,9 @@ def field_path(violation: Any) -> str:
     parts: list[str] = []
     for element in violation.proto.field.elements if violation.proto.has_field("field") else ():
         text = element.field_name
-        if element.has_field("index"):
-            text += f"[{element.index}]"
-        else:
-            for key in ("string_key", "int_key", "uint_key", "bool_key"):
-                if element.has_field(key):
-                    text += f"[{getattr(element, key)!r}]"
+        subscript = element.subscript
+        if subscript is not None:
+            text += f"[{subscript.value}]" if subscript.field == "index" else f"[{subscript.value!r}]"
         parts.append(text)
     return ".".join(parts)
 
@@ -78,7 +75,8 @@ class ValidationInterceptor(ScopedInterceptor):
                 self._validator.check(message)
             except InvalidArgument as error:
                 error.violations = [
-                    FieldViolation(f"[{index}].{v.field}".rstrip("."), v.description, v.reason) for v in error.violations
+                    FieldViolation(f"[{index}].{v.field}".rstrip("."), v.description, v.reason)
+                    for v in error.violations
                 ]
                 await abort(context, to_status(error))
             index += 1

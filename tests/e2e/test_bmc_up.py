@@ -1,0 +1,53 @@
+"""`bmc up` as a user runs it: a real command, real processes, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services.kit.topology import SERVICES
+from tests.conftest import free_port_base, grpcurl
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bmc_up_starts_every_service_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+    base = free_port_base()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
+    env.update(BMC_DATA_DIR=str(tmp_path), BMC_PORT_BASE=str(base), BMC_LOG_FORMAT="json", COLUMNS="200")
+    bmc = Path(sys.executable).parent / "bmc"
+    process = subprocess.Popen([str(bmc), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 90
+        for line in process.stdout:
+            output.append(line)
+            if "ready; press Ctrl-C" in line:
+                break
+            assert time.monotonic() < deadline, "".join(output)
+        text = "".join(output)
+        assert "ready; press Ctrl-C" in text, text
+        children = psutil.Process(process.pid).children(recursive=True)
+        service_pids = [c.pid for c in children if any("services." in part for part in c.cmdline())]
+        assert len(service_pids) == len(SERVICES)
+        for spec in SERVICES.values():
+            assert f"localhost:{base + spec.port_offset}" in text
+            listed = grpcurl("-plaintext", f"localhost:{base + spec.port_offset}", "list")
+            assert spec.full_name in listed.stdout, listed.stderr
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        rest = process.stdout.read()
+        assert "all services stopped" in rest
+        for pid in service_pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if process.poll() is None:
+            process.kill()
