@@ -132,6 +132,8 @@ class Cluster:
                 process.kill()
                 process.wait()
         self.processes.clear()
+        if self.infrastructure is not None:
+            self.infrastructure.close()
 
     def __enter__(self) -> Cluster:
         try:

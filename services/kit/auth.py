@@ -46,6 +46,7 @@ class AuthenticationInterceptor(ScopedInterceptor):
     """Turns the `authorization: Bearer <jwt>` metadata into a principal."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
+        super().__init__()
         self._verifier = verifier
 
     def applies_to(self, method: MethodInfo) -> bool:
@@ -65,15 +66,17 @@ class AuthenticationInterceptor(ScopedInterceptor):
             )
         else:
             try:
-                # Key lookup may read a file or fetch a JWKS URL: keep it off the loop.
-                principal = await asyncio.to_thread(self._verifier.verify, token)
+                # A first sight may fetch a JWKS URL: keep that off the event loop.
+                cached = self._verifier.cached(token)
+                if cached is None:
+                    cached = await asyncio.to_thread(self._verifier.verify, token)
+                principal = cached
             except TokenError as exc:
                 await abort(context, to_status(Unauthenticated(exc.message, reason=exc.reason)))
-        reset = _principal.set(principal)
-        try:
-            yield request
-        finally:
-            _principal.reset(reset)
+        # Not reset on exit: each RPC runs in its own task (its own context),
+        # and the logging interceptor outside this one reports the caller.
+        _principal.set(principal)
+        yield request
 
 
 class AuthorizationInterceptor(ScopedInterceptor):

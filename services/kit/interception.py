@@ -97,6 +97,9 @@ async def _contain(exc: Exception, method: MethodInfo, context: Context) -> None
 class ScopedInterceptor(grpc.aio.ServerInterceptor):
     """Base class: subclasses implement `scope`."""
 
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+
     def applies_to(self, method: MethodInfo) -> bool:
         """Whether the interceptor acts on this method at all."""
         return True
@@ -113,10 +116,15 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
             return handler
+        # gRPC looks interceptors up on every call; the wrapped handler of a
+        # method is built once and reused while the inner handler is the same.
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         method = method_info(handler_call_details.method)
-        if not self.applies_to(method):
-            return handler
-        return self._wrap(handler, method)
+        wrapped = self._wrap(handler, method) if self.applies_to(method) else handler
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: MethodInfo) -> grpc.RpcMethodHandler[Any, Any]:
         scope = self.scope

@@ -150,6 +150,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
         await server.stop(settings.shutdown_grace_seconds)
         await redis.aclose()
         await engine.dispose()
+        infra.close()
         log.info("stopped")
 
 

@@ -93,6 +93,7 @@ class TracingInterceptor(ScopedInterceptor):
     """A server span per RPC, continuing the caller's W3C trace context."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._tracer = trace.get_tracer("bmc.kit")
 
     @asynccontextmanager
@@ -124,6 +125,7 @@ class LoggingInterceptor(ScopedInterceptor):
     """One structured line per RPC: method, status, duration, caller, request id."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._log = structlog.get_logger("bmc.rpc")
 
     def applies_to(self, method: MethodInfo) -> bool:

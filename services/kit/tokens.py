@@ -15,6 +15,7 @@ import json
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +99,40 @@ class KeySet:
 
 
 class TokenVerifier:
-    """Checks access tokens and turns them into principals."""
+    """Checks access tokens and turns them into principals.
+
+    Clients reuse a token for many calls, so a verified token is remembered
+    (by its exact text) until it expires or for at most `CACHE_SECONDS`,
+    whichever comes first; the signature is checked once, `exp` every time.
+    """
+
+    CACHE_SECONDS = 300
+    CACHE_SIZE = 10_000
 
     def __init__(self, keys: KeySet, issuer: str, audience: str, leeway_seconds: int) -> None:
         self._keys, self._issuer, self._audience, self._leeway = keys, issuer, audience, leeway_seconds
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified before and still valid, else None."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        principal, valid_until = entry
+        if time.time() >= valid_until:
+            del self._verified[token]
+            return None
+        return principal
+
+    def verify(self, token: str) -> Principal:
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        principal, expires = self._verify(token)
+        self._verified[token] = (principal, min(expires + self._leeway, time.time() + self.CACHE_SECONDS))
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -109,7 +140,7 @@ class TokenVerifier:
             KeySet(settings.jwks_source), settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds
         )
 
-    def verify(self, token: str) -> Principal:
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
@@ -149,7 +180,7 @@ class TokenVerifier:
             raise TokenError("MISSING_CLAIM", str(exc)) from exc
         except jwt.InvalidTokenError as exc:
             raise TokenError("INVALID_TOKEN", f"token refused: {exc}") from exc
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

@@ -52,6 +52,7 @@ class ValidationInterceptor(ScopedInterceptor):
     Streamed requests are checked message by message as they arrive."""
 
     def __init__(self, validator: RequestValidator | None = None) -> None:
+        super().__init__()
         self._validator = validator or RequestValidator()
 
     def applies_to(self, method: MethodInfo) -> bool:

@@ -1,0 +1,86 @@
+"""Load driving shared by the benchmarks: closed-loop concurrent callers on
+several channels (SO_REUSEPORT balances per connection), latency percentiles,
+and a platform started just for the run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import grpc
+
+from services.cli.cluster import Cluster
+from services.kit.settings import Settings
+from tests.conftest import make_settings
+
+
+@dataclass
+class Result:
+    name: str
+    calls: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+    def row(self, baseline: Result | None = None) -> str:
+        ratio = f"{self.rate / baseline.rate:6.2f}x" if baseline else "   1.00x"
+        return (
+            f"{self.name:<44} {self.rate:9.0f}/s  p50 {self.percentile(0.5):7.2f} ms  "
+            f"p99 {self.percentile(0.99):7.2f} ms  errors {self.errors:<5} {ratio}"
+        )
+
+
+async def drive(
+    name: str,
+    make_call: Callable[[grpc.aio.Channel], Callable[[], Awaitable[object]]],
+    channels: list[grpc.aio.Channel],
+    concurrency: int,
+    seconds: float,
+    expected_codes: tuple[grpc.StatusCode, ...] = (),
+) -> Result:
+    """Runs `concurrency` callers for `seconds`; an RpcError with an expected code counts as a success."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def caller(index: int) -> None:
+        nonlocal errors
+        call = make_call(channels[index % len(channels)])
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            try:
+                await call()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in expected_codes:
+                    errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    return Result(name, len(latencies), errors, time.perf_counter() - started, latencies)
+
+
+@contextmanager
+def platform(services: list[str], **overrides: object) -> Iterator[Settings]:
+    with TemporaryDirectory(prefix="bmc-bench-") as tmp:
+        settings = make_settings(Path(tmp), "embedded", log_level="WARNING", **overrides)
+        with Cluster(settings, services=services) as cluster:
+            yield cluster.settings
+
+
+def summary(results: list[Result]) -> str:
+    baseline = results[0]
+    return "\n".join(r.row(None if r is baseline else baseline) for r in results)
