@@ -79,14 +79,34 @@ class Cluster:
             pki = DevPki.from_settings(self.settings)
             for name in [*(s.name for s in self.specs), "bmc-cli"]:
                 pki.identity(name)
-        env = self._environment()
         for spec in self.specs:
-            log = (self.log_dir / f"{spec.name}.log").open("ab")
-            self.processes[spec.name] = subprocess.Popen(
-                [sys.executable, "-m", spec.module], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-            log.close()
+            self._spawn(spec)
         self.wait_healthy(timeout)
+
+    def _spawn(self, spec: ServiceSpec) -> None:
+        with (self.log_dir / f"{spec.name}.log").open("ab") as log:
+            self.processes[spec.name] = subprocess.Popen(
+                [sys.executable, "-m", spec.module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def kill(self, name: str) -> None:
+        """Kills one service abruptly (SIGKILL), as a crash would."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Starts a killed or stopped service again and waits until it is healthy."""
+        if self.processes[name].poll() is None:
+            self.processes[name].terminate()
+            self.processes[name].wait()
+        self._spawn(SERVICES[name])
+        deadline = time.monotonic() + timeout
+        while health_of(self.settings, SERVICES[name]) != "SERVING":
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{name} not healthy after restart")
+            time.sleep(0.2)
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

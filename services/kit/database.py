@@ -30,7 +30,8 @@ def service_url(server_url: str, database: str) -> URL:
     return url.set(drivername="postgresql+asyncpg", database=database)
 
 
-def _asyncpg_kwargs(url: URL) -> dict[str, object]:
+def asyncpg_kwargs(url: URL) -> dict[str, object]:
+    """asyncpg.connect() arguments for a SQLAlchemy URL (TCP or unix socket)."""
     kwargs: dict[str, object] = {"user": url.username or "postgres", "database": url.database}
     host = url.host or url.query.get("host")
     if isinstance(host, tuple):
@@ -47,7 +48,7 @@ def _asyncpg_kwargs(url: URL) -> dict[str, object]:
 async def ensure_database(server_url: str, database: str) -> bool:
     """Creates `database` when missing; True when it was created."""
     maintenance = make_url(server_url)
-    connection = await asyncpg.connect(**_asyncpg_kwargs(maintenance))
+    connection = await asyncpg.connect(**asyncpg_kwargs(maintenance))
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if exists:
@@ -63,7 +64,7 @@ async def ensure_database(server_url: str, database: str) -> bool:
 
 async def drop_database(server_url: str, database: str) -> None:
     """Drops `database` (tests and `bmc reset`)."""
-    connection = await asyncpg.connect(**_asyncpg_kwargs(make_url(server_url)))
+    connection = await asyncpg.connect(**asyncpg_kwargs(make_url(server_url)))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     finally:

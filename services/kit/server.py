@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     redis: aioredis.Redis
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await server.stop(settings.shutdown_grace_seconds)
+        for hook in resources.on_stop:
+            await hook()
         await redis.aclose()
         await engine.dispose()
         infra.close()

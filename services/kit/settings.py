@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     readiness_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often health re-checks PostgreSQL and Redis."
     )
+    import_chunk_rows: int = Field(
+        default=50_000, ge=100, le=1_000_000, description="Rows per committed chunk of a bulk import."
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
 
     def as_environment(self) -> dict[str, str]:

@@ -1,14 +1,217 @@
-"""The `ProductService` servicer: maps protos to the domain and back.
-
-Until issue #3 implements it, every RPC answers UNIMPLEMENTED (the
-generated base class raises `NotImplementedError`, which the kit maps),
-after authentication, authorisation and validation have run.
-"""
+"""The `ProductService` servicer: maps protos to the catalog and back."""
 
 from __future__ import annotations
 
-from bmc.product.v1 import product_service_pb2_grpc
+from typing import Any
+
+from google.longrunning import operations_pb2
+
+from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
+from services.kit.auth import require_principal
+from services.kit.errors import FieldViolation, InvalidArgument, NotFound
+from services.kit.operations import OperationStore
+from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.product.cache import ProductCache
+from services.product.domain import (
+    InvalidProduct,
+    changes_from_mask,
+    code_from_name,
+    data_from_proto,
+    name_of,
+)
+from services.product.imports import ProductImporter
+from services.product.store import CatalogStore, ListQuery, StoredProduct
+
+OPERATIONS = "productOperations"
+
+
+def to_proto(stored: StoredProduct) -> product_pb2.Product:
+    data = stored.data
+    product = product_pb2.Product(
+        name=name_of(data.code),
+        code=data.code,
+        display_name=data.display_name,
+        description=data.description,
+        category=data.category,  # type: ignore[arg-type]
+        subcategory=data.subcategory,
+        processing_level=data.processing_level,  # type: ignore[arg-type]
+        unit_code=data.unit_code,
+        vat_treatment=data.vat_treatment,  # type: ignore[arg-type]
+        withholding_class=data.withholding_class,  # type: ignore[arg-type]
+        eligible=stored.eligible,
+        state=product_pb2.PRODUCT_STATE_ACTIVE if stored.active else product_pb2.PRODUCT_STATE_INACTIVE,
+        revision=stored.revision,
+        etag=stored.etag,
+    )
+    product.create_time.FromDatetime(stored.create_time)
+    product.update_time.FromDatetime(stored.update_time)
+    return product
+
+
+def invalid(exc: InvalidProduct, prefix: str = "") -> InvalidArgument:
+    path = f"{prefix}.{exc.field}" if prefix and exc.field else exc.field
+    return InvalidArgument(exc.message, reason=exc.reason, violations=[FieldViolation(path, exc.message, exc.reason)])
+
+
+def _code(name: str, field: str = "name") -> str:
+    try:
+        return code_from_name(name)
+    except InvalidProduct as exc:
+        raise invalid(InvalidProduct(field, exc.reason, exc.message)) from exc
 
 
 class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
     """RPCs of `bmc.product.v1.ProductService`."""
+
+    def __init__(
+        self, store: CatalogStore, cache: ProductCache, importer: ProductImporter, operations: OperationStore
+    ) -> None:
+        self._store, self._cache, self._importer, self._operations = store, cache, importer, operations
+
+    async def lookup(self, codes: list[str]) -> tuple[dict[str, product_pb2.Product], list[str]]:
+        """Read-through: Redis first, PostgreSQL for the rest, then fill Redis."""
+        unique = list(dict.fromkeys(codes))
+        found, missing = await self._cache.lookup(unique)
+        wanted = [c for c in unique if c not in found and c not in missing]
+        if wanted:
+            loaded = {code: to_proto(p) for code, p in (await self._store.get_many(wanted)).items()}
+            absent = [c for c in wanted if c not in loaded]
+            await self._cache.store(list(loaded.values()), absent)
+            found.update(loaded)
+            missing.update(absent)
+        return found, [c for c in codes if c in missing]
+
+    async def GetProduct(self, request: product_service_pb2.GetProductRequest, context: Any) -> product_pb2.Product:
+        code = _code(request.name)
+        found, _ = await self.lookup([code])
+        if code not in found:
+            raise NotFound(
+                f"product {request.name!r} not found", reason="PRODUCT_NOT_FOUND", metadata={"name": request.name}
+            )
+        return found[code]
+
+    async def BatchGetProducts(
+        self, request: product_service_pb2.BatchGetProductsRequest, context: Any
+    ) -> product_service_pb2.BatchGetProductsResponse:
+        codes = [_code(name, f"names[{i}]") for i, name in enumerate(request.names)]
+        found, missing = await self.lookup(codes)
+        return product_service_pb2.BatchGetProductsResponse(
+            products=[found[c] for c in codes if c in found], missing=[name_of(c) for c in missing]
+        )
+
+    async def ListProducts(
+        self, request: product_service_pb2.ListProductsRequest, context: Any
+    ) -> product_service_pb2.ListProductsResponse:
+        size = page_size(request.page_size, 50, 1000)
+        after = decode_page_token(request.page_token, request)
+        query = ListQuery(
+            code_prefix=request.code_prefix,
+            name_query=request.name_query.strip(),
+            category=request.category,
+            eligible_only=request.eligible_only,
+            show_inactive=request.show_inactive,
+        )
+        page = await self._store.search(query, size + 1, after)
+        response = product_service_pb2.ListProductsResponse(products=[to_proto(p) for p, _ in page[:size]])
+        if len(page) > size:
+            response.next_page_token = encode_page_token(page[size - 1][1], request)
+        return response
+
+    async def CreateProduct(
+        self, request: product_service_pb2.CreateProductRequest, context: Any
+    ) -> product_pb2.Product:
+        try:
+            data = data_from_proto(request.product_id, request.product)
+        except InvalidProduct as exc:
+            field = "product_id" if exc.field == "code" else f"product.{exc.field}"
+            raise invalid(InvalidProduct(field, exc.reason, exc.message)) from exc
+        stored = await self._store.create(data, require_principal().subject)
+        await self._cache.invalidate([data.code])
+        return to_proto(stored)
+
+    async def UpdateProduct(
+        self, request: product_service_pb2.UpdateProductRequest, context: Any
+    ) -> product_pb2.Product:
+        code = _code(request.product.name, "product.name")
+        try:
+            changes = changes_from_mask(list(request.update_mask.paths), request.product)
+        except InvalidProduct as exc:
+            raise invalid(exc) from exc
+        current = await self._store.get(code)
+        if current is None:
+            raise NotFound(f"product {request.product.name!r} not found", reason="PRODUCT_NOT_FOUND")
+        try:
+            data = current.data.with_changes(changes)
+        except InvalidProduct as exc:
+            raise invalid(exc, "product") from exc
+        stored = await self._store.update(data, request.product.etag, require_principal().subject)
+        await self._cache.invalidate([code])
+        return to_proto(stored)
+
+    async def DeactivateProduct(
+        self, request: product_service_pb2.DeactivateProductRequest, context: Any
+    ) -> product_pb2.Product:
+        code = _code(request.name)
+        stored = await self._store.set_active(code, False, request.etag, require_principal().subject, request.reason)
+        await self._cache.invalidate([code])
+        return to_proto(stored)
+
+    async def ReactivateProduct(
+        self, request: product_service_pb2.ReactivateProductRequest, context: Any
+    ) -> product_pb2.Product:
+        code = _code(request.name)
+        stored = await self._store.set_active(code, True, request.etag, require_principal().subject)
+        await self._cache.invalidate([code])
+        return to_proto(stored)
+
+    async def ListProductRevisions(
+        self, request: product_service_pb2.ListProductRevisionsRequest, context: Any
+    ) -> product_service_pb2.ListProductRevisionsResponse:
+        code = _code(request.name)
+        size = page_size(request.page_size, 20, 100)
+        after = decode_page_token(request.page_token, request)
+        versions = await self._store.history(code, size + 1, int(after[0]) if after else None)
+        if not versions and after is None:
+            raise NotFound(f"product {request.name!r} not found", reason="PRODUCT_NOT_FOUND")
+        response = product_service_pb2.ListProductRevisionsResponse(
+            revisions=[
+                product_pb2.ProductRevision(product=to_proto(v), actor=v.actor, change=v.change)
+                for v in versions[:size]
+            ]
+        )
+        if len(versions) > size:
+            response.next_page_token = encode_page_token([versions[size - 1].revision], request)
+        return response
+
+    async def ImportProducts(
+        self, request: product_service_pb2.ImportProductsRequest, context: Any
+    ) -> operations_pb2.Operation:
+        return await self._importer.start(request, require_principal().subject)  # type: ignore[return-value]
+
+    def _operation_name(self, name: str) -> str:
+        if not name.startswith(f"{OPERATIONS}/"):
+            raise InvalidArgument(
+                f"{name!r} is not a catalog operation",
+                reason="INVALID_NAME",
+                violations=[FieldViolation("name", f"must look like {OPERATIONS}/<id>", "INVALID_NAME")],
+            )
+        return name
+
+    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: Any) -> operations_pb2.Operation:
+        return await self._operations.get(self._operation_name(request.name))
+
+    async def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: Any
+    ) -> operations_pb2.ListOperationsResponse:
+        size = page_size(request.page_size, 20, 100)
+        after = decode_page_token(request.page_token, request)
+        page = await self._operations.page(page_size=size + 1, after=str(after[0]) if after else None)
+        response = operations_pb2.ListOperationsResponse(operations=page[:size])
+        if len(page) > size:
+            response.next_page_token = encode_page_token([page[size - 1].name], request)
+        return response
+
+    async def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: Any
+    ) -> operations_pb2.Operation:
+        return await self._operations.request_cancel(self._operation_name(request.name))

@@ -5,14 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from bmc.product.v1 import product_service_pb2_grpc
+from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
-from services.product.api import ProductApi
+from services.product.api import OPERATIONS, ProductApi
+from services.product.cache import ProductCache
+from services.product.imports import ProductImporter
+from services.product.store import CatalogStore
 
 
 async def build(resources: Resources) -> ProductApi:
-    # Until its issue lands every RPC falls through to the generated base
-    # class, which the kit answers with UNIMPLEMENTED.
-    return ProductApi()  # type: ignore[abstract]
+    cache = ProductCache(resources.redis, resources.settings.redis_prefix)
+    operations = OperationStore(resources.engine, OPERATIONS)
+    settings = resources.settings
+    importer = ProductImporter(
+        resources.engine, operations, cache, settings.data_dir / "imports", settings.import_chunk_rows
+    )
+    await importer.resume_unfinished()
+    resources.on_stop.append(importer.close)
+    return ProductApi(CatalogStore(resources.engine), cache, importer, operations)
 
 
 DEFINITION = ServiceDefinition(

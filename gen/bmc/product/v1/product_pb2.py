@@ -24,12 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from bmc.common.v1 import operation_pb2 as bmc_dot_common_dot_v1_dot_operation__pb2
 from bmc.common.v1 import tax_pb2 as bmc_dot_common_dot_v1_dot_tax__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62mc/product/v1/product.proto\x12\x0e\x62mc.product.v1\x1a\x1d\x62mc/common/v1/operation.proto\x1a\x17\x62mc/common/v1/tax.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x05\n\x07Product\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x30\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x18.bmc.product.v1.CategoryB\x04\xe2\x41\x01\x02\x12\x13\n\x0bsubcategory\x18\x06 \x01(\t\x12?\n\x10processing_level\x18\x07 \x01(\x0e\x32\x1f.bmc.product.v1.ProcessingLevelB\x04\xe2\x41\x01\x02\x12\x11\n\tunit_code\x18\x08 \x01(\t\x12\x32\n\rvat_treatment\x18\t \x01(\x0e\x32\x1b.bmc.common.v1.VatTreatment\x12:\n\x11withholding_class\x18\n \x01(\x0e\x32\x1f.bmc.common.v1.WithholdingClass\x12\x16\n\x08\x65ligible\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x31\n\x05state\x18\x0c \x01(\x0e\x32\x1c.bmc.product.v1.ProductStateB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:B\xea\x41?\n\x16\x62mc.product.v1/Product\x12\x12products/{product}*\x08products2\x07product\"Z\n\x0fProductRevision\x12(\n\x07product\x18\x01 \x01(\x0b\x32\x17.bmc.product.v1.Product\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x63hange\x18\x03 \x01(\t\"g\n\x16ImportProductsMetadata\x12)\n\x08progress\x18\x01 \x01(\x0b\x32\x17.bmc.common.v1.Progress\x12\x0c\n\x04uris\x18\x02 \x03(\t\x12\x14\n\x0c\x63urrent_file\x18\x03 \x01(\x05\"\x8e\x01\n\x16ImportProductsResponse\x12\x11\n\trows_read\x18\x01 \x01(\x03\x12\x10\n\x08inserted\x18\x02 \x01(\x03\x12\x0f\n\x07updated\x18\x03 \x01(\x03\x12\x11\n\tunchanged\x18\x04 \x01(\x03\x12\x10\n\x08rejected\x18\x05 \x01(\x03\x12\x19\n\x11reject_report_uri\x18\x06 \x01(\t*\xca\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41TEGORY_AGRICULTURAL\x10\x01\x12\x16\n\x12\x43\x41TEGORY_LIVESTOCK\x10\x02\x12\x14\n\x10\x43\x41TEGORY_FISHING\x10\x03\x12\x15\n\x11\x43\x41TEGORY_FORESTRY\x10\x04\x12\x1b\n\x17\x43\x41TEGORY_AGROINDUSTRIAL\x10\x05\x12\x13\n\x0f\x43\x41TEGORY_INPUTS\x10\x06\x12\x12\n\x0e\x43\x41TEGORY_OTHER\x10\x07*\x8d\x01\n\x0fProcessingLevel\x12 \n\x1cPROCESSING_LEVEL_UNSPECIFIED\x10\x00\x12\x19\n\x15PROCESSING_LEVEL_NONE\x10\x01\x12\x1c\n\x18PROCESSING_LEVEL_PRIMARY\x10\x02\x12\x1f\n\x1bPROCESSING_LEVEL_INDUSTRIAL\x10\x03*c\n\x0cProductState\x12\x1d\n\x19PRODUCT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PRODUCT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16PRODUCT_STATE_INACTIVE\x10\x02*y\n\x0cImportFormat\x12\x1d\n\x19IMPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11IMPORT_FORMAT_CSV\x10\x01\x12\x18\n\x14IMPORT_FORMAT_NDJSON\x10\x02\x12\x19\n\x15IMPORT_FORMAT_PARQUET\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62mc/product/v1/product.proto\x12\x0e\x62mc.product.v1\x1a\x1d\x62mc/common/v1/operation.proto\x1a\x17\x62mc/common/v1/tax.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x06\n\x07Product\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xac\x02\x12\x1d\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x38\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x18.bmc.product.v1.CategoryB\x0c\xe2\x41\x01\x02\xbaH\x05\x82\x01\x02\x10\x01\x12\x39\n\x0bsubcategory\x18\x06 \x01(\tB$\xbaH!r\x1f\x32\x1d^([a-z0-9_]+(/[a-z0-9_]+)*)?$\x12G\n\x10processing_level\x18\x07 \x01(\x0e\x32\x1f.bmc.product.v1.ProcessingLevelB\x0c\xe2\x41\x01\x02\xbaH\x05\x82\x01\x02\x10\x01\x12,\n\tunit_code\x18\x08 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^([A-Z0-9]{2,3})?$\x12<\n\rvat_treatment\x18\t \x01(\x0e\x32\x1b.bmc.common.v1.VatTreatmentB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x44\n\x11withholding_class\x18\n \x01(\x0e\x32\x1f.bmc.common.v1.WithholdingClassB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x16\n\x08\x65ligible\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x31\n\x05state\x18\x0c \x01(\x0e\x32\x1c.bmc.product.v1.ProductStateB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:B\xea\x41?\n\x16\x62mc.product.v1/Product\x12\x12products/{product}*\x08products2\x07product\"Z\n\x0fProductRevision\x12(\n\x07product\x18\x01 \x01(\x0b\x32\x17.bmc.product.v1.Product\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x63hange\x18\x03 \x01(\t\"\xc6\x01\n\x16ImportProductsMetadata\x12)\n\x08progress\x18\x01 \x01(\x0b\x32\x17.bmc.common.v1.Progress\x12\x0c\n\x04uris\x18\x02 \x03(\t\x12\x14\n\x0c\x63urrent_file\x18\x03 \x01(\x05\x12\x12\n\nbytes_read\x18\x04 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x03\x12\x10\n\x08inserted\x18\x06 \x01(\x03\x12\x0f\n\x07updated\x18\x07 \x01(\x03\x12\x11\n\tunchanged\x18\x08 \x01(\x03\"\x8e\x01\n\x16ImportProductsResponse\x12\x11\n\trows_read\x18\x01 \x01(\x03\x12\x10\n\x08inserted\x18\x02 \x01(\x03\x12\x0f\n\x07updated\x18\x03 \x01(\x03\x12\x11\n\tunchanged\x18\x04 \x01(\x03\x12\x10\n\x08rejected\x18\x05 \x01(\x03\x12\x19\n\x11reject_report_uri\x18\x06 \x01(\t*\xca\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41TEGORY_AGRICULTURAL\x10\x01\x12\x16\n\x12\x43\x41TEGORY_LIVESTOCK\x10\x02\x12\x14\n\x10\x43\x41TEGORY_FISHING\x10\x03\x12\x15\n\x11\x43\x41TEGORY_FORESTRY\x10\x04\x12\x1b\n\x17\x43\x41TEGORY_AGROINDUSTRIAL\x10\x05\x12\x13\n\x0f\x43\x41TEGORY_INPUTS\x10\x06\x12\x12\n\x0e\x43\x41TEGORY_OTHER\x10\x07*\x8d\x01\n\x0fProcessingLevel\x12 \n\x1cPROCESSING_LEVEL_UNSPECIFIED\x10\x00\x12\x19\n\x15PROCESSING_LEVEL_NONE\x10\x01\x12\x1c\n\x18PROCESSING_LEVEL_PRIMARY\x10\x02\x12\x1f\n\x1bPROCESSING_LEVEL_INDUSTRIAL\x10\x03*c\n\x0cProductState\x12\x1d\n\x19PRODUCT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PRODUCT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16PRODUCT_STATE_INACTIVE\x10\x02*y\n\x0cImportFormat\x12\x1d\n\x19IMPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11IMPORT_FORMAT_CSV\x10\x01\x12\x18\n\x14IMPORT_FORMAT_NDJSON\x10\x02\x12\x19\n\x15IMPORT_FORMAT_PARQUET\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +42,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT'].fields_by_name['code']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['code']._serialized_options = b'\342A\001\003'
   _globals['_PRODUCT'].fields_by_name['display_name']._loaded_options = None
-  _globals['_PRODUCT'].fields_by_name['display_name']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['display_name']._serialized_options = b'\342A\001\002\272H\005r\003\030\254\002'
+  _globals['_PRODUCT'].fields_by_name['description']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
   _globals['_PRODUCT'].fields_by_name['category']._loaded_options = None
-  _globals['_PRODUCT'].fields_by_name['category']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['category']._serialized_options = b'\342A\001\002\272H\005\202\001\002\020\001'
+  _globals['_PRODUCT'].fields_by_name['subcategory']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['subcategory']._serialized_options = b'\272H!r\0372\035^([a-z0-9_]+(/[a-z0-9_]+)*)?$'
   _globals['_PRODUCT'].fields_by_name['processing_level']._loaded_options = None
-  _globals['_PRODUCT'].fields_by_name['processing_level']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['processing_level']._serialized_options = b'\342A\001\002\272H\005\202\001\002\020\001'
+  _globals['_PRODUCT'].fields_by_name['unit_code']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['unit_code']._serialized_options = b'\272H\026r\0242\022^([A-Z0-9]{2,3})?$'
+  _globals['_PRODUCT'].fields_by_name['vat_treatment']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['vat_treatment']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_PRODUCT'].fields_by_name['withholding_class']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['withholding_class']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_PRODUCT'].fields_by_name['eligible']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['eligible']._serialized_options = b'\342A\001\003'
   _globals['_PRODUCT'].fields_by_name['state']._loaded_options = None
@@ -58,20 +69,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_PRODUCT']._loaded_options = None
   _globals['_PRODUCT']._serialized_options = b'\352A?\n\026bmc.product.v1/Product\022\022products/{product}*\010products2\007product'
-  _globals['_CATEGORY']._serialized_start=1199
-  _globals['_CATEGORY']._serialized_end=1401
-  _globals['_PROCESSINGLEVEL']._serialized_start=1404
-  _globals['_PROCESSINGLEVEL']._serialized_end=1545
-  _globals['_PRODUCTSTATE']._serialized_start=1547
-  _globals['_PRODUCTSTATE']._serialized_end=1646
-  _globals['_IMPORTFORMAT']._serialized_start=1648
-  _globals['_IMPORTFORMAT']._serialized_end=1769
-  _globals['_PRODUCT']._serialized_start=198
-  _globals['_PRODUCT']._serialized_end=854
-  _globals['_PRODUCTREVISION']._serialized_start=856
-  _globals['_PRODUCTREVISION']._serialized_end=946
-  _globals['_IMPORTPRODUCTSMETADATA']._serialized_start=948
-  _globals['_IMPORTPRODUCTSMETADATA']._serialized_end=1051
-  _globals['_IMPORTPRODUCTSRESPONSE']._serialized_start=1054
-  _globals['_IMPORTPRODUCTSRESPONSE']._serialized_end=1196
+  _globals['_CATEGORY']._serialized_start=1443
+  _globals['_CATEGORY']._serialized_end=1645
+  _globals['_PROCESSINGLEVEL']._serialized_start=1648
+  _globals['_PROCESSINGLEVEL']._serialized_end=1789
+  _globals['_PRODUCTSTATE']._serialized_start=1791
+  _globals['_PRODUCTSTATE']._serialized_end=1890
+  _globals['_IMPORTFORMAT']._serialized_start=1892
+  _globals['_IMPORTFORMAT']._serialized_end=2013
+  _globals['_PRODUCT']._serialized_start=227
+  _globals['_PRODUCT']._serialized_end=1002
+  _globals['_PRODUCTREVISION']._serialized_start=1004
+  _globals['_PRODUCTREVISION']._serialized_end=1094
+  _globals['_IMPORTPRODUCTSMETADATA']._serialized_start=1097
+  _globals['_IMPORTPRODUCTSMETADATA']._serialized_end=1295
+  _globals['_IMPORTPRODUCTSRESPONSE']._serialized_start=1298
+  _globals['_IMPORTPRODUCTSRESPONSE']._serialized_end=1440
 # @@protoc_insertion_point(module_scope)

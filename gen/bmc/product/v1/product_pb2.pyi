@@ -281,8 +281,23 @@ class ImportProductsMetadata(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     URIS_FIELD_NUMBER: _builtins.int
     CURRENT_FILE_FIELD_NUMBER: _builtins.int
+    BYTES_READ_FIELD_NUMBER: _builtins.int
+    BYTES_TOTAL_FIELD_NUMBER: _builtins.int
+    INSERTED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
     current_file: _builtins.int
     """Index of the file being read."""
+    bytes_read: _builtins.int
+    """Bytes of the input files consumed so far (compressed size for .gz)."""
+    bytes_total: _builtins.int
+    """Total size of the input files."""
+    inserted: _builtins.int
+    """Products inserted so far."""
+    updated: _builtins.int
+    """Products changed so far."""
+    unchanged: _builtins.int
+    """Products already identical so far."""
     @_builtins.property
     def progress(self) -> _operation_pb2.Progress:
         """Rows read, rejected and so on."""
@@ -297,10 +312,15 @@ class ImportProductsMetadata(_message.Message):
         progress: _operation_pb2.Progress | None = ...,
         uris: _abc.Iterable[_builtins.str] | None = ...,
         current_file: _builtins.int = ...,
+        bytes_read: _builtins.int = ...,
+        bytes_total: _builtins.int = ...,
+        inserted: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_file", b"current_file", "progress", b"progress", "uris", b"uris"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_read", b"bytes_read", "bytes_total", b"bytes_total", "current_file", b"current_file", "inserted", b"inserted", "progress", b"progress", "unchanged", b"unchanged", "updated", b"updated", "uris", b"uris"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

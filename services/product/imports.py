@@ -1,0 +1,350 @@
+"""Bulk import of catalog exports as a long-running operation.
+
+Each file is read as a stream and cut into chunks of `BMC_IMPORT_CHUNK_ROWS`
+input rows. A chunk is validated in Python, `COPY`ed into a temporary staging
+table and merged into `products` in one transaction that also records the
+chunk, its rejects and the operation's progress. So an import is:
+- idempotent: the merge changes only rows whose content differs;
+- resumable: a killed import restarts after its last committed chunk;
+- flat in memory: one chunk at a time, parsed while the previous one merges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import glob
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import structlog
+from google.protobuf import timestamp_pb2
+from google.rpc import code_pb2, status_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bmc.common.v1 import operation_pb2
+from bmc.product.v1 import product_pb2, product_service_pb2
+from services.kit.database import asyncpg_kwargs
+from services.kit.errors import FieldViolation, InvalidArgument
+from services.kit.operations import OperationStore
+from services.product.cache import ProductCache
+from services.product.domain import DATA_FIELDS, InvalidProduct, product_from_row
+from services.product.readers import FileFormatError, Reject, Row, SourceFile
+
+log = structlog.get_logger("bmc.product.import")
+
+KIND = "import-products"
+FILE_DONE = -1  # chunk_index marking a whole file as committed
+STAGING_COLUMNS = ("line", *DATA_FIELDS, "eligible")
+_COMPARED = [c for c in (*DATA_FIELDS, "eligible") if c != "code"]
+
+STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS import_staging (
+    line bigint, code text COLLATE "C", display_name text, category smallint,
+    processing_level smallint, description text, subcategory text, unit_code text,
+    vat_treatment smallint, withholding_class smallint, eligible boolean
+) ON COMMIT DELETE ROWS
+"""
+_current = ", ".join(f"p.{c}" for c in _COMPARED)
+_existing = ", ".join(f"products.{c}" for c in _COMPARED)
+_staged = ", ".join(f"s.{c}" for c in _COMPARED)
+_excluded = ", ".join(f"EXCLUDED.{c}" for c in _COMPARED)
+# Built from the fixed column list above, never from input.
+MERGE_SQL = f"""
+WITH staged AS (
+    SELECT DISTINCT ON (code) * FROM import_staging ORDER BY code, line DESC
+), history AS (
+    INSERT INTO product_history
+    SELECT p.* FROM products p JOIN staged s USING (code)
+    WHERE ({_current}) IS DISTINCT FROM ({_staged})
+), merged AS (
+    INSERT INTO products (code, {", ".join(_COMPARED)}, active, revision, change, actor, create_time, update_time)
+    SELECT code, {", ".join(_COMPARED)}, true, 1, $1, $2, now(), now() FROM staged
+    ON CONFLICT (code) DO UPDATE SET
+        {", ".join(f"{c} = EXCLUDED.{c}" for c in _COMPARED)},
+        revision = products.revision + 1, change = EXCLUDED.change, actor = EXCLUDED.actor, update_time = now()
+    WHERE ({_existing}) IS DISTINCT FROM ({_excluded})
+    RETURNING code, (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted,
+       count(*) FILTER (WHERE NOT inserted) AS updated,
+       coalesce(array_agg(code) FILTER (WHERE NOT inserted), '{{}}') AS updated_codes
+FROM merged
+"""  # noqa: S608
+
+
+def expand_uris(uris: list[str]) -> list[Path]:
+    """Local paths (`file://` allowed) with globs expanded, in a stable order."""
+    paths: list[Path] = []
+    violations: list[FieldViolation] = []
+    for index, uri in enumerate(uris):
+        if uri.startswith("s3://"):
+            violations.append(
+                FieldViolation(f"uris[{index}]", "s3:// imports run only in AWS deployments", "UNSUPPORTED_URI")
+            )
+            continue
+        pattern = uri.removeprefix("file://")
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        files = [Path(m) for m in matches if Path(m).is_file()]
+        if not files:
+            violations.append(FieldViolation(f"uris[{index}]", f"no readable file at {uri!r}", "FILE_NOT_FOUND"))
+        paths.extend(p.resolve() for p in files)
+    if violations:
+        raise InvalidArgument("some import files cannot be read", reason="BAD_IMPORT_SOURCE", violations=violations)
+    return paths
+
+
+@dataclass
+class Totals:
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    bytes_done: int = 0
+
+    def add(self, other: Totals) -> None:
+        for name in ("rows_read", "inserted", "updated", "unchanged", "rejected", "bytes_done"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Chunk:
+    index: int
+    records: list[tuple[object, ...]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    rows: int = 0
+    bytes_read: int = 0
+
+
+def _chunks(source: SourceFile, skip: set[int], size: int) -> Iterator[Chunk]:
+    """Chunks of validated records; chunks in `skip` are read past unparsed."""
+    chunk = Chunk(0)
+    for item in source.rows():
+        chunk.rows += 1
+        if chunk.index not in skip:
+            if isinstance(item, Reject):
+                chunk.rejects.append(item)
+            else:
+                _validate(item, chunk)
+        if chunk.rows == size:
+            chunk.bytes_read = source.bytes_read
+            yield chunk
+            chunk = Chunk(chunk.index + 1)
+    if chunk.rows:
+        chunk.bytes_read = source.bytes_read
+        yield chunk
+
+
+def _validate(row: Row, chunk: Chunk) -> None:
+    try:
+        data = product_from_row(row.values)
+    except InvalidProduct as exc:
+        chunk.rejects.append(Reject(row.line, exc.field, exc.reason, exc.message, row.raw[:300]))
+        return
+    chunk.records.append((row.line, *(getattr(data, f) for f in DATA_FIELDS), data.eligible))
+
+
+class ProductImporter:
+    """Starts, runs, resumes and reports catalog imports."""
+
+    def __init__(
+        self, engine: AsyncEngine, operations: OperationStore, cache: ProductCache, report_dir: Path, chunk_rows: int
+    ) -> None:
+        self._engine = engine
+        self._chunk_rows = chunk_rows
+        self._operations = operations
+        self._cache = cache
+        self._report_dir = report_dir
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, name: str) -> None:
+        task = asyncio.create_task(self.run(name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self, request: product_service_pb2.ImportProductsRequest, subject: str) -> object:
+        paths = expand_uris(list(request.uris))
+        stored = product_service_pb2.ImportProductsRequest(
+            uris=[str(p) for p in paths], format=request.format, request_id=request.request_id
+        )
+        meta = product_pb2.ImportProductsMetadata(
+            uris=stored.uris,
+            bytes_total=sum(p.stat().st_size for p in paths),
+            progress=operation_pb2.Progress(stage="queued", start_time=timestamp_pb2.Timestamp(seconds=0)),
+        )
+        meta.progress.start_time.GetCurrentTime()
+        operation, created = await self._operations.create(
+            KIND, stored, meta, request_id=request.request_id, subject=subject
+        )
+        if created:
+            self._spawn(operation.name)
+        return operation
+
+    async def resume_unfinished(self) -> list[str]:
+        names = await self._operations.unfinished(KIND)
+        for name in names:
+            self._spawn(name)
+        return names
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run(self, name: str) -> None:
+        record = await self._operations.record(name)
+        request = record.unpack_request(product_service_pb2.ImportProductsRequest())
+        assert isinstance(request, product_service_pb2.ImportProductsRequest)
+        raw = await asyncpg.connect(**asyncpg_kwargs(self._engine.url))
+        try:
+            lock = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", lock):
+                return  # another process of this service runs it
+            await raw.execute(STAGING_DDL)
+            await self._run(raw, name, request, record.subject)
+        except asyncio.CancelledError:
+            raise
+        except FileFormatError as exc:
+            await self._fail(name, code_pb2.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:
+            log.exception("import failed", operation=name)
+            await self._fail(name, code_pb2.INTERNAL, f"import stopped: {type(exc).__name__}; re-run it to continue")
+        finally:
+            await raw.close()
+
+    async def _fail(self, name: str, code: int, message: str) -> None:
+        meta = await self._metadata(name)
+        meta.progress.stage = "failed"
+        meta.progress.end_time.GetCurrentTime()
+        await self._operations.finish(name, meta=meta, error=status_pb2.Status(code=code, message=message))
+
+    async def _metadata(self, name: str) -> product_pb2.ImportProductsMetadata:
+        operation = await self._operations.get(name)
+        meta = product_pb2.ImportProductsMetadata()
+        operation.metadata.Unpack(meta)
+        return meta
+
+    async def _committed(self, raw: asyncpg.Connection, name: str) -> tuple[dict[int, set[int]], Totals]:
+        rows = await raw.fetch("SELECT * FROM import_chunks WHERE operation = $1", name)
+        done: dict[int, set[int]] = {}
+        totals = Totals()
+        for r in rows:
+            done.setdefault(r["file_index"], set()).add(r["chunk_index"])
+            totals.add(Totals(r["rows_read"], r["inserted"], r["updated"], r["unchanged"], r["rejected"], 0))
+        return done, totals
+
+    async def _run(
+        self, raw: asyncpg.Connection, name: str, request: product_service_pb2.ImportProductsRequest, subject: str
+    ) -> None:
+        meta = await self._metadata(name)
+        done, totals = await self._committed(raw, name)
+        sources = [SourceFile(Path(uri), request.format) for uri in request.uris]
+        actor = subject or "import"
+        for file_index, source in enumerate(sources):
+            if FILE_DONE in done.get(file_index, set()):
+                totals.bytes_done += source.size
+                continue
+            meta.current_file = file_index
+            chunks = _chunks(source, done.get(file_index, set()), self._chunk_rows)
+            next_chunk = asyncio.create_task(asyncio.to_thread(next, chunks, None))
+            while (chunk := await next_chunk) is not None:
+                next_chunk = asyncio.create_task(asyncio.to_thread(next, chunks, None))
+                if chunk.index in done.get(file_index, set()):
+                    continue
+                counts = await self._commit(raw, name, file_index, chunk, f"import {name}", actor)
+                totals.add(counts)
+                self._progress(meta, totals, totals.bytes_done + chunk.bytes_read, f"loading {source.path.name}")
+                if await self._operations.update_metadata(name, meta):
+                    next_chunk.cancel()
+                    await self._cancelled(name, meta)
+                    return
+            await raw.execute(
+                "INSERT INTO import_chunks VALUES ($1, $2, $3, 0, 0, 0, 0, 0, $4) ON CONFLICT DO NOTHING",
+                name, file_index, FILE_DONE, source.size,
+            )  # fmt: skip
+            totals.bytes_done += source.size
+        report = await self._write_report(raw, name, request)
+        self._progress(meta, totals, totals.bytes_done, "done")
+        meta.progress.end_time.GetCurrentTime()
+        response = product_pb2.ImportProductsResponse(
+            rows_read=totals.rows_read,
+            inserted=totals.inserted,
+            updated=totals.updated,
+            unchanged=totals.unchanged,
+            rejected=totals.rejected,
+            reject_report_uri=report,
+        )
+        await self._operations.finish(name, meta=meta, response=response)
+        log.info("import finished", operation=name, rows=totals.rows_read, inserted=totals.inserted)
+
+    def _progress(self, meta: product_pb2.ImportProductsMetadata, totals: Totals, bytes_read: int, stage: str) -> None:
+        meta.progress.done = totals.rows_read
+        meta.progress.rejected = totals.rejected
+        meta.progress.stage = stage
+        meta.progress.update_time.GetCurrentTime()
+        meta.bytes_read = bytes_read
+        meta.inserted, meta.updated, meta.unchanged = totals.inserted, totals.updated, totals.unchanged
+
+    async def _commit(
+        self, raw: asyncpg.Connection, name: str, file_index: int, chunk: Chunk, change: str, actor: str
+    ) -> Totals:
+        async with raw.transaction():
+            inserted = updated = 0
+            updated_codes: list[str] = []
+            if chunk.records:
+                await raw.copy_records_to_table("import_staging", records=chunk.records, columns=STAGING_COLUMNS)
+                merged = await raw.fetchrow(MERGE_SQL, change, actor)
+                assert merged is not None
+                inserted, updated = merged["inserted"], merged["updated"]
+                updated_codes = list(merged["updated_codes"])
+            if chunk.rejects:
+                await raw.executemany(
+                    "INSERT INTO import_rejects VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    [(name, file_index, r.line, r.field, r.reason, r.message, r.raw) for r in chunk.rejects],
+                )
+            counts = Totals(
+                rows_read=chunk.rows,
+                inserted=inserted,
+                updated=updated,
+                unchanged=len(chunk.records) - inserted - updated,
+                rejected=len(chunk.rejects),
+            )
+            await raw.execute(
+                "INSERT INTO import_chunks VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                name, file_index, chunk.index, counts.rows_read, counts.inserted, counts.updated,
+                counts.unchanged, counts.rejected, chunk.bytes_read,
+            )  # fmt: skip
+        await self._cache.invalidate(updated_codes)
+        if inserted:
+            await self._cache.forget_missing()
+        return counts
+
+    async def _cancelled(self, name: str, meta: product_pb2.ImportProductsMetadata) -> None:
+        meta.progress.stage = "cancelled"
+        meta.progress.cancel_requested = True
+        meta.progress.end_time.GetCurrentTime()
+        status = status_pb2.Status(
+            code=code_pb2.CANCELLED, message="import cancelled; chunks committed before the request are kept"
+        )
+        await self._operations.finish(name, meta=meta, error=status)
+
+    async def _write_report(
+        self, raw: asyncpg.Connection, name: str, request: product_service_pb2.ImportProductsRequest
+    ) -> str:
+        rows = await raw.fetch("SELECT * FROM import_rejects WHERE operation = $1 ORDER BY file_index, line", name)
+        if not rows:
+            return ""
+        path = self._report_dir / name.replace("/", "-") / "rejects.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "line", "field", "reason", "message", "raw"])
+            for r in rows:
+                writer.writerow(
+                    [request.uris[r["file_index"]], r["line"], r["field"], r["reason"], r["message"], r["raw"]]
+                )
+        return path.resolve().as_uri()
