@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.errors import NotFound
 
@@ -169,7 +169,7 @@ class OperationStore:
             await conn.execute(query.values(cancel_requested=True, update_time=sa.func.now()))
         return await self.get(name, tenant)
 
-    async def update_metadata(self, name: str, meta: Message, conn: AsyncConnection | None = None) -> bool:
+    async def update_metadata(self, name: str, meta: Message) -> bool:
         """Stores progress; returns True when cancellation was requested."""
         statement = (
             sa.update(operations)
@@ -177,10 +177,8 @@ class OperationStore:
             .values(metadata=_pack(meta), update_time=sa.func.now())
             .returning(operations.c.cancel_requested)
         )
-        if conn is not None:
+        async with self._engine.begin() as conn:
             return bool((await conn.execute(statement)).scalar_one())
-        async with self._engine.begin() as own:
-            return bool((await own.execute(statement)).scalar_one())
 
     async def finish(
         self, name: str, *, meta: Message, response: Message | None = None, error: status_pb2.Status | None = None

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     import_chunk_rows: int = Field(
         default=50_000, ge=100, le=1_000_000, description="Rows per committed chunk of a bulk import."
     )
+    import_bulk_rows: int = Field(
+        default=500_000,
+        ge=0,
+        description="Imports estimated at this many rows or more (and a quarter of the catalog) drop the search "
+        "indexes while loading and rebuild them at the end.",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
 
     def as_environment(self) -> dict[str, str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from bmc.common.v1 import tax_pb2
 from bmc.product.v1 import product_pb2
@@ -61,9 +60,10 @@ class InvalidProduct(ValueError):
         self.field, self.reason, self.message = field, reason, message
 
 
-@dataclass(frozen=True)
-class ProductData:
-    """The mutable content of a product (what imports and updates set)."""
+class ProductData(NamedTuple):
+    """The mutable content of a product (what imports and updates set).
+
+    A named tuple rather than a dataclass: imports build millions of them."""
 
     code: str
     display_name: str
@@ -83,28 +83,34 @@ class ProductData:
         """Self, or InvalidProduct naming the first broken rule."""
         if not CODE.match(self.code):
             raise InvalidProduct("code", "INVALID_CODE", f"code {self.code!r} must be 1-64 letters, digits, . _ -")
-        if not self.display_name.strip():
+        if not self.display_name or self.display_name.isspace():
             raise InvalidProduct("display_name", "MISSING_NAME", "display_name is required")
         if len(self.display_name) > 300:
             raise InvalidProduct("display_name", "NAME_TOO_LONG", "display_name is longer than 300 characters")
         if len(self.description) > 2000:
             raise InvalidProduct("description", "DESCRIPTION_TOO_LONG", "description is longer than 2000 characters")
-        if self.category not in product_pb2.Category.values() or self.category == 0:
+        if self.category not in _CATEGORY_NUMBERS:
             raise InvalidProduct("category", "INVALID_CATEGORY", "category is required and must be a known one")
-        if self.processing_level not in product_pb2.ProcessingLevel.values() or self.processing_level == 0:
+        if self.processing_level not in _PROCESSING_NUMBERS:
             raise InvalidProduct("processing_level", "INVALID_PROCESSING_LEVEL", "processing_level is required")
-        if not SUBCATEGORY.match(self.subcategory):
+        if self.subcategory and not SUBCATEGORY.match(self.subcategory):
             raise InvalidProduct("subcategory", "INVALID_SUBCATEGORY", "subcategory must look like `cereals/maize`")
-        if not UNIT_CODE.match(self.unit_code):
+        if self.unit_code and not UNIT_CODE.match(self.unit_code):
             raise InvalidProduct("unit_code", "INVALID_UNIT_CODE", "unit_code must be a UN/ECE Rec. 20 code (KGM)")
-        if self.vat_treatment not in tax_pb2.VatTreatment.values():
+        if self.vat_treatment not in _VAT_NUMBERS:
             raise InvalidProduct("vat_treatment", "INVALID_VAT_TREATMENT", "unknown vat_treatment")
-        if self.withholding_class not in tax_pb2.WithholdingClass.values():
+        if self.withholding_class not in _WITHHOLDING_NUMBERS:
             raise InvalidProduct("withholding_class", "INVALID_WITHHOLDING_CLASS", "unknown withholding_class")
         return self
 
     def with_changes(self, changes: Mapping[str, Any]) -> ProductData:
-        return replace(self, **changes).validated()
+        return self._replace(**changes).validated()
+
+
+_CATEGORY_NUMBERS = frozenset(n for n in product_pb2.Category.values() if n)
+_PROCESSING_NUMBERS = frozenset(n for n in product_pb2.ProcessingLevel.values() if n)
+_VAT_NUMBERS = frozenset(tax_pb2.VatTreatment.values())
+_WITHHOLDING_NUMBERS = frozenset(tax_pb2.WithholdingClass.values())
 
 
 def is_eligible(category: int, processing_level: int) -> bool:
@@ -174,7 +180,7 @@ ALIASES = {
     "vat": "vat_treatment",
     "withholding": "withholding_class",
 }
-DATA_FIELDS = tuple(f.name for f in fields(ProductData))
+DATA_FIELDS = ProductData._fields
 
 
 def canonical_column(name: str) -> str:
@@ -187,25 +193,32 @@ def _enum(value: Any, table: Mapping[str, int], field: str, required: bool) -> i
         if required:
             raise InvalidProduct(field, f"MISSING_{field.upper()}", f"{field} is missing")
         return 0
-    number = table.get(str(value).strip())
+    number = table.get(value) if isinstance(value, str) else table.get(str(value))
     if number is None:
-        raise InvalidProduct(field, f"INVALID_{field.upper()}", f"{field} {value!r} is not a known value")
+        number = table.get(str(value).strip())
+        if number is None:
+            raise InvalidProduct(field, f"INVALID_{field.upper()}", f"{field} {value!r} is not a known value")
     return number
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
 def product_from_row(row: Mapping[str, Any]) -> ProductData:
     """One exported row (CSV, JSON or Parquet, canonical column names) as a product."""
-    code = row.get("code")
-    if code is None or str(code).strip() == "":
+    code = _text(row.get("code")).strip()
+    if not code:
         raise InvalidProduct("code", "MISSING_CODE", "code is missing")
+    get = row.get
     return ProductData(
-        code=str(code).strip(),
-        display_name=str(row.get("display_name") or "").strip(),
-        description=str(row.get("description") or ""),
-        category=_enum(row.get("category"), CATEGORIES, "category", True),
-        subcategory=str(row.get("subcategory") or "").strip().lower(),
-        processing_level=_enum(row.get("processing_level"), PROCESSING_LEVELS, "processing_level", True),
-        unit_code=str(row.get("unit_code") or "").strip().upper(),
-        vat_treatment=_enum(row.get("vat_treatment"), VAT_TREATMENTS, "vat_treatment", False),
-        withholding_class=_enum(row.get("withholding_class"), WITHHOLDING_CLASSES, "withholding_class", False),
+        code,
+        _text(get("display_name")).strip(),
+        _enum(get("category"), CATEGORIES, "category", True),
+        _enum(get("processing_level"), PROCESSING_LEVELS, "processing_level", True),
+        _text(get("description")),
+        _text(get("subcategory")).strip().lower(),
+        _text(get("unit_code")).strip().upper(),
+        _enum(get("vat_treatment"), VAT_TREATMENTS, "vat_treatment", False),
+        _enum(get("withholding_class"), WITHHOLDING_CLASSES, "withholding_class", False),
     ).validated()

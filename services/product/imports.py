@@ -76,6 +76,33 @@ FROM merged
 """  # noqa: S608
 
 
+# Secondary indexes: maintaining the trigram index row by row costs four times
+# the rest of the merge, so a large import drops them and rebuilds them once
+# at the end (in parallel), and name search runs unindexed meanwhile.
+SECONDARY_INDEXES = {
+    "products_name_trgm": (
+        "CREATE INDEX IF NOT EXISTS products_name_trgm ON products USING gin (display_name gin_trgm_ops)"
+    ),
+    "products_category": "CREATE INDEX IF NOT EXISTS products_category ON products (category, code)",
+}
+BULK_LOCK = 0x62756C6B  # one import at a time may run without indexes
+BYTES_PER_ROW = {"": 150, ".gz": 30, ".parquet": 50}
+
+
+def estimated_rows(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        suffix = path.suffix if path.suffix in BYTES_PER_ROW else ""
+        total += path.stat().st_size // BYTES_PER_ROW[suffix]
+    return total
+
+
+async def ensure_secondary_indexes(raw: asyncpg.Connection) -> None:
+    await raw.execute("SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 2")
+    for statement in SECONDARY_INDEXES.values():
+        await raw.execute(statement)
+
+
 def expand_uris(uris: list[str]) -> list[Path]:
     """Local paths (`file://` allowed) with globs expanded, in a stable order."""
     paths: list[Path] = []
@@ -145,17 +172,24 @@ def _validate(row: Row, chunk: Chunk) -> None:
     except InvalidProduct as exc:
         chunk.rejects.append(Reject(row.line, exc.field, exc.reason, exc.message, row.raw[:300]))
         return
-    chunk.records.append((row.line, *(getattr(data, f) for f in DATA_FIELDS), data.eligible))
+    chunk.records.append((row.line, *data, data.eligible))
 
 
 class ProductImporter:
     """Starts, runs, resumes and reports catalog imports."""
 
     def __init__(
-        self, engine: AsyncEngine, operations: OperationStore, cache: ProductCache, report_dir: Path, chunk_rows: int
+        self,
+        engine: AsyncEngine,
+        operations: OperationStore,
+        cache: ProductCache,
+        report_dir: Path,
+        chunk_rows: int,
+        bulk_rows: int,
     ) -> None:
         self._engine = engine
         self._chunk_rows = chunk_rows
+        self._bulk_rows = bulk_rows
         self._operations = operations
         self._cache = cache
         self._report_dir = report_dir
@@ -185,7 +219,16 @@ class ProductImporter:
         return operation
 
     async def resume_unfinished(self) -> list[str]:
+        """Restarts imports a crash interrupted; with none left, makes sure no
+        interrupted bulk load left the catalog without its search indexes."""
         names = await self._operations.unfinished(KIND)
+        if not names:
+            raw = await asyncpg.connect(**asyncpg_kwargs(self._engine.url))
+            try:
+                if await raw.fetchval("SELECT pg_try_advisory_lock($1)", BULK_LOCK):
+                    await ensure_secondary_indexes(raw)
+            finally:
+                await raw.close()
         for name in names:
             self._spawn(name)
         return names
@@ -205,22 +248,51 @@ class ProductImporter:
             if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", lock):
                 return  # another process of this service runs it
             await raw.execute(STAGING_DDL)
-            await self._run(raw, name, request, record.subject)
+            bulk = await self._enter_bulk_mode(raw, [Path(u) for u in request.uris])
+            meta = await self._metadata(name)
+            try:
+                outcome = await self._load(raw, name, request, record.subject, meta)
+            except FileFormatError as exc:
+                outcome = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
+            finally:
+                if bulk:
+                    meta.progress.stage = "indexing"
+                    await self._operations.update_metadata(name, meta)
+                    await ensure_secondary_indexes(raw)
+                    await raw.execute("SELECT pg_advisory_unlock($1)", BULK_LOCK)
+            meta.progress.end_time.GetCurrentTime()
+            if isinstance(outcome, status_pb2.Status):
+                meta.progress.stage = "cancelled" if outcome.code == code_pb2.CANCELLED else "failed"
+                await self._operations.finish(name, meta=meta, error=outcome)
+            else:
+                meta.progress.stage = "done"
+                await self._operations.finish(name, meta=meta, response=outcome)
+                log.info("import finished", operation=name, rows=outcome.rows_read, inserted=outcome.inserted)
         except asyncio.CancelledError:
             raise
-        except FileFormatError as exc:
-            await self._fail(name, code_pb2.INVALID_ARGUMENT, str(exc))
         except Exception as exc:
             log.exception("import failed", operation=name)
-            await self._fail(name, code_pb2.INTERNAL, f"import stopped: {type(exc).__name__}; re-run it to continue")
+            meta = await self._metadata(name)
+            meta.progress.stage = "failed"
+            meta.progress.end_time.GetCurrentTime()
+            status = status_pb2.Status(
+                code=code_pb2.INTERNAL, message=f"import stopped: {type(exc).__name__}; re-run it to continue"
+            )
+            await self._operations.finish(name, meta=meta, error=status)
         finally:
             await raw.close()
 
-    async def _fail(self, name: str, code: int, message: str) -> None:
-        meta = await self._metadata(name)
-        meta.progress.stage = "failed"
-        meta.progress.end_time.GetCurrentTime()
-        await self._operations.finish(name, meta=meta, error=status_pb2.Status(code=code, message=message))
+    async def _enter_bulk_mode(self, raw: asyncpg.Connection, paths: list[Path]) -> bool:
+        """Drops the secondary indexes when this import is large next to the catalog."""
+        rows = estimated_rows(paths)
+        current = await raw.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'products'")
+        if rows < self._bulk_rows or rows < max(current or 0, 0) // 4:
+            return False
+        if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", BULK_LOCK):
+            return False
+        log.info("bulk mode: dropping secondary indexes until the import ends", estimated_rows=rows)
+        await raw.execute(f"DROP INDEX IF EXISTS {', '.join(SECONDARY_INDEXES)}")
+        return True
 
     async def _metadata(self, name: str) -> product_pb2.ImportProductsMetadata:
         operation = await self._operations.get(name)
@@ -237,10 +309,15 @@ class ProductImporter:
             totals.add(Totals(r["rows_read"], r["inserted"], r["updated"], r["unchanged"], r["rejected"], 0))
         return done, totals
 
-    async def _run(
-        self, raw: asyncpg.Connection, name: str, request: product_service_pb2.ImportProductsRequest, subject: str
-    ) -> None:
-        meta = await self._metadata(name)
+    async def _load(
+        self,
+        raw: asyncpg.Connection,
+        name: str,
+        request: product_service_pb2.ImportProductsRequest,
+        subject: str,
+        meta: product_pb2.ImportProductsMetadata,
+    ) -> product_pb2.ImportProductsResponse | status_pb2.Status:
+        """Loads every file not yet committed; the response, or CANCELLED."""
         done, totals = await self._committed(raw, name)
         sources = [SourceFile(Path(uri), request.format) for uri in request.uris]
         actor = subject or "import"
@@ -260,26 +337,25 @@ class ProductImporter:
                 self._progress(meta, totals, totals.bytes_done + chunk.bytes_read, f"loading {source.path.name}")
                 if await self._operations.update_metadata(name, meta):
                     next_chunk.cancel()
-                    await self._cancelled(name, meta)
-                    return
+                    meta.progress.cancel_requested = True
+                    return status_pb2.Status(
+                        code=code_pb2.CANCELLED,
+                        message="import cancelled; chunks committed before the request are kept",
+                    )
             await raw.execute(
                 "INSERT INTO import_chunks VALUES ($1, $2, $3, 0, 0, 0, 0, 0, $4) ON CONFLICT DO NOTHING",
                 name, file_index, FILE_DONE, source.size,
             )  # fmt: skip
             totals.bytes_done += source.size
-        report = await self._write_report(raw, name, request)
-        self._progress(meta, totals, totals.bytes_done, "done")
-        meta.progress.end_time.GetCurrentTime()
-        response = product_pb2.ImportProductsResponse(
+        self._progress(meta, totals, totals.bytes_done, "writing report")
+        return product_pb2.ImportProductsResponse(
             rows_read=totals.rows_read,
             inserted=totals.inserted,
             updated=totals.updated,
             unchanged=totals.unchanged,
             rejected=totals.rejected,
-            reject_report_uri=report,
+            reject_report_uri=await self._write_report(raw, name, request),
         )
-        await self._operations.finish(name, meta=meta, response=response)
-        log.info("import finished", operation=name, rows=totals.rows_read, inserted=totals.inserted)
 
     def _progress(self, meta: product_pb2.ImportProductsMetadata, totals: Totals, bytes_read: int, stage: str) -> None:
         meta.progress.done = totals.rows_read
@@ -322,15 +398,6 @@ class ProductImporter:
         if inserted:
             await self._cache.forget_missing()
         return counts
-
-    async def _cancelled(self, name: str, meta: product_pb2.ImportProductsMetadata) -> None:
-        meta.progress.stage = "cancelled"
-        meta.progress.cancel_requested = True
-        meta.progress.end_time.GetCurrentTime()
-        status = status_pb2.Status(
-            code=code_pb2.CANCELLED, message="import cancelled; chunks committed before the request are kept"
-        )
-        await self._operations.finish(name, meta=meta, error=status)
 
     async def _write_report(
         self, raw: asyncpg.Connection, name: str, request: product_service_pb2.ImportProductsRequest

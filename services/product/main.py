@@ -18,7 +18,12 @@ async def build(resources: Resources) -> ProductApi:
     operations = OperationStore(resources.engine, OPERATIONS)
     settings = resources.settings
     importer = ProductImporter(
-        resources.engine, operations, cache, settings.data_dir / "imports", settings.import_chunk_rows
+        resources.engine,
+        operations,
+        cache,
+        settings.data_dir / "imports",
+        settings.import_chunk_rows,
+        settings.import_bulk_rows,
     )
     await importer.resume_unfinished()
     resources.on_stop.append(importer.close)

@@ -13,9 +13,8 @@ import gzip
 import io
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import orjson
 
@@ -32,8 +31,7 @@ class FileFormatError(Exception):
     """The file as a whole cannot be read as the format it claims."""
 
 
-@dataclass(frozen=True)
-class Reject:
+class Reject(NamedTuple):
     line: int
     field: str
     reason: str
@@ -41,8 +39,7 @@ class Reject:
     raw: str
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     line: int
     values: dict[str, Any]
     raw: str

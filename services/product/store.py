@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,7 +42,7 @@ products = sa.Table("products", metadata, sa.Column("code", sa.Text, primary_key
 product_history = sa.Table(
     "product_history", metadata, sa.Column("code", sa.Text, primary_key=True), *_content_columns()
 )
-DATA_COLUMNS = tuple(f.name for f in fields(ProductData))
+DATA_COLUMNS = ProductData._fields
 # What an import compares to decide "unchanged".
 CONTENT_COLUMNS = tuple(c for c in DATA_COLUMNS if c != "code")
 
@@ -140,7 +140,7 @@ class CatalogStore:
         return page
 
     async def create(self, data: ProductData, actor: str) -> StoredProduct:
-        values = {**asdict(data), "eligible": data.eligible, "active": True, "revision": 1}
+        values = {**data._asdict(), "eligible": data.eligible, "active": True, "revision": 1}
         statement = (
             pg_insert(products)
             .values(**values, change="create", actor=actor, create_time=sa.func.now(), update_time=sa.func.now())

@@ -184,7 +184,7 @@ def test_same_request_id_returns_the_same_operation(platform: Platform, tmp_path
 @pytest.fixture
 def product_only(tmp_path: Path) -> Iterator[Cluster]:
     """A product service of its own, with small chunks, that tests may kill."""
-    settings = make_settings(tmp_path, "embedded", import_chunk_rows=2_000)
+    settings = make_settings(tmp_path, "embedded", import_chunk_rows=2_000, import_bulk_rows=20_000)
     with Cluster(settings, services=["product"]) as cluster:
         yield cluster
 
@@ -211,6 +211,30 @@ def test_killed_import_resumes_from_its_last_committed_chunk(product_only: Clust
     assert result.inserted + result.updated + result.unchanged == 60_000
     assert result.inserted == 60_000, "every product inserted exactly once across the restart"
     assert total.products
+    assert _indexes(product_only) >= {"products_name_trgm", "products_category"}, "bulk mode must rebuild the indexes"
+
+
+def _indexes(cluster: Cluster) -> set[str]:
+    import asyncio
+
+    import asyncpg
+
+    from services.kit.database import asyncpg_kwargs, database_name, service_url
+
+    assert cluster.infrastructure is not None
+    url = service_url(cluster.infrastructure.database_url, database_name(cluster.settings, "product"))
+
+    async def names() -> set[str]:
+        connection = await asyncpg.connect(**asyncpg_kwargs(url))
+        try:
+            return {
+                r["indexname"]
+                for r in await connection.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'products'")
+            }
+        finally:
+            await connection.close()
+
+    return asyncio.run(names())
 
 
 def test_cancel_stops_after_the_current_chunk(product_only: Cluster, tmp_path: Path) -> None:
