@@ -15,7 +15,6 @@ from tempfile import TemporaryDirectory
 import grpc
 
 from services.cli.cluster import Cluster
-from services.kit.settings import Settings
 from tests.conftest import make_settings
 
 
@@ -74,11 +73,12 @@ async def drive(
 
 
 @contextmanager
-def platform(services: list[str], **overrides: object) -> Iterator[Settings]:
-    with TemporaryDirectory(prefix="bmc-bench-") as tmp:
+def platform(services: list[str], **overrides: object) -> Iterator[Cluster]:
+    """The named services on a fresh embedded PostgreSQL/Redis, for one run."""
+    with TemporaryDirectory(prefix="bmc-bench-", dir=overrides.pop("directory", None)) as tmp:  # type: ignore[arg-type]
         settings = make_settings(Path(tmp), "embedded", log_level="WARNING", **overrides)
         with Cluster(settings, services=services) as cluster:
-            yield cluster.settings
+            yield cluster
 
 
 def summary(results: list[Result]) -> str:

@@ -77,8 +77,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
-    with platform(["product"]) as settings:
-        print(asyncio.run(run(settings, args.seconds, args.concurrency)))
+    with platform(["product"]) as cluster:
+        print(asyncio.run(run(cluster.settings, args.seconds, args.concurrency)))
 
 
 if __name__ == "__main__":

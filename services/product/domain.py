@@ -4,7 +4,7 @@ for registration at the exchange, and how an imported row becomes a product."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from bmc.common.v1 import tax_pb2
@@ -188,16 +188,60 @@ def canonical_column(name: str) -> str:
     return ALIASES.get(key, key)
 
 
+class RowDecoder:
+    """Turns the values of one exported row into a product, given the
+    file's column names (canonical). Built once per file or key layout:
+    imports decode millions of rows, so lookups are by position."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        position = {name: i for i, name in enumerate(columns)}
+        self._at = tuple(position.get(name, -1) for name in _DECODED)
+        if self._at[0] < 0:
+            raise InvalidProduct("code", "MISSING_CODE_COLUMN", "the file has no `code` column")
+
+    def decode(self, values: Sequence[Any]) -> ProductData:
+        code_at, name_at, category_at, processing_at, description_at, sub_at, unit_at, vat_at, wh_at = self._at
+        code = _text(values[code_at]).strip()
+        if not code:
+            raise InvalidProduct("code", "MISSING_CODE", "code is missing")
+        return ProductData(
+            code,
+            _text(values[name_at]).strip() if name_at >= 0 else "",
+            _enum(values[category_at] if category_at >= 0 else None, CATEGORIES, "category", True),
+            _enum(values[processing_at] if processing_at >= 0 else None, PROCESSING_LEVELS, "processing_level", True),
+            _text(values[description_at]) if description_at >= 0 else "",
+            _text(values[sub_at]).strip().lower() if sub_at >= 0 else "",
+            _text(values[unit_at]).strip().upper() if unit_at >= 0 else "",
+            _enum(values[vat_at] if vat_at >= 0 else None, VAT_TREATMENTS, "vat_treatment", False),
+            _enum(values[wh_at] if wh_at >= 0 else None, WITHHOLDING_CLASSES, "withholding_class", False),
+        ).validated()
+
+
+_DECODED = (
+    "code",
+    "display_name",
+    "category",
+    "processing_level",
+    "description",
+    "subcategory",
+    "unit_code",
+    "vat_treatment",
+    "withholding_class",
+)
+_decoders: dict[tuple[str, ...], RowDecoder] = {}
+
+
 def _enum(value: Any, table: Mapping[str, int], field: str, required: bool) -> int:
+    number = table.get(value) if isinstance(value, str) else None
+    if number is not None:
+        return number
     if value is None or value == "":
         if required:
             raise InvalidProduct(field, f"MISSING_{field.upper()}", f"{field} is missing")
         return 0
-    number = table.get(value) if isinstance(value, str) else table.get(str(value))
+    number = table.get(str(value).strip())
     if number is None:
-        number = table.get(str(value).strip())
-        if number is None:
-            raise InvalidProduct(field, f"INVALID_{field.upper()}", f"{field} {value!r} is not a known value")
+        raise InvalidProduct(field, f"INVALID_{field.upper()}", f"{field} {value!r} is not a known value")
     return number
 
 
@@ -206,19 +250,11 @@ def _text(value: Any) -> str:
 
 
 def product_from_row(row: Mapping[str, Any]) -> ProductData:
-    """One exported row (CSV, JSON or Parquet, canonical column names) as a product."""
-    code = _text(row.get("code")).strip()
-    if not code:
-        raise InvalidProduct("code", "MISSING_CODE", "code is missing")
-    get = row.get
-    return ProductData(
-        code,
-        _text(get("display_name")).strip(),
-        _enum(get("category"), CATEGORIES, "category", True),
-        _enum(get("processing_level"), PROCESSING_LEVELS, "processing_level", True),
-        _text(get("description")),
-        _text(get("subcategory")).strip().lower(),
-        _text(get("unit_code")).strip().upper(),
-        _enum(get("vat_treatment"), VAT_TREATMENTS, "vat_treatment", False),
-        _enum(get("withholding_class"), WITHHOLDING_CLASSES, "withholding_class", False),
-    ).validated()
+    """One exported row (JSON or Parquet, canonical keys) as a product."""
+    keys = tuple(row)
+    decoder = _decoders.get(keys)
+    if decoder is None:
+        if "code" not in row:
+            raise InvalidProduct("code", "MISSING_CODE", "code is missing")
+        decoder = _decoders.setdefault(keys, RowDecoder(keys))
+    return decoder.decode(tuple(row.values()))

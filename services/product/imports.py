@@ -15,8 +15,8 @@ import asyncio
 import csv
 import glob
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -31,14 +31,16 @@ from services.kit.database import asyncpg_kwargs
 from services.kit.errors import FieldViolation, InvalidArgument
 from services.kit.operations import OperationStore
 from services.product.cache import ProductCache
-from services.product.domain import DATA_FIELDS, InvalidProduct, product_from_row
-from services.product.readers import FileFormatError, Reject, Row, SourceFile
+from services.product.domain import DATA_FIELDS
+from services.product.parsing import Chunk, ChunkReader, FileEnd
+from services.product.readers import FileFormatError, SourceFile
 
 log = structlog.get_logger("bmc.product.import")
 
 KIND = "import-products"
 FILE_DONE = -1  # chunk_index marking a whole file as committed
 STAGING_COLUMNS = ("line", *DATA_FIELDS, "eligible")
+TEXT_COLUMNS = ("code", "display_name", "description", "subcategory", "unit_code")
 _COMPARED = [c for c in (*DATA_FIELDS, "eligible") if c != "code"]
 
 STAGING_DDL = """
@@ -136,43 +138,6 @@ class Totals:
     def add(self, other: Totals) -> None:
         for name in ("rows_read", "inserted", "updated", "unchanged", "rejected", "bytes_done"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class Chunk:
-    index: int
-    records: list[tuple[object, ...]] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    rows: int = 0
-    bytes_read: int = 0
-
-
-def _chunks(source: SourceFile, skip: set[int], size: int) -> Iterator[Chunk]:
-    """Chunks of validated records; chunks in `skip` are read past unparsed."""
-    chunk = Chunk(0)
-    for item in source.rows():
-        chunk.rows += 1
-        if chunk.index not in skip:
-            if isinstance(item, Reject):
-                chunk.rejects.append(item)
-            else:
-                _validate(item, chunk)
-        if chunk.rows == size:
-            chunk.bytes_read = source.bytes_read
-            yield chunk
-            chunk = Chunk(chunk.index + 1)
-    if chunk.rows:
-        chunk.bytes_read = source.bytes_read
-        yield chunk
-
-
-def _validate(row: Row, chunk: Chunk) -> None:
-    try:
-        data = product_from_row(row.values)
-    except InvalidProduct as exc:
-        chunk.rejects.append(Reject(row.line, exc.field, exc.reason, exc.message, row.raw[:300]))
-        return
-    chunk.records.append((row.line, *data, data.eligible))
 
 
 class ProductImporter:
@@ -321,32 +286,36 @@ class ProductImporter:
         done, totals = await self._committed(raw, name)
         sources = [SourceFile(Path(uri), request.format) for uri in request.uris]
         actor = subject or "import"
+        pending = []
         for file_index, source in enumerate(sources):
             if FILE_DONE in done.get(file_index, set()):
                 totals.bytes_done += source.size
-                continue
-            meta.current_file = file_index
-            chunks = _chunks(source, done.get(file_index, set()), self._chunk_rows)
-            next_chunk = asyncio.create_task(asyncio.to_thread(next, chunks, None))
-            while (chunk := await next_chunk) is not None:
-                next_chunk = asyncio.create_task(asyncio.to_thread(next, chunks, None))
-                if chunk.index in done.get(file_index, set()):
+            else:
+                pending.append((file_index, source.path, done.get(file_index, set())))
+        reader = ChunkReader(pending, request.format, self._chunk_rows)
+        try:
+            while (item := await reader.next()) is not None:
+                if isinstance(item, FileEnd):
+                    await raw.execute(
+                        "INSERT INTO import_chunks VALUES ($1, $2, $3, 0, 0, 0, 0, 0, $4) ON CONFLICT DO NOTHING",
+                        name, item.file_index, FILE_DONE, item.size,
+                    )  # fmt: skip
+                    totals.bytes_done += item.size
                     continue
-                counts = await self._commit(raw, name, file_index, chunk, f"import {name}", actor)
-                totals.add(counts)
-                self._progress(meta, totals, totals.bytes_done + chunk.bytes_read, f"loading {source.path.name}")
+                if item.index in done.get(item.file_index, set()):
+                    continue
+                meta.current_file = item.file_index
+                totals.add(await self._commit(raw, name, item, f"import {name}", actor))
+                stage = f"loading {sources[item.file_index].path.name}"
+                self._progress(meta, totals, totals.bytes_done + item.bytes_read, stage)
                 if await self._operations.update_metadata(name, meta):
-                    next_chunk.cancel()
                     meta.progress.cancel_requested = True
                     return status_pb2.Status(
                         code=code_pb2.CANCELLED,
                         message="import cancelled; chunks committed before the request are kept",
                     )
-            await raw.execute(
-                "INSERT INTO import_chunks VALUES ($1, $2, $3, 0, 0, 0, 0, 0, $4) ON CONFLICT DO NOTHING",
-                name, file_index, FILE_DONE, source.size,
-            )  # fmt: skip
-            totals.bytes_done += source.size
+        finally:
+            reader.close()
         self._progress(meta, totals, totals.bytes_done, "writing report")
         return product_pb2.ImportProductsResponse(
             rows_read=totals.rows_read,
@@ -365,14 +334,18 @@ class ProductImporter:
         meta.bytes_read = bytes_read
         meta.inserted, meta.updated, meta.unchanged = totals.inserted, totals.updated, totals.unchanged
 
-    async def _commit(
-        self, raw: asyncpg.Connection, name: str, file_index: int, chunk: Chunk, change: str, actor: str
-    ) -> Totals:
+    async def _commit(self, raw: asyncpg.Connection, name: str, chunk: Chunk, change: str, actor: str) -> Totals:
         async with raw.transaction():
             inserted = updated = 0
             updated_codes: list[str] = []
-            if chunk.records:
-                await raw.copy_records_to_table("import_staging", records=chunk.records, columns=STAGING_COLUMNS)
+            if chunk.valid:
+                await raw.copy_to_table(
+                    "import_staging",
+                    source=io.BytesIO(chunk.csv),
+                    columns=STAGING_COLUMNS,
+                    format="csv",
+                    force_not_null=TEXT_COLUMNS,  # an empty field is '', not NULL
+                )
                 merged = await raw.fetchrow(MERGE_SQL, change, actor)
                 assert merged is not None
                 inserted, updated = merged["inserted"], merged["updated"]
@@ -380,18 +353,18 @@ class ProductImporter:
             if chunk.rejects:
                 await raw.executemany(
                     "INSERT INTO import_rejects VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                    [(name, file_index, r.line, r.field, r.reason, r.message, r.raw) for r in chunk.rejects],
+                    [(name, chunk.file_index, r.line, r.field, r.reason, r.message, r.raw) for r in chunk.rejects],
                 )
             counts = Totals(
                 rows_read=chunk.rows,
                 inserted=inserted,
                 updated=updated,
-                unchanged=len(chunk.records) - inserted - updated,
+                unchanged=chunk.valid - inserted - updated,
                 rejected=len(chunk.rejects),
             )
             await raw.execute(
                 "INSERT INTO import_chunks VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                name, file_index, chunk.index, counts.rows_read, counts.inserted, counts.updated,
+                name, chunk.file_index, chunk.index, counts.rows_read, counts.inserted, counts.updated,
                 counts.unchanged, counts.rejected, chunk.bytes_read,
             )  # fmt: skip
         await self._cache.invalidate(updated_codes)

@@ -41,7 +41,9 @@ class Reject(NamedTuple):
 
 class Row(NamedTuple):
     line: int
-    values: dict[str, Any]
+    # A mapping of canonical names (JSON, Parquet), or the fields of a CSV
+    # record in the order of `SourceFile.columns`.
+    values: dict[str, Any] | list[str]
     raw: str
 
 
@@ -90,6 +92,7 @@ class SourceFile:
         self._counter: CountingReader | None = None
         self._parquet_rows_done = 0
         self._parquet_rows_total = 0
+        self.columns: list[str] = []
 
     @property
     def bytes_read(self) -> int:
@@ -133,7 +136,7 @@ class SourceFile:
             header = next(reader)
         except StopIteration:
             return
-        columns = [canonical_column(h.lstrip("\ufeff")) for h in header]
+        columns = self.columns = [canonical_column(h.lstrip("\ufeff")) for h in header]
         if "code" not in columns:
             raise FileFormatError(f"{self.path}: the header has no `code` column (found: {', '.join(header)})")
         width = len(columns)
@@ -154,7 +157,7 @@ class SourceFile:
                     start, "", "WRONG_FIELD_COUNT", f"expected {width} fields, found {len(record)}", joined[:RAW_LIMIT]
                 )
                 continue
-            yield Row(start, dict(zip(columns, record, strict=True)), joined)
+            yield Row(start, record, joined)
 
     def _ndjson_rows(self, stream: IO[bytes]) -> Iterator[Row | Reject]:
         for number, line in enumerate(stream, start=1):
