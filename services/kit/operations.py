@@ -9,6 +9,7 @@ restart so that the service can resume them.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
@@ -150,16 +151,20 @@ class OperationStore:
         )
 
     async def page(
-        self, *, tenant: str = "", page_size: int = 50, after: str | None = None
-    ) -> list[operations_pb2.Operation]:
-        query = sa.select(operations).order_by(operations.c.name.desc()).limit(page_size)
+        self, *, tenant: str = "", page_size: int = 50, after: list[str] | None = None
+    ) -> list[tuple[operations_pb2.Operation, list[str]]]:
+        """Operations newest first, each with its keyset (for page tokens)."""
+        query = (
+            sa.select(operations).order_by(operations.c.create_time.desc(), operations.c.name.desc()).limit(page_size)
+        )
         if tenant:
             query = query.where(operations.c.tenant == tenant)
         if after:
-            query = query.where(operations.c.name < after)
+            created, name = dt.datetime.fromisoformat(after[0]), after[1]
+            query = query.where(sa.tuple_(operations.c.create_time, operations.c.name) < sa.tuple_(created, name))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [self._proto(r) for r in rows]
+        return [(self._proto(r), [r.create_time.isoformat(), r.name]) for r in rows]
 
     async def request_cancel(self, name: str, tenant: str = "") -> operations_pb2.Operation:
         query = sa.update(operations).where(operations.c.name == name, sa.not_(operations.c.done))

@@ -186,7 +186,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
     async def ImportProducts(
         self, request: product_service_pb2.ImportProductsRequest, context: Any
     ) -> operations_pb2.Operation:
-        return await self._importer.start(request, require_principal().subject)  # type: ignore[return-value]
+        return await self._importer.start(request, require_principal().subject)
 
     def _operation_name(self, name: str) -> str:
         if not name.startswith(f"{OPERATIONS}/"):
@@ -205,10 +205,10 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
     ) -> operations_pb2.ListOperationsResponse:
         size = page_size(request.page_size, 20, 100)
         after = decode_page_token(request.page_token, request)
-        page = await self._operations.page(page_size=size + 1, after=str(after[0]) if after else None)
-        response = operations_pb2.ListOperationsResponse(operations=page[:size])
+        page = await self._operations.page(page_size=size + 1, after=[str(k) for k in after] if after else None)
+        response = operations_pb2.ListOperationsResponse(operations=[operation for operation, _ in page[:size]])
         if len(page) > size:
-            response.next_page_token = encode_page_token([page[size - 1].name], request)
+            response.next_page_token = encode_page_token(page[size - 1][1], request)
         return response
 
     async def CancelOperation(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from google.protobuf import timestamp_pb2
+from google.longrunning import operations_pb2
 from google.rpc import code_pb2, status_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -165,7 +165,9 @@ class ProductImporter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def start(self, request: product_service_pb2.ImportProductsRequest, subject: str) -> object:
+    async def start(self, request: product_service_pb2.ImportProductsRequest, subject: str) -> operations_pb2.Operation:
+        """Checks the files, records the operation and starts it; a repeated
+        `request_id` returns the first operation and starts nothing."""
         paths = expand_uris(list(request.uris))
         stored = product_service_pb2.ImportProductsRequest(
             uris=[str(p) for p in paths], format=request.format, request_id=request.request_id
@@ -173,7 +175,7 @@ class ProductImporter:
         meta = product_pb2.ImportProductsMetadata(
             uris=stored.uris,
             bytes_total=sum(p.stat().st_size for p in paths),
-            progress=operation_pb2.Progress(stage="queued", start_time=timestamp_pb2.Timestamp(seconds=0)),
+            progress=operation_pb2.Progress(stage="queued"),
         )
         meta.progress.start_time.GetCurrentTime()
         operation, created = await self._operations.create(

@@ -251,3 +251,14 @@ def test_cancel_stops_after_the_current_chunk(product_only: Cluster, tmp_path: P
     done.metadata.Unpack(meta)
     assert meta.progress.cancel_requested
     assert meta.progress.done < 40_000
+
+
+def test_list_operations_pages_newest_first(platform: Platform, tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "p.csv", _rows(f"L{uuid.uuid4().hex[:6].upper()}", 3))
+    with catalog(platform.settings) as cat:
+        names = [cat.import_and_wait([str(path)]).name for _ in range(3)]
+        first = cat.ListOperations(operations_pb2.ListOperationsRequest(page_size=2))
+        second = cat.ListOperations(operations_pb2.ListOperationsRequest(page_size=2, page_token=first.next_page_token))
+    assert [o.name for o in first.operations] == names[::-1][:2]
+    assert second.operations[0].name == names[0]
+    assert all(o.done for o in first.operations)

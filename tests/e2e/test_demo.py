@@ -1,0 +1,41 @@
+"""`bmc demo`, the main job, as a user runs it: one command, a summary in out/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port_base
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(600)
+def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
+    env.update(BMC_DATA_DIR=str(tmp_path / "data"), BMC_PORT_BASE=str(free_port_base()), COLUMNS="160")
+    bmc = Path(sys.executable).parent / "bmc"
+    result = subprocess.run(
+        [str(bmc), "demo", "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["ok"] is True
+    assert {s["health"] for s in summary["services"]} == {"SERVING"}
+    assert all(c["passed"] for c in summary["security_checks"])
+    catalog = summary["catalog"]
+    assert catalog["rows_read"] == 50_018
+    assert catalog["rejected"] == 0
+    assert catalog["lookups"]["AZUCAR-REFINADA"]["eligible"] is False
+    assert catalog["lookups"]["CAFE-PERGAMINO"]["eligible"] is True
+    assert catalog["missing"] == ["products/NO-EXISTE"]
