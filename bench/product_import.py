@@ -100,7 +100,7 @@ def run(rows: int, shard_count: int, root: Path) -> list[str]:
         settings = cluster.settings
         assert cluster.infrastructure is not None
         copy_seconds = asyncio.run(raw_copy(settings, cluster.infrastructure.database_url, paths))
-        pid = cluster.processes["product"].pid
+        pid = cluster.processes["product"][0].pid
         first_seconds, first, peak_first = timed_import(settings, paths, pid)
         again_seconds, again, peak_again = timed_import(settings, paths, pid)
     copy_rate, first_rate, again_rate = rows / copy_seconds, rows / first_seconds, rows / again_seconds

@@ -110,14 +110,19 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="product service processes on the port")
     parser.add_argument("--data", type=Path, default=Path("build/bench-data"))
     args = parser.parse_args()
     paths = shards_for(args.rows, args.shards, args.data)
-    with platform(["product"], directory=str(args.data)) as cluster:
+    with platform(["product"], directory=str(args.data), workers=args.workers) as cluster:
         started = time.monotonic()
         with catalog(cluster.settings) as cat:
             loaded = result_of(cat.import_and_wait([str(p) for p in paths], timeout=7200))
-        print(f"catalog: {loaded.inserted:,} products loaded in {time.monotonic() - started:.0f}s", flush=True)
+        print(
+            f"catalog: {loaded.inserted:,} products loaded in {time.monotonic() - started:.0f}s; "
+            f"{args.workers} service process(es)",
+            flush=True,
+        )
         results = asyncio.run(measure(cluster.settings, args.rows, args.seconds, args.concurrency))
     print(summary(results))
 

@@ -61,7 +61,8 @@ class Cluster:
         self.specs = [SERVICES[name] for name in (services or list(SERVICES))]
         self.log_dir = self.settings.data_dir / "logs"
         self.infrastructure: EmbeddedInfrastructure | None = None
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # Each service runs `settings.workers` processes on one port (SO_REUSEPORT).
+        self.processes: dict[str, list[subprocess.Popen[bytes]]] = {}
 
     def _environment(self) -> dict[str, str]:
         assert self.infrastructure is not None
@@ -85,21 +86,25 @@ class Cluster:
 
     def _spawn(self, spec: ServiceSpec) -> None:
         with (self.log_dir / f"{spec.name}.log").open("ab") as log:
-            self.processes[spec.name] = subprocess.Popen(
-                [sys.executable, "-m", spec.module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
-            )
+            self.processes[spec.name] = [
+                subprocess.Popen(
+                    [sys.executable, "-m", spec.module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
+                )
+                for _ in range(self.settings.workers)
+            ]
 
     def kill(self, name: str) -> None:
         """Kills one service abruptly (SIGKILL), as a crash would."""
-        process = self.processes[name]
-        process.kill()
-        process.wait()
+        for process in self.processes[name]:
+            process.kill()
+            process.wait()
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Starts a killed or stopped service again and waits until it is healthy."""
-        if self.processes[name].poll() is None:
-            self.processes[name].terminate()
-            self.processes[name].wait()
+        for process in self.processes[name]:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
         self._spawn(SERVICES[name])
         deadline = time.monotonic() + timeout
         while health_of(self.settings, SERVICES[name]) != "SERVING":
@@ -121,7 +126,7 @@ class Cluster:
                 time.sleep(0.2)
 
     def check_alive(self) -> None:
-        for name, process in self.processes.items():
+        for name, process in ((n, p) for n, group in self.processes.items() for p in group):
             code = process.poll()
             if code is not None:
                 tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
@@ -133,7 +138,7 @@ class Cluster:
                 name=spec.name,
                 full_name=spec.full_name,
                 address=spec.target(self.settings),
-                pid=self.processes[spec.name].pid,
+                pid=self.processes[spec.name][0].pid,
                 health=health_of(self.settings, spec),
                 log=self.log_dir / f"{spec.name}.log",
             )
@@ -141,11 +146,12 @@ class Cluster:
         ]
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        every = [p for group in self.processes.values() for p in group]
+        for process in every:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 5
-        for process in self.processes.values():
+        for process in every:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

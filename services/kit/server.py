@@ -115,6 +115,8 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     server = grpc.aio.server(
         interceptors=interceptors(settings),
         options=[
+            # Several workers of a service share its port; a lone one must not
+            # start silently on a port another server already holds.
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),

@@ -43,6 +43,7 @@ product_history = sa.Table(
     "product_history", metadata, sa.Column("code", sa.Text, primary_key=True), *_content_columns()
 )
 DATA_COLUMNS = ProductData._fields
+_GET_MANY = "SELECT * FROM products WHERE code = ANY($1::text[])"
 # What an import compares to decide "unchanged".
 CONTENT_COLUMNS = tuple(c for c in DATA_COLUMNS if c != "code")
 
@@ -66,7 +67,8 @@ class StoredProduct:
 
     @classmethod
     def from_row(cls, row: Any) -> StoredProduct:
-        m = row._mapping
+        """From a SQLAlchemy row or an asyncpg record."""
+        m = getattr(row, "_mapping", row)
         return cls(
             data=ProductData(**{c: m[c] for c in DATA_COLUMNS}),
             eligible=m["eligible"],
@@ -93,11 +95,15 @@ class CatalogStore:
         self.engine = engine
 
     async def get_many(self, codes: Sequence[str]) -> dict[str, StoredProduct]:
+        """The hot path of every lookup miss: one prepared statement on the
+        driver connection (asyncpg caches it), no SQL compilation per call."""
         if not codes:
             return {}
         async with self.engine.connect() as conn:
-            rows = await conn.execute(sa.select(products).where(products.c.code.in_(list(codes))))
-            return {r.code: StoredProduct.from_row(r) for r in rows}
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            rows = await driver.fetch(_GET_MANY, list(codes))
+        return {r["code"]: StoredProduct.from_row(r) for r in rows}
 
     async def get(self, code: str) -> StoredProduct | None:
         return (await self.get_many([code])).get(code)

@@ -1,0 +1,1 @@
+"""DIAN rules shared by several services: NIT check digits and the CUFE."""

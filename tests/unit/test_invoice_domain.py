@@ -1,0 +1,203 @@
+"""Invoice registration rules: every check, all failures at once, the state
+machine, and properties of the totals arithmetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.dian import cufe
+from services.invoice.domain import (
+    NIT,
+    IllegalTransition,
+    InvoiceDocument,
+    Line,
+    Party,
+    ProductFacts,
+    RegistrationPolicy,
+    State,
+    Tax,
+    TaxScheme,
+    Totals,
+    next_state,
+    validate,
+)
+
+TODAY = dt.date(2026, 11, 28)
+PRODUCTS = {"MAIZ-AMARILLO": ProductFacts(eligible=True, active=True), "CAFE-PERGAMINO": ProductFacts(True, True)}
+
+
+def document(**changes: object) -> InvoiceDocument:
+    """A consistent test-environment invoice: 10 t of maize at 1,250,000 + 5% IVA."""
+    line = Line(1, "MAIZ-AMARILLO", "Maíz amarillo", Decimal("10"), "TNE", Decimal("1250000"), Decimal("12500000.00"),
+                (Tax(TaxScheme.IVA, Decimal("5"), Decimal("12500000.00"), Decimal("625000.00")),))  # fmt: skip
+    doc = InvoiceDocument(
+        number="SETP990000123",
+        cufe="0" * 96,
+        environment=cufe.TEST,
+        issue_date=dt.date(2026, 11, 20),
+        issue_time="10:15:00-05:00",
+        currency="COP",
+        seller=Party(NIT, "900508908", "9", "Agropecuaria El Llano S.A.S."),
+        buyer=Party(NIT, "860034313", "7", "Molinos del Centro S.A."),
+        lines=(line,),
+        taxes=(Tax(TaxScheme.IVA, Decimal("5"), Decimal("12500000.00"), Decimal("625000.00")),),
+        totals=Totals(
+            line_extension=Decimal("12500000.00"),
+            tax_exclusive=Decimal("12500000.00"),
+            tax_inclusive=Decimal("13125000.00"),
+            payable=Decimal("13125000.00"),
+        ),
+    )
+    doc = replace(doc, **changes)  # type: ignore[arg-type]
+    if "cufe" not in changes:
+        doc = replace(doc, cufe=doc.cufe_fields().cufe(cufe.TEST_ENVIRONMENT_KEY))
+    return doc
+
+
+def reasons(doc: InvoiceDocument, policy: RegistrationPolicy | None = None) -> list[tuple[str, str]]:
+    return [(i.field, i.reason) for i in validate(doc, policy or RegistrationPolicy(today=TODAY), PRODUCTS)]
+
+
+def test_a_consistent_invoice_passes() -> None:
+    assert reasons(document()) == []
+
+
+def test_nit_check_digits_of_seller_and_buyer() -> None:
+    doc = document(seller=Party(NIT, "900508908", "3", "X"), buyer=Party(NIT, "860034313", "1", "Y"))
+    assert reasons(doc) == [
+        ("seller.id.check_digit", "NIT_CHECK_DIGIT_MISMATCH"),
+        ("buyer.id.check_digit", "NIT_CHECK_DIGIT_MISMATCH"),
+    ]
+
+
+def test_a_seller_with_a_cedula_has_no_check_digit() -> None:
+    assert reasons(document(seller=Party(13, "79123456", "", "Pedro Pérez"))) == []
+
+
+def test_cufe_is_recomputed_for_test_environment_documents() -> None:
+    assert reasons(document(cufe="a" * 96)) == [("cufe", "CUFE_MISMATCH")]
+    assert reasons(document(cufe="xyz")) == [("cufe", "CUFE_MALFORMED")]
+
+
+def test_production_cufe_is_checked_only_when_the_issuer_key_is_known() -> None:
+    doc = document(environment=cufe.PRODUCTION, cufe="b" * 96)
+    assert reasons(doc) == []
+    key = "693ff6f2a553c3646a063436fd4dd9ded0311471"
+    policy = RegistrationPolicy(today=TODAY, technical_keys={"900508908": key})
+    assert reasons(doc, policy) == [("cufe", "CUFE_MISMATCH")]
+    good = document(environment=cufe.PRODUCTION, cufe=doc.cufe_fields().cufe(key))
+    assert reasons(good, policy) == []
+
+
+def test_line_tax_and_payable_arithmetic() -> None:
+    bad_line = replace(document().lines[0], line_extension=Decimal("12000000.00"))
+    assert ("lines[0].line_extension_amount", "LINE_TOTAL_MISMATCH") in reasons(document(lines=(bad_line,)))
+    bad_tax = (Tax(TaxScheme.IVA, Decimal("5"), Decimal("12500000.00"), Decimal("600000.00")),)
+    assert ("taxes[0].tax_amount", "TAX_AMOUNT_MISMATCH") in reasons(document(taxes=bad_tax))
+    bad_totals = replace(document().totals, payable=Decimal("13125000.02"))
+    assert reasons(document(totals=bad_totals)) == [("totals.payable_amount", "PAYABLE_MISMATCH")]
+
+
+def test_prepaid_amounts_reduce_the_payable() -> None:
+    totals = replace(document().totals, prepaid=Decimal("125000.00"), payable=Decimal("13000000.00"))
+    assert reasons(document(totals=totals)) == []
+
+
+def test_withholdings_do_not_count_as_charged_taxes() -> None:
+    withholding = Tax(TaxScheme.RETE_FUENTE, Decimal("1.5"), Decimal("12500000.00"), Decimal("187500.00"))
+    assert reasons(document(taxes=(*document().taxes, withholding))) == []
+
+
+def test_dates_future_and_window() -> None:
+    assert reasons(document(issue_date=dt.date(2026, 11, 29))) == [("issue_date", "ISSUE_DATE_IN_FUTURE")]
+    assert reasons(document(issue_date=dt.date(2026, 5, 1))) == [("issue_date", "OUTSIDE_REGISTRATION_WINDOW")]
+    monthly = RegistrationPolicy(today=TODAY, same_or_previous_month=True)
+    assert reasons(document(issue_date=dt.date(2026, 10, 1)), monthly) == []
+    assert reasons(document(issue_date=dt.date(2026, 9, 30)), monthly) == [
+        ("issue_date", "OUTSIDE_REGISTRATION_WINDOW")
+    ]
+
+
+def test_products_must_exist_be_active_and_eligible() -> None:
+    lines = [replace(document().lines[0], product_code=c) for c in ("NOPE", "AZUCAR", "VIEJO")]
+    facts = {**PRODUCTS, "AZUCAR": ProductFacts(eligible=False, active=True), "VIEJO": ProductFacts(True, False)}
+    doc = document(lines=tuple(lines))
+    found = [(i.field, i.reason) for i in validate(doc, RegistrationPolicy(today=TODAY), facts)]
+    assert ("lines[0].product_code", "UNKNOWN_PRODUCT") in found
+    assert ("lines[1].product_code", "PRODUCT_NOT_ELIGIBLE") in found
+    assert ("lines[2].product_code", "PRODUCT_INACTIVE") in found
+
+
+def test_every_failure_is_reported_at_once() -> None:
+    doc = document(
+        currency="USD",
+        cufe="a" * 96,
+        issue_date=dt.date(2030, 1, 1),
+        seller=Party(NIT, "900508908", "0", "X"),
+        lines=(replace(document().lines[0], product_code="NOPE"),),
+    )
+    assert {r for _, r in reasons(doc)} >= {
+        "CURRENCY_NOT_ACCEPTED",
+        "ISSUE_DATE_IN_FUTURE",
+        "NIT_CHECK_DIGIT_MISMATCH",
+        "UNKNOWN_PRODUCT",
+        "CUFE_MISMATCH",
+    }
+
+
+def test_state_machine() -> None:
+    assert next_state(None, "InvoiceRegistered") is State.REGISTERED
+    assert next_state(State.REGISTERED, "CommissionCalculated") is State.COMMISSIONED
+    assert next_state(State.COMMISSIONED, "InvoiceCertified") is State.CERTIFIED
+    assert next_state(State.CERTIFIED, "InvoiceAnnulled") is State.ANNULLED
+    for state, event in [
+        (State.ANNULLED, "InvoiceCertified"),
+        (State.ANNULLED, "InvoiceAnnulled"),
+        (None, "InvoiceAnnulled"),
+    ]:
+        with pytest.raises(IllegalTransition):
+            next_state(state, event)
+
+
+money = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100000000"), places=2)
+quantities = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("10000"), places=3)
+rates = st.sampled_from([Decimal("0"), Decimal("5"), Decimal("19")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(quantities, money, rates), min_size=1, max_size=8))
+def test_documents_built_from_their_lines_always_add_up(items: list[tuple[Decimal, Decimal, Decimal]]) -> None:
+    """Whatever the lines, a document whose totals are computed from them the
+    way an issuer does (cents half-up per line) passes every arithmetic rule."""
+    lines, taxes = [], {}
+    for number, (quantity, price, rate) in enumerate(items, start=1):
+        extension = (quantity * price).quantize(Decimal("0.01"))
+        tax = (extension * rate / 100).quantize(Decimal("0.01"))
+        lines.append(Line(number, "MAIZ-AMARILLO", "x", quantity, "KGM", price, extension,
+                          (Tax(TaxScheme.IVA, rate, extension, tax),)))  # fmt: skip
+        base, amount = taxes.get(rate, (Decimal(0), Decimal(0)))
+        taxes[rate] = (base + extension, amount + tax)
+    subtotal = sum((line.line_extension for line in lines), Decimal(0))
+    doc_taxes = tuple(Tax(TaxScheme.IVA, rate, base, amount) for rate, (base, amount) in taxes.items())
+    total = subtotal + sum((t.amount for t in doc_taxes), Decimal(0))
+    doc = document(
+        lines=tuple(lines),
+        taxes=doc_taxes,
+        totals=Totals(line_extension=subtotal, tax_exclusive=subtotal, tax_inclusive=total, payable=total),
+    )
+    arithmetic = {"LINE_TOTAL_MISMATCH", "TAX_AMOUNT_MISMATCH", "SUBTOTAL_MISMATCH", "TAX_TOTAL_MISMATCH",
+                  "TAX_INCLUSIVE_MISMATCH", "PAYABLE_MISMATCH"}  # fmt: skip
+    assert [r for r in reasons(doc) if r[1] in arithmetic] == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(money)
+def test_any_change_of_the_payable_beyond_a_cent_is_caught(delta: Decimal) -> None:
+    totals = replace(document().totals, payable=document().totals.payable + delta + Decimal("0.01"))
+    assert ("totals.payable_amount", "PAYABLE_MISMATCH") in reasons(document(totals=totals))
