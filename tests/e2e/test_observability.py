@@ -49,7 +49,7 @@ def test_rpc_log_lines_carry_request_and_trace_ids(platform: Platform) -> None:
     line = matching[0]
     assert line["trace_id"] == trace_id, "the caller's W3C trace must continue in the service"
     assert line["method"] == "/bmc.product.v1.ProductService/GetProduct"
-    assert line["code"] == "UNIMPLEMENTED"
+    assert line["code"] == "NOT_FOUND"
     assert line["subject"] == "tester"
     assert line["service"] == "product"
 

@@ -201,3 +201,52 @@ def test_documents_built_from_their_lines_always_add_up(items: list[tuple[Decima
 def test_any_change_of_the_payable_beyond_a_cent_is_caught(delta: Decimal) -> None:
     totals = replace(document().totals, payable=document().totals.payable + delta + Decimal("0.01"))
     assert ("totals.payable_amount", "PAYABLE_MISMATCH") in reasons(document(totals=totals))
+
+
+# ---------------------------------------------------------------- hash chain
+
+from services.invoice import chain  # noqa: E402
+
+
+def _events(count: int) -> list[chain.ChainedEvent]:
+    events, previous = [], chain.GENESIS
+    moment = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+    for position in range(1, count + 1):
+        event = chain.ChainedEvent(
+            position, f"e{position}", f"inv{position % 3}", 1, "InvoiceRegistered", {"n": position, "amount": "1.00"},
+            {"actor": "t"}, moment + dt.timedelta(seconds=position), previous,
+        )  # fmt: skip
+        event = replace(event, hash=event.computed_hash())
+        previous = event.hash
+        events.append(event)
+    return events
+
+
+def test_an_untouched_chain_verifies() -> None:
+    report = chain.verify(_events(20))
+    assert report.intact
+    assert report.checked == 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=19), st.sampled_from(["data", "type", "metadata", "delete", "swap"]))
+def test_any_alteration_is_found_at_its_position(index: int, how: str) -> None:
+    events = _events(20)
+    if how == "delete":
+        del events[index]
+        expected = index + 1
+    elif how == "swap":
+        other = (index + 1) % 20
+        events[index], events[other] = events[other], events[index]
+        expected = min(index, other) + 1
+    else:
+        altered = {"data": {"n": -1}, "type": "InvoiceAnnulled", "metadata": {"actor": "mallory"}}[how]
+        events[index] = replace(events[index], **{how: altered})
+        expected = index + 1
+    report = chain.verify(events)
+    if how == "delete" and index == 19:
+        assert report.intact  # removing the last event is caught by the head hash, see below
+        assert report.head_hash != _events(20)[-1].hash
+    else:
+        assert not report.intact
+        assert report.first_broken_position == expected

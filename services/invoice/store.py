@@ -1,0 +1,327 @@
+"""Invoices in PostgreSQL: the append-only, hash-chained event store and the
+read model it keeps current in the same transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.invoice import chain
+from services.invoice.domain import State, next_state
+from services.kit.database import asyncpg_kwargs
+from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+
+
+@dataclass(frozen=True)
+class EventMeta:
+    """Who and what caused an event."""
+
+    actor: str
+    tenant: str
+    request_id: str = ""
+    trace_id: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"actor": self.actor, "tenant": self.tenant, "request_id": self.request_id, "trace_id": self.trace_id}
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    """One row of the read model."""
+
+    id: str
+    broker: str
+    state: State
+    registration_number: str
+    register_time: dt.datetime
+    update_time: dt.datetime
+    version: int
+    document: Mapping[str, Any]
+    annulment_reason: str
+    certificate: str
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> InvoiceRow:
+        return cls(
+            id=r["id"],
+            broker=r["broker"],
+            state=State(r["state"]),
+            registration_number=r["registration_number"],
+            register_time=r["register_time"],
+            update_time=r["update_time"],
+            version=r["version"],
+            document=json.loads(r["document"]),
+            annulment_reason=r["annulment_reason"],
+            certificate=r["certificate"],
+        )
+
+
+@dataclass(frozen=True)
+class NewInvoice:
+    """What registration stores: the document (proto JSON) and its keys."""
+
+    document: Mapping[str, Any]
+    number: str
+    cufe: str
+    seller_nit: str
+    buyer_id: str
+    issue_date: dt.date
+    broker: str
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    broker: str = ""
+    state: str = ""
+    seller_nit: str = ""
+    buyer_id: str = ""
+    issue_from: dt.date | None = None
+    issue_to: dt.date | None = None
+    registered_from: dt.datetime | None = None
+    registered_to: dt.datetime | None = None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class InvoiceStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(**asyncpg_kwargs(self._engine.url), min_size=1, max_size=10)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "InvoiceStore.open() was not awaited"
+        return self._pool
+
+    # ------------------------------------------------------------ writing
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        stream_id: str,
+        version: int,
+        type_: str,
+        data: Mapping[str, Any],
+        meta: EventMeta,
+    ) -> chain.ChainedEvent:
+        """Appends one event at the head of the chain; the caller holds a transaction."""
+        head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE")
+        assert head is not None
+        event = chain.ChainedEvent(
+            position=head["position"] + 1,
+            event_id=str(uuid.uuid4()),
+            stream_id=stream_id,
+            version=version,
+            type=type_,
+            data=data,
+            metadata=meta.as_dict(),
+            record_time=dt.datetime.now(dt.UTC),
+            prev_hash=head["hash"],
+        )
+        digest = event.computed_hash()
+        await conn.execute(
+            "INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)",
+            event.position, event.event_id, stream_id, version, type_, _json(data), _json(event.metadata),
+            event.record_time, event.prev_hash, digest,
+        )  # fmt: skip
+        await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", event.position, digest)
+        return chain.ChainedEvent(**{**event.__dict__, "hash": digest})
+
+    async def _existing_for(self, conn: asyncpg.Connection, tenant: str, request_id: str) -> InvoiceRow | None:
+        if not request_id:
+            return None
+        row = await conn.fetchrow(
+            "SELECT i.* FROM idempotency_keys k JOIN invoices i ON i.id = k.invoice_id "
+            "WHERE k.tenant = $1 AND k.request_id = $2",
+            tenant, request_id,
+        )  # fmt: skip
+        return InvoiceRow.from_record(row) if row else None
+
+    async def register(self, new: NewInvoice, meta: EventMeta) -> tuple[InvoiceRow, bool]:
+        """The registered invoice and True; or, for a repeated request id, the
+        first registration and False. AlreadyExists for a duplicate invoice."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            existing = await self._existing_for(conn, meta.tenant, meta.request_id)
+            if existing is not None:
+                return existing, False
+            await conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")  # serialise registrations
+            duplicate = await conn.fetchrow(
+                "SELECT id, registration_number, cufe = $1 AS same_cufe FROM invoices "
+                "WHERE cufe = $1 OR (seller_nit = $2 AND number = $3) LIMIT 1",
+                new.cufe, new.seller_nit, new.number,
+            )  # fmt: skip
+            if duplicate is not None:
+                what = "CUFE" if duplicate["same_cufe"] else "issuer and number"
+                raise AlreadyExists(
+                    f"an invoice with this {what} is already registered ({duplicate['registration_number']})",
+                    reason="DUPLICATE_CUFE" if duplicate["same_cufe"] else "DUPLICATE_NUMBER",
+                    metadata={"invoice": f"invoices/{duplicate['id']}"},
+                )
+            now = dt.datetime.now(dt.UTC)
+            sequence = await conn.fetchval(
+                "INSERT INTO registration_counters VALUES ($1, 1) "
+                "ON CONFLICT (year) DO UPDATE SET last = registration_counters.last + 1 RETURNING last",
+                now.year,
+            )
+            invoice_id = uuid.uuid4().hex
+            registration_number = f"{now.year}-{sequence:08d}"
+            data = {"document": dict(new.document), "registration_number": registration_number, "broker": new.broker}
+            state = next_state(None, "InvoiceRegistered")
+            event = await self._append(conn, invoice_id, 1, "InvoiceRegistered", data, meta)
+            row = await conn.fetchrow(
+                "INSERT INTO invoices VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11::jsonb, '', '') "
+                "RETURNING *",
+                invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
+                new.issue_date, event.record_time, registration_number, _json(new.document),
+            )  # fmt: skip
+            if meta.request_id:
+                await conn.execute(
+                    "INSERT INTO idempotency_keys VALUES ($1, $2, $3)", meta.tenant, meta.request_id, invoice_id
+                )
+            assert row is not None
+            return InvoiceRow.from_record(row), True
+
+    async def transition(
+        self, invoice_id: str, event_type: str, data: Mapping[str, Any], meta: EventMeta, expected_version: int = 0
+    ) -> InvoiceRow:
+        """Appends a lifecycle event (annulment, certification) if the state machine allows it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1 FOR UPDATE", invoice_id)
+            if current is None:
+                raise NotFound(f"invoice invoices/{invoice_id} not found", reason="INVOICE_NOT_FOUND")
+            row = InvoiceRow.from_record(current)
+            if expected_version and expected_version != row.version:
+                raise Aborted(
+                    f"invoice changed since it was read (version {expected_version}, now {row.version})",
+                    reason="VERSION_MISMATCH",
+                )
+            try:
+                state = next_state(row.state, event_type)
+            except ValueError as exc:
+                raise FailedPrecondition(
+                    str(exc), reason="ILLEGAL_TRANSITION", metadata={"state": row.state.value}
+                ) from exc
+            event = await self._append(conn, invoice_id, row.version + 1, event_type, data, meta)
+            updated = await conn.fetchrow(
+                "UPDATE invoices SET state = $2, version = version + 1, update_time = $3, "
+                "annulment_reason = CASE WHEN $2 = 'ANNULLED' THEN $4 ELSE annulment_reason END, "
+                "certificate = CASE WHEN $5 <> '' THEN $5 ELSE certificate END "
+                "WHERE id = $1 RETURNING *",
+                invoice_id, state.value, event.record_time,
+                str(data.get("reason", "")), str(data.get("certificate", "")),
+            )  # fmt: skip
+            assert updated is not None
+            return InvoiceRow.from_record(updated)
+
+    # ------------------------------------------------------------ reading
+
+    async def get(self, invoice_id: str, broker: str = "") -> InvoiceRow | None:
+        if broker:
+            query, args = "SELECT * FROM invoices WHERE id = $1 AND broker = $2", [invoice_id, broker]
+        else:
+            query, args = "SELECT * FROM invoices WHERE id = $1", [invoice_id]
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(query, *args)
+        return InvoiceRow.from_record(row) if row else None
+
+    async def search(self, where: ListFilter, limit: int, after: Sequence[str] | None) -> list[InvoiceRow]:
+        clauses, args = [], []
+
+        def add(sql: str, value: Any) -> None:
+            args.append(value)
+            clauses.append(sql.replace("?", f"${len(args)}"))
+
+        if where.broker:
+            add("broker = ?", where.broker)
+        if where.state:
+            add("state = ?", where.state)
+        if where.seller_nit:
+            add("seller_nit = ?", where.seller_nit)
+        if where.buyer_id:
+            add("buyer_id = ?", where.buyer_id)
+        if where.issue_from:
+            add("issue_date >= ?", where.issue_from)
+        if where.issue_to:
+            add("issue_date <= ?", where.issue_to)
+        if where.registered_from:
+            add("register_time >= ?", where.registered_from)
+        if where.registered_to:
+            add("register_time < ?", where.registered_to)
+        if after:
+            args += [dt.datetime.fromisoformat(after[0]), after[1]]
+            clauses.append(f"(register_time, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        # Only fixed fragments with $n placeholders are joined; values are bound.
+        sql = "SELECT * FROM invoices"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY register_time DESC, id DESC LIMIT ${len(args)}"
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [InvoiceRow.from_record(r) for r in rows]
+
+    async def events(self, invoice_id: str, limit: int, after_version: int) -> list[chain.ChainedEvent]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+                invoice_id, after_version, limit,
+            )  # fmt: skip
+        return [_event(r) for r in rows]
+
+    async def walk(self, from_position: int = 1, batch: int = 5_000) -> AsyncIterator[chain.ChainedEvent]:
+        """Every event from `from_position`, in order, a batch at a time."""
+        position = from_position - 1
+        async with self.pool.acquire() as conn:
+            while True:
+                rows = await conn.fetch(
+                    "SELECT * FROM events WHERE position > $1 ORDER BY position LIMIT $2", position, batch
+                )
+                if not rows:
+                    return
+                for r in rows:
+                    yield _event(r)
+                position = rows[-1]["position"]
+
+    async def hash_before(self, position: int) -> str:
+        if position <= 1:
+            return chain.GENESIS
+        async with self.pool.acquire() as conn:
+            value = await conn.fetchval("SELECT hash FROM events WHERE position = $1", position - 1)
+        return str(value) if value else chain.GENESIS
+
+    async def head(self) -> tuple[int, str]:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+        assert row is not None
+        return int(row["position"]), str(row["hash"])
+
+
+def _event(r: asyncpg.Record) -> chain.ChainedEvent:
+    return chain.ChainedEvent(
+        position=r["position"],
+        event_id=str(r["event_id"]),
+        stream_id=r["stream_id"],
+        version=r["version"],
+        type=r["type"],
+        data=json.loads(r["data"]),
+        metadata=json.loads(r["metadata"]),
+        record_time=r["record_time"],
+        prev_hash=r["prev_hash"],
+        hash=r["hash"],
+    )

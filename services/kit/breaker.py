@@ -1,0 +1,45 @@
+"""A circuit breaker for calls to another service: after `threshold`
+consecutive failures it fails fast for `reset_seconds`, then lets one trial
+call through (half-open); a success closes it again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from services.kit.errors import Unavailable
+
+_T = TypeVar("_T")
+
+
+class CircuitBreaker:
+    def __init__(self, name: str, threshold: int = 5, reset_seconds: float = 10.0) -> None:
+        self.name, self.threshold, self.reset_seconds = name, threshold, reset_seconds
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if time.monotonic() - self.opened_at >= self.reset_seconds else "open"
+
+    async def call(self, action: Callable[[], Awaitable[_T]], failure: type[BaseException] | tuple[type[BaseException], ...]) -> _T:
+        """Runs `action`; exceptions of type `failure` count against the breaker."""
+        if self.state == "open":
+            raise Unavailable(
+                f"{self.name} is unavailable (circuit open after {self.failures} failures); retry shortly",
+                reason="CIRCUIT_OPEN",
+                metadata={"dependency": self.name},
+            )
+        try:
+            result = await action()
+        except failure:
+            self.failures += 1
+            if self.failures >= self.threshold or self.state == "half-open":
+                self.opened_at = time.monotonic()
+            raise
+        self.failures = 0
+        self.opened_at = None
+        return result
