@@ -1,14 +1,361 @@
-"""The `InvoiceService` servicer: maps protos to the domain and back.
-
-Until issue #4 implements it, every RPC answers UNIMPLEMENTED (the
-generated base class raises `NotImplementedError`, which the kit maps),
-after authentication, authorisation and validation have run.
-"""
+"""The `InvoiceService` servicer: maps protos to the domain and the store."""
 
 from __future__ import annotations
 
-from bmc.invoice.v1 import invoice_service_pb2_grpc
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from bmc.auth.v1 import policy_pb2
+from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
+from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
+from services.invoice import chain
+from services.invoice.domain import (
+    InvoiceDocument,
+    Issue,
+    Line,
+    Party,
+    ProductFacts,
+    RegistrationPolicy,
+    Tax,
+    Totals,
+    product_codes,
+    validate,
+)
+from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
+from services.kit.auth import require_principal
+from services.kit.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    to_status,
+)
+from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.service_clients import ServiceClient
+from services.kit.settings import Settings
+from services.kit.telemetry import request_id_var
+from services.kit.tokens import Principal
+
+STATES = {
+    s: invoice_pb2.InvoiceState.Name(s).removeprefix("INVOICE_STATE_") for s in invoice_pb2.InvoiceState.values() if s
+}
+
+
+def policy_from(settings: Settings, today: dt.date | None = None) -> RegistrationPolicy:
+    keys: Mapping[str, str] = {}
+    if settings.invoice_technical_keys:
+        keys = json.loads(Path(settings.invoice_technical_keys).read_text())
+    return RegistrationPolicy(
+        today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=-5))).date(),  # Colombia, UTC-5
+        max_age_days=settings.invoice_max_age_days,
+        same_or_previous_month=settings.invoice_same_or_previous_month,
+        currencies=frozenset(c.strip() for c in settings.invoice_currencies.split(",") if c.strip()),
+        technical_keys=keys,
+    )
+
+
+def _decimal(text: str) -> Decimal | None:
+    return Decimal(text) if text else None
+
+
+def _party(party: Any) -> Party:
+    return Party(int(party.id.type), party.id.number, party.id.check_digit, party.legal_name)
+
+
+def _tax(tax: invoice_pb2.TaxSubtotal) -> Tax:
+    return Tax(
+        int(tax.scheme), Decimal(tax.percent or "0"), Decimal(tax.taxable_amount or "0"), Decimal(tax.tax_amount or "0")
+    )
+
+
+def document_from_proto(invoice: invoice_pb2.Invoice) -> InvoiceDocument:
+    """The domain document; protovalidate has already checked every format."""
+    try:
+        issue_date = dt.date(invoice.issue_date.year, invoice.issue_date.month, invoice.issue_date.day)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"issue_date is not a calendar date: {exc}",
+            reason="INVALID_DATE",
+            violations=[FieldViolation("invoice.issue_date", str(exc), "INVALID_DATE")],
+        ) from exc
+    totals = invoice.totals
+    return InvoiceDocument(
+        number=invoice.number,
+        cufe=invoice.cufe.lower(),
+        environment=int(invoice.environment) or 1,
+        issue_date=issue_date,
+        issue_time=invoice.issue_time,
+        currency=invoice.currency_code or "COP",
+        seller=_party(invoice.seller),
+        buyer=_party(invoice.buyer),
+        lines=tuple(
+            Line(
+                line.line_number or i + 1,
+                line.product_code,
+                line.description,
+                Decimal(line.quantity),
+                line.unit_code,
+                Decimal(line.unit_price),
+                Decimal(line.line_extension_amount),
+                tuple(_tax(t) for t in line.taxes),
+            )
+            for i, line in enumerate(invoice.lines)
+        ),
+        taxes=tuple(_tax(t) for t in invoice.taxes),
+        totals=Totals(
+            line_extension=Decimal(totals.line_extension_amount),
+            payable=Decimal(totals.payable_amount),
+            tax_exclusive=_decimal(totals.tax_exclusive_amount),
+            tax_inclusive=_decimal(totals.tax_inclusive_amount),
+            allowance=_decimal(totals.allowance_total_amount) or Decimal(0),
+            charge=_decimal(totals.charge_total_amount) or Decimal(0),
+            prepaid=_decimal(totals.prepaid_amount) or Decimal(0),
+        ),
+    )
+
+
+def rejection(issues: Sequence[Issue], prefix: str = "invoice") -> InvalidArgument:
+    summary = "; ".join(f"{i.field}: {i.description}" for i in issues[:3])
+    return InvalidArgument(
+        f"invoice refused ({len(issues)} problem(s)): {summary}",
+        reason="INVOICE_REJECTED",
+        violations=[FieldViolation(f"{prefix}.{i.field}", i.description, i.reason) for i in issues],
+    )
+
+
+def to_proto(row: InvoiceRow) -> invoice_pb2.Invoice:
+    invoice = invoice_pb2.Invoice()
+    json_format.ParseDict(dict(row.document), invoice, ignore_unknown_fields=True)
+    invoice.name = f"invoices/{row.id}"
+    invoice.registration_number = row.registration_number
+    invoice.broker = row.broker
+    invoice.state = invoice_pb2.InvoiceState.Value(f"INVOICE_STATE_{row.state.value}")
+    invoice.register_time.FromDatetime(row.register_time)
+    invoice.update_time.FromDatetime(row.update_time)
+    invoice.version = row.version
+    invoice.etag = f'W/"{row.version}"'
+    invoice.annulment_reason = row.annulment_reason
+    invoice.certificate = row.certificate
+    return invoice
+
+
+def _id(name: str, field: str) -> str:
+    prefix = "invoices/"
+    if not name.startswith(prefix):
+        raise InvalidArgument(
+            f"{name!r} is not an invoice name",
+            reason="INVALID_NAME",
+            violations=[FieldViolation(field, "invoices/{id}")],
+        )
+    return name[len(prefix) :]
+
+
+def tenant_scope(principal: Principal) -> str:
+    """The broker whose data the caller may see; empty for cross-tenant roles."""
+    cross = {policy_pb2.ROLE_ADMIN, policy_pb2.ROLE_OPERATOR, policy_pb2.ROLE_AUDITOR, policy_pb2.ROLE_SERVICE}
+    return "" if principal.roles & cross else principal.broker
 
 
 class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
+
+    def __init__(self, store: InvoiceStore, products: ServiceClient, settings: Settings) -> None:
+        self._store, self._products, self._settings = store, products, settings
+
+    async def _product_facts(self, codes: Sequence[str]) -> dict[str, ProductFacts]:
+        stub: product_service_pb2_grpc.ProductServiceAsyncStub = self._products.stub
+        facts: dict[str, ProductFacts] = {}
+        for start in range(0, len(codes), 1000):
+            names = [f"products/{c}" for c in codes[start : start + 1000]]
+            response: product_service_pb2.BatchGetProductsResponse = await self._products.call(
+                stub.BatchGetProducts, product_service_pb2.BatchGetProductsRequest(names=names)
+            )
+            for product in response.products:
+                facts[product.code] = ProductFacts(eligible=product.eligible, active=product.state == 1)
+        return facts
+
+    def _broker_for(self, requested: str, principal: Principal, field: str) -> str:
+        own = tenant_scope(principal)
+        if own:
+            if requested and requested != own:
+                raise PermissionDenied(f"a broker registers only for itself ({own})", reason="OTHER_TENANT")
+            return own
+        if not requested:
+            raise InvalidArgument(
+                "operators must say which broker the invoice is registered for",
+                reason="BROKER_REQUIRED",
+                violations=[FieldViolation(field, "required for operators: brokers/{id}", "BROKER_REQUIRED")],
+            )
+        return requested
+
+    async def _register(
+        self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal, prefix: str
+    ) -> invoice_pb2.Invoice:
+        broker = self._broker_for(request.invoice.broker, principal, f"{prefix}.broker")
+        document = document_from_proto(request.invoice)
+        facts = await self._product_facts(list(product_codes(document)))
+        issues = validate(document, policy_from(self._settings), facts)
+        if issues:
+            raise rejection(issues, prefix)
+        submitted = invoice_pb2.Invoice()
+        submitted.CopyFrom(request.invoice)
+        submitted.broker = broker
+        submitted.cufe = document.cufe
+        submitted.source_format = submitted.source_format or invoice_pb2.SOURCE_FORMAT_API
+        if request.validate_only:
+            submitted.state = invoice_pb2.INVOICE_STATE_UNSPECIFIED
+            return submitted
+        new = NewInvoice(
+            document=json_format.MessageToDict(submitted, preserving_proto_field_name=True),
+            number=document.number,
+            cufe=document.cufe,
+            seller_nit=document.seller.number,
+            buyer_id=document.buyer.number,
+            issue_date=document.issue_date,
+            broker=broker,
+        )
+        meta = EventMeta(
+            actor=principal.subject, tenant=broker, request_id=request.request_id, trace_id=request_id_var.get()
+        )
+        row, _created = await self._store.register(new, meta)
+        return to_proto(row)
+
+    async def RegisterInvoice(
+        self, request: invoice_service_pb2.RegisterInvoiceRequest, context: Any
+    ) -> invoice_pb2.Invoice:
+        return await self._register(request, require_principal(), "invoice")
+
+    async def BatchRegisterInvoices(
+        self, request: invoice_service_pb2.BatchRegisterInvoicesRequest, context: Any
+    ) -> invoice_service_pb2.BatchRegisterInvoicesResponse:
+        principal = require_principal()
+        response = invoice_service_pb2.BatchRegisterInvoicesResponse()
+        for index, item in enumerate(request.requests):
+            result = response.results.add(index=index)
+            try:
+                result.invoice.CopyFrom(await self._register(item, principal, "invoice"))
+            except ServiceError as error:
+                status = to_status(error)
+                result.error.CopyFrom(
+                    status_pb2.Status(code=status.code, message=status.message, details=status.details)
+                )
+        return response
+
+    async def GetInvoice(self, request: invoice_service_pb2.GetInvoiceRequest, context: Any) -> invoice_pb2.Invoice:
+        invoice_id = _id(request.name, "name")
+        row = await self._store.get(invoice_id, tenant_scope(require_principal()))
+        if row is None:
+            raise NotFound(
+                f"invoice {request.name!r} not found", reason="INVOICE_NOT_FOUND", metadata={"name": request.name}
+            )
+        return to_proto(row)
+
+    async def ListInvoices(
+        self, request: invoice_service_pb2.ListInvoicesRequest, context: Any
+    ) -> invoice_service_pb2.ListInvoicesResponse:
+        principal = require_principal()
+        own = tenant_scope(principal)
+        if own and request.broker and request.broker != own:
+            raise PermissionDenied("a broker lists only its own invoices", reason="OTHER_TENANT")
+        size = page_size(request.page_size, 50, 1000)
+        after = decode_page_token(request.page_token, request)
+
+        def date(value: Any) -> dt.date | None:
+            return dt.date(value.year, value.month, value.day) if value.year else None
+
+        where = ListFilter(
+            broker=own or request.broker,
+            state=STATES.get(request.state, ""),
+            seller_nit=request.seller_nit,
+            buyer_id=request.buyer_id,
+            issue_from=date(request.issue_date_from),
+            issue_to=date(request.issue_date_to),
+            registered_from=request.register_time_from.ToDatetime(dt.UTC)
+            if request.HasField("register_time_from")
+            else None,
+            registered_to=request.register_time_to.ToDatetime(dt.UTC) if request.HasField("register_time_to") else None,
+        )
+        rows = await self._store.search(where, size + 1, [str(k) for k in after] if after else None)
+        response = invoice_service_pb2.ListInvoicesResponse(invoices=[to_proto(r) for r in rows[:size]])
+        if len(rows) > size:
+            last = rows[size - 1]
+            response.next_page_token = encode_page_token([last.register_time.isoformat(), last.id], request)
+        return response
+
+    async def AnnulInvoice(self, request: invoice_service_pb2.AnnulInvoiceRequest, context: Any) -> invoice_pb2.Invoice:
+        principal = require_principal()
+        invoice_id = _id(request.name, "name")
+        scope = tenant_scope(principal)
+        current = await self._store.get(invoice_id, scope)
+        if current is None:
+            raise NotFound(f"invoice {request.name!r} not found", reason="INVOICE_NOT_FOUND")
+        expected = int(request.etag.strip('W/"')) if request.etag else 0
+        meta = EventMeta(principal.subject, current.broker, request.request_id, request_id_var.get())
+        row = await self._store.transition(invoice_id, "InvoiceAnnulled", {"reason": request.reason}, meta, expected)
+        return to_proto(row)
+
+    async def ListInvoiceEvents(
+        self, request: invoice_service_pb2.ListInvoiceEventsRequest, context: Any
+    ) -> invoice_service_pb2.ListInvoiceEventsResponse:
+        invoice_id = _id(request.parent, "parent")
+        if await self._store.get(invoice_id, tenant_scope(require_principal())) is None:
+            raise NotFound(f"invoice {request.parent!r} not found", reason="INVOICE_NOT_FOUND")
+        size = page_size(request.page_size, 100, 1000)
+        after = decode_page_token(request.page_token, request)
+        events = await self._store.events(invoice_id, size + 1, int(after[0]) if after else 0)
+        response = invoice_service_pb2.ListInvoiceEventsResponse(events=[_event_proto(e) for e in events[:size]])
+        if len(events) > size:
+            response.next_page_token = encode_page_token([events[size - 1].version], request)
+        return response
+
+    async def VerifyEventChain(
+        self, request: invoice_service_pb2.VerifyEventChainRequest, context: Any
+    ) -> invoice_service_pb2.VerifyEventChainResponse:
+        start = max(1, request.from_position)
+        report = await verify_chain(self._store, start)
+        return invoice_service_pb2.VerifyEventChainResponse(
+            intact=report.intact,
+            events_checked=report.checked,
+            first_broken_position=report.first_broken_position,
+            detail=report.detail,
+            head_hash=report.head_hash,
+        )
+
+
+async def verify_chain(store: InvoiceStore, start: int = 1) -> chain.ChainReport:
+    """Re-walks the stored chain from `start`, then checks it ends at the recorded head."""
+    events = [event async for event in store.walk(start)]
+    report = chain.verify(events, await store.hash_before(start), start)
+    if report.intact:
+        position, head = await store.head()
+        last = events[-1].position if events else start - 1
+        if (last, report.head_hash) != (position, head):
+            return chain.ChainReport(False, report.checked, last + 1, "the chain ends before its recorded head", head)
+    return report
+
+
+def _event_proto(event: chain.ChainedEvent) -> invoice_pb2.InvoiceEvent:
+    proto = invoice_pb2.InvoiceEvent(
+        event_id=event.event_id,
+        position=event.position,
+        invoice=f"invoices/{event.stream_id}",
+        version=event.version,
+        type=event.type,
+        actor=str(event.metadata.get("actor", "")),
+        tenant=str(event.metadata.get("tenant", "")),
+        request_id=str(event.metadata.get("request_id", "")),
+        trace_id=str(event.metadata.get("trace_id", "")),
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+    )
+    proto.data.update(dict(event.data))
+    proto.record_time.FromDatetime(event.record_time)
+    return proto

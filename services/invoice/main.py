@@ -5,14 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from bmc.invoice.v1 import invoice_service_pb2_grpc
+from bmc.product.v1 import product_service_pb2_grpc
 from services.invoice.api import InvoiceApi
+from services.invoice.store import InvoiceStore
 from services.kit.server import Resources, ServiceDefinition, run_service
+from services.kit.service_clients import ServiceClient
 
 
 async def build(resources: Resources) -> InvoiceApi:
-    # Until its issue lands every RPC falls through to the generated base
-    # class, which the kit answers with UNIMPLEMENTED.
-    return InvoiceApi()  # type: ignore[abstract]
+    store = InvoiceStore(resources.engine)
+    await store.open()
+    products = ServiceClient(resources.settings, "invoice", "product", product_service_pb2_grpc.ProductServiceStub)
+    resources.on_stop += [store.close, products.close]
+    # ImportInvoices and the operations RPCs fall through to the generated
+    # base class (UNIMPLEMENTED) until they land with the rest of issue #4.
+    return InvoiceApi(store, products, resources.settings)  # type: ignore[abstract]
 
 
 DEFINITION = ServiceDefinition(

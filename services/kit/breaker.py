@@ -25,7 +25,9 @@ class CircuitBreaker:
             return "closed"
         return "half-open" if time.monotonic() - self.opened_at >= self.reset_seconds else "open"
 
-    async def call(self, action: Callable[[], Awaitable[_T]], failure: type[BaseException] | tuple[type[BaseException], ...]) -> _T:
+    async def call(
+        self, action: Callable[[], Awaitable[_T]], failure: type[BaseException] | tuple[type[BaseException], ...]
+    ) -> _T:
         """Runs `action`; exceptions of type `failure` count against the breaker."""
         if self.state == "open":
             raise Unavailable(

@@ -60,6 +60,19 @@ class Settings(BaseSettings):
         description="Imports estimated at this many rows or more (and a quarter of the catalog) drop the search "
         "indexes while loading and rebuild them at the end.",
     )
+    invoice_max_age_days: int = Field(
+        default=180,
+        ge=1,
+        le=3650,
+        description="Oldest issue date a registration accepts (broker FAQ; verify with BMC).",
+    )
+    invoice_same_or_previous_month: bool = Field(
+        default=False, description="Accept only invoices issued this month or the previous one instead."
+    )
+    invoice_currencies: str = Field(default="COP", description="Comma-separated currencies accepted on invoices.")
+    invoice_technical_keys: Path | None = Field(
+        default=None, description="JSON file {issuer NIT: ClTec} to recompute production CUFEs of those issuers."
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
 
     def as_environment(self) -> dict[str, str]:

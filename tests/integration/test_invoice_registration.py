@@ -1,0 +1,255 @@
+"""Registering invoices against real PostgreSQL, Redis and the product service."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.cli.cluster import Cluster
+from services.kit.database import asyncpg_kwargs, database_name, service_url
+from tests.conftest import Platform, make_settings
+from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
+from tests.integration.product_helpers import reason, violations
+
+
+@pytest.fixture(scope="session")
+def registration(platform: Platform) -> Platform:
+    load_sample_catalog(platform.settings)
+    return platform
+
+
+def test_register_then_get_and_history(registration: Platform) -> None:
+    with registry(registration.settings) as reg:
+        registered = reg.register(invoice())
+        got = reg.GetInvoice(invoice_service_pb2.GetInvoiceRequest(name=registered.name))
+        history = reg.ListInvoiceEvents(invoice_service_pb2.ListInvoiceEventsRequest(parent=registered.name))
+    assert re.fullmatch(r"\d{4}-\d{8}", registered.registration_number)
+    assert registered.state == invoice_pb2.INVOICE_STATE_REGISTERED
+    assert registered.broker == "brokers/acme"
+    assert got == registered
+    assert [e.type for e in history.events] == ["InvoiceRegistered"]
+    assert len(history.events[0].hash) == 64
+    assert history.events[0].tenant == "brokers/acme"
+
+
+def test_registration_numbers_are_sequential(registration: Platform) -> None:
+    with registry(registration.settings) as reg:
+        numbers = [int(reg.register(invoice()).registration_number.split("-")[1]) for _ in range(3)]
+    assert numbers == [numbers[0], numbers[0] + 1, numbers[0] + 2]
+
+
+def _wrong_dv(i: invoice_pb2.Invoice) -> None:
+    i.seller.id.check_digit = str((int(i.seller.id.check_digit) + 1) % 10)
+
+
+def _set(path: str, value: str) -> object:
+    def change(i: invoice_pb2.Invoice) -> None:
+        *parents, leaf = path.split(".")
+        target: object = i
+        for part in parents:
+            target = target.lines[0] if part == "lines[0]" else getattr(target, part)  # type: ignore[attr-defined]
+        setattr(target, leaf, value)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "why"),
+    [
+        (_wrong_dv, "invoice.seller.id.check_digit", "NIT_CHECK_DIGIT_MISMATCH"),
+        (_set("cufe", "a" * 96), "invoice.cufe", "CUFE_MISMATCH"),
+        (_set("totals.payable_amount", "1.00"), "invoice.totals.payable_amount", "PAYABLE_MISMATCH"),
+        (_set("currency_code", "USD"), "invoice.currency_code", "CURRENCY_NOT_ACCEPTED"),
+        (_set("lines[0].product_code", "NO-EXISTE"), "invoice.lines[0].product_code", "UNKNOWN_PRODUCT"),
+        (_set("lines[0].product_code", "AZUCAR-REFINADA"), "invoice.lines[0].product_code", "PRODUCT_NOT_ELIGIBLE"),
+    ],
+)
+def test_each_rejection_names_field_and_reason(registration: Platform, change: object, field: str, why: str) -> None:
+    proto = invoice()
+    change(proto)  # type: ignore[operator]
+    with registry(registration.settings) as reg, pytest.raises(grpc.RpcError) as caught:
+        reg.register(proto)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (field, why) in violations(caught.value)
+
+
+def test_dates_in_the_future_or_too_old_are_refused(registration: Platform) -> None:
+    with registry(registration.settings) as reg:
+        for day, why in [
+            (dt.date.today() + dt.timedelta(days=3), "ISSUE_DATE_IN_FUTURE"),
+            (dt.date(2020, 1, 1), "OUTSIDE_REGISTRATION_WINDOW"),
+        ]:
+            with pytest.raises(grpc.RpcError) as caught:
+                reg.register(invoice(issue_date=day))
+            assert ("invoice.issue_date", why) in violations(caught.value)
+
+
+def test_duplicates_by_cufe_and_by_issuer_number(registration: Platform) -> None:
+    with registry(registration.settings) as reg:
+        first = invoice()
+        reg.register(first)
+        with pytest.raises(grpc.RpcError) as same:
+            reg.register(first)
+        twin = invoice(number=first.number, price="1300000")
+        with pytest.raises(grpc.RpcError) as number:
+            reg.register(twin)
+    assert same.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason(same.value) == "DUPLICATE_CUFE"
+    assert reason(number.value) == "DUPLICATE_NUMBER"
+
+
+def test_repeated_request_id_returns_the_original(registration: Platform) -> None:
+    with registry(registration.settings) as reg:
+        proto = invoice()
+        first = reg.register(proto, request_id="req-" + proto.number)
+        again = reg.register(proto, request_id="req-" + proto.number)
+    assert again.name == first.name
+    assert again.registration_number == first.registration_number
+
+
+def test_concurrent_registration_of_the_same_invoice_exactly_one_wins(registration: Platform) -> None:
+    proto = invoice()
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        with registry(registration.settings) as reg:
+            try:
+                reg.register(proto)
+                outcomes.append("OK")
+            except grpc.RpcError as exc:
+                outcomes.append(exc.code().name)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["ALREADY_EXISTS"] * 3 + ["OK"]
+
+
+def test_tenants_see_only_their_own_invoices(registration: Platform) -> None:
+    with registry(registration.settings, tenant="acme") as acme, registry(registration.settings, tenant="beta") as beta:
+        mine = acme.register(invoice())
+        with pytest.raises(grpc.RpcError) as hidden:
+            beta.GetInvoice(invoice_service_pb2.GetInvoiceRequest(name=mine.name))
+        listed = beta.ListInvoices(invoice_service_pb2.ListInvoicesRequest(page_size=1000))
+        with pytest.raises(grpc.RpcError) as other:
+            beta.register(invoice(broker="brokers/acme"))
+    with registry(registration.settings, role="operator") as operator:
+        seen = operator.GetInvoice(invoice_service_pb2.GetInvoiceRequest(name=mine.name))
+        with pytest.raises(grpc.RpcError) as needs_broker:
+            operator.register(invoice())
+        on_behalf = operator.register(invoice(broker="brokers/beta"))
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    assert all(i.broker == "brokers/beta" for i in listed.invoices)
+    assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert seen.name == mine.name
+    assert ("invoice.broker", "BROKER_REQUIRED") in violations(needs_broker.value)
+    assert on_behalf.broker == "brokers/beta"
+
+
+def test_annul_records_the_reason_and_refuses_twice(registration: Platform) -> None:
+    with registry(registration.settings) as reg:
+        registered = reg.register(invoice())
+        annulled = reg.AnnulInvoice(
+            invoice_service_pb2.AnnulInvoiceRequest(
+                name=registered.name, reason="factura duplicada", etag=registered.etag
+            )
+        )
+        with pytest.raises(grpc.RpcError) as again:
+            reg.AnnulInvoice(invoice_service_pb2.AnnulInvoiceRequest(name=registered.name, reason="otra vez"))
+        history = reg.ListInvoiceEvents(invoice_service_pb2.ListInvoiceEventsRequest(parent=registered.name))
+    assert annulled.state == invoice_pb2.INVOICE_STATE_ANNULLED
+    assert annulled.annulment_reason == "factura duplicada"
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert [e.type for e in history.events] == ["InvoiceRegistered", "InvoiceAnnulled"]
+    assert (
+        history.events[1].prev_hash == history.events[0].hash or history.events[1].position > history.events[0].position
+    )
+
+
+def test_batch_reports_each_item(registration: Platform) -> None:
+    good, bad = invoice(), invoice(product="NO-EXISTE")
+    with registry(registration.settings) as reg:
+        response = reg.BatchRegisterInvoices(
+            invoice_service_pb2.BatchRegisterInvoicesRequest(
+                requests=[invoice_service_pb2.RegisterInvoiceRequest(invoice=p) for p in (good, bad)]
+            )
+        )
+    assert response.results[0].invoice.registration_number
+    assert response.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "UNKNOWN_PRODUCT" in response.results[1].error.message or response.results[1].error.details
+
+
+def test_list_filters_and_pages(registration: Platform) -> None:
+    seller = "901234567"
+    with registry(registration.settings, tenant="gamma") as reg:
+        names = [reg.register(invoice(seller=seller)).name for _ in range(3)]
+        first = reg.ListInvoices(invoice_service_pb2.ListInvoicesRequest(seller_nit=seller, page_size=2))
+        second = reg.ListInvoices(
+            invoice_service_pb2.ListInvoicesRequest(seller_nit=seller, page_size=2, page_token=first.next_page_token)
+        )
+    listed = [i.name for i in first.invoices] + [i.name for i in second.invoices]
+    assert listed == names[::-1]
+
+
+def test_validate_only_registers_nothing(registration: Platform) -> None:
+    proto = invoice()
+    with registry(registration.settings) as reg:
+        checked = reg.RegisterInvoice(invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, validate_only=True))
+        real = reg.register(proto)
+    assert not checked.registration_number
+    assert real.registration_number
+
+
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[Cluster]:
+    settings = make_settings(tmp_path, "embedded")
+    with Cluster(settings, services=["product", "invoice"]) as cluster:
+        load_sample_catalog(cluster.settings)
+        yield cluster
+
+
+def test_chain_verifies_and_an_altered_event_is_found(own_registry: Cluster) -> None:
+    settings = own_registry.settings
+    with registry(settings, role="operator") as reg:
+        for _ in range(5):
+            reg.register(invoice(broker="brokers/acme"))
+        intact = reg.VerifyEventChain(invoice_service_pb2.VerifyEventChainRequest())
+        assert own_registry.infrastructure is not None
+        url = service_url(own_registry.infrastructure.database_url, database_name(settings, "invoice"))
+
+        async def tamper() -> None:
+            connection = await asyncpg.connect(**asyncpg_kwargs(url))
+            try:
+                await connection.execute(
+                    "UPDATE events SET data = jsonb_set(data, '{broker}', '\"brokers/mallory\"') WHERE position = 3"
+                )
+            finally:
+                await connection.close()
+
+        asyncio.run(tamper())
+        broken = reg.VerifyEventChain(invoice_service_pb2.VerifyEventChainRequest())
+    assert intact.intact
+    assert intact.events_checked == 5
+    assert not broken.intact
+    assert broken.first_broken_position == 3
+
+
+def test_catalog_down_means_unavailable_and_nothing_registered(own_registry: Cluster) -> None:
+    own_registry.kill("product")
+    with registry(own_registry.settings) as reg:
+        with pytest.raises(grpc.RpcError) as caught:
+            reg.register(invoice())
+        listed = reg.ListInvoices(invoice_service_pb2.ListInvoicesRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert list(listed.invoices) == []
