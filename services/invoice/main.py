@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bmc.invoice.v1 import invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
 from services.invoice.api import InvoiceApi
-from services.invoice.store import InvoiceStore
+from services.invoice.consumer import LifecycleConsumer
+from services.invoice.store import RELAY_QUERY, InvoiceStore
+from services.kit.events import OutboxRelay, StreamConsumer, stream_name
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 
@@ -15,8 +18,26 @@ from services.kit.service_clients import ServiceClient
 async def build(resources: Resources) -> InvoiceApi:
     store = InvoiceStore(resources.engine)
     await store.open()
-    products = ServiceClient(resources.settings, "invoice", "product", product_service_pb2_grpc.ProductServiceStub)
-    resources.on_stop += [store.close, products.close]
+    settings = resources.settings
+    products = ServiceClient(settings, "invoice", "product", product_service_pb2_grpc.ProductServiceStub)
+    relay = OutboxRelay(
+        store.pool, resources.redis, stream_name(settings.redis_prefix, "invoice"), "invoice.events", RELAY_QUERY
+    )
+    lifecycle = LifecycleConsumer(store)
+    consumers = [
+        StreamConsumer(
+            resources.redis,
+            stream_name(settings.redis_prefix, source),
+            "invoice",
+            f"invoice-{os.getpid()}",
+            lifecycle.handle,
+        )
+        for source in ("commission", "certificate")
+    ]
+    await relay.start()
+    for consumer in consumers:
+        await consumer.start()
+    resources.on_stop += [relay.stop, *(c.stop for c in consumers), products.close, store.close]
     # ImportInvoices and the operations RPCs fall through to the generated
     # base class (UNIMPLEMENTED) until they land with the rest of issue #4.
     return InvoiceApi(store, products, resources.settings)  # type: ignore[abstract]

@@ -17,6 +17,7 @@ from services.invoice import chain
 from services.invoice.domain import State, next_state
 from services.kit.database import asyncpg_kwargs
 from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from services.kit.events import first_time
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,23 @@ class InvoiceStore:
             return InvoiceRow.from_record(row), True
 
     async def transition(
-        self, invoice_id: str, event_type: str, data: Mapping[str, Any], meta: EventMeta, expected_version: int = 0
+        self,
+        invoice_id: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        meta: EventMeta,
+        expected_version: int = 0,
+        applying: tuple[str, str] | None = None,
     ) -> InvoiceRow:
-        """Appends a lifecycle event (annulment, certification) if the state machine allows it."""
+        """Appends a lifecycle event (annulment, certification) if the state
+        machine allows it. `applying` = (consumer, event id) makes it
+        idempotent: an event applied before changes nothing."""
         async with self.pool.acquire() as conn, conn.transaction():
+            if applying is not None and not await first_time(conn, *applying):
+                row = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1", invoice_id)
+                if row is None:
+                    raise NotFound(f"invoice invoices/{invoice_id} not found", reason="INVOICE_NOT_FOUND")
+                return InvoiceRow.from_record(row)
             current = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1 FOR UPDATE", invoice_id)
             if current is None:
                 raise NotFound(f"invoice invoices/{invoice_id} not found", reason="INVOICE_NOT_FOUND")
@@ -310,6 +324,13 @@ class InvoiceStore:
             row = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
         assert row is not None
         return int(row["position"]), str(row["hash"])
+
+
+# The relay's view of the store: every event is also the outbox entry.
+RELAY_QUERY = (
+    "SELECT position, event_id::text AS event_id, type, stream_id, version, metadata->>'tenant' AS tenant, "
+    "metadata->>'trace_id' AS trace_id, data::text AS data FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+)
 
 
 def _event(r: asyncpg.Record) -> chain.ChainedEvent:

@@ -1,0 +1,41 @@
+"""What the invoice service does with other services' events: a calculated
+commission marks the registration COMMISSIONED, an issued certificate marks
+it CERTIFIED. Idempotent: redelivered events change nothing."""
+
+from __future__ import annotations
+
+import structlog
+
+from services.invoice.store import EventMeta, InvoiceStore
+from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.events import Event
+
+log = structlog.get_logger("bmc.invoice.consumer")
+CONSUMER = "invoice"
+APPLIES = {"CommissionCalculated": "CommissionCalculated", "CertificateIssued": "InvoiceCertified"}
+
+
+class LifecycleConsumer:
+    def __init__(self, store: InvoiceStore) -> None:
+        self._store = store
+
+    async def handle(self, event: Event) -> None:
+        own_event = APPLIES.get(event.type)
+        invoice = str(event.data.get("invoice", ""))
+        if own_event is None or not invoice.startswith("invoices/"):
+            return  # not about an invoice's lifecycle
+        data = {"source_event": event.event_id}
+        if event.type == "CertificateIssued":
+            data["certificate"] = str(event.data.get("certificate", ""))
+        meta = EventMeta(actor=f"event:{event.type}", tenant=event.tenant, trace_id=event.trace_id)
+        try:
+            await self._store.transition(
+                invoice.removeprefix("invoices/"),
+                own_event,
+                data,
+                meta,
+                applying=(f"{CONSUMER}:{event.type}", event.event_id),
+            )
+        except (NotFound, FailedPrecondition) as exc:
+            # An annulled or unknown invoice cannot move on; the event is acknowledged, not retried forever.
+            log.warning("event not applied", event_id=event.event_id, type=event.type, reason=exc.reason)

@@ -1,0 +1,222 @@
+"""Events between services over Redis Streams: the outbox relay that
+publishes a service's committed events in order, at least once, and the
+consumer-group runner that hands them to idempotent handlers.
+
+Delivery is at least once end to end: the relay may publish an event again
+after a crash (it checkpoints after publishing), and a consumer that dies
+before acknowledging gets the message again (pending entries are reclaimed
+by any member of the group). Handlers therefore record the ids of the events
+they have applied, in the same transaction as their effects (`first_time`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+log = structlog.get_logger("bmc.events")
+
+RELAY_DDL = "CREATE TABLE IF NOT EXISTS relay_checkpoints (name text PRIMARY KEY, position bigint NOT NULL)"
+PROCESSED_DDL = (
+    "CREATE TABLE IF NOT EXISTS processed_events (consumer text NOT NULL, event_id text NOT NULL, "
+    "processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, event_id))"
+)
+
+
+def stream_name(prefix: str, service: str) -> str:
+    return f"{prefix}{service}.events"
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event as it travels on a stream."""
+
+    event_id: str
+    type: str
+    stream_id: str
+    version: int
+    position: int
+    tenant: str
+    trace_id: str
+    data: Mapping[str, Any]
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "stream_id": self.stream_id,
+            "version": str(self.version),
+            "position": str(self.position),
+            "tenant": self.tenant,
+            "trace_id": self.trace_id,
+            "data": json.dumps(self.data, ensure_ascii=False, separators=(",", ":")),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        return cls(
+            event_id=f["event_id"],
+            type=f["type"],
+            stream_id=f["stream_id"],
+            version=int(f["version"]),
+            position=int(f["position"]),
+            tenant=f.get("tenant", ""),
+            trace_id=f.get("trace_id", ""),
+            data=json.loads(f["data"]),
+        )
+
+
+class OutboxRelay:
+    """Publishes rows of an ordered, gapless event table to a Redis stream.
+
+    `query` selects events with `position > $1 ORDER BY position LIMIT $2`
+    and returns the columns of `Event`."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, redis: aioredis.Redis, stream: str, name: str, query: str, batch: int = 500
+    ) -> None:
+        self._pool, self._redis, self._stream, self._name = pool, redis, stream, name
+        self._query, self._batch = query, batch
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute("INSERT INTO relay_checkpoints VALUES ($1, 0) ON CONFLICT DO NOTHING", self._name)
+        self._task = asyncio.create_task(self._run(), name=f"relay:{self._name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def publish_once(self) -> int:
+        """Publishes the next batch; the number of events published."""
+        async with self._pool.acquire() as conn:
+            position = await conn.fetchval("SELECT position FROM relay_checkpoints WHERE name = $1", self._name)
+            rows = await conn.fetch(self._query, position, self._batch)
+        if not rows:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                values = {k: row[k] for k in Event.__dataclass_fields__}
+                if isinstance(values["data"], str):  # jsonb arrives as text
+                    values["data"] = json.loads(values["data"])
+                event = Event(**values)
+                pipe.xadd(self._stream, event.fields())  # type: ignore[arg-type]
+            await pipe.execute()
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE relay_checkpoints SET position = $2 WHERE name = $1", self._name, rows[-1]["position"]
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _run(self) -> None:
+        idle = 0.05
+        while True:
+            try:
+                count = await self.publish_once()
+                idle = 0.05 if count else min(idle * 2, 0.5)
+                if count < self._batch:
+                    await asyncio.sleep(idle)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("relay paused", relay=self._name, error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+class StreamConsumer:
+    """One member of a consumer group: reads new messages, reclaims those a
+    crashed member left pending, and acknowledges each after its handler ran."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        *,
+        claim_idle_ms: int = 30_000,
+        block_ms: int = 1_000,
+    ) -> None:
+        self._redis, self._stream, self._group, self._consumer = redis, stream, group, consumer
+        self._handler = handler
+        self._claim_idle_ms, self._block_ms = claim_idle_ms, block_ms
+        self._task: asyncio.Task[None] | None = None
+        self.handled = 0
+
+    async def ensure_group(self) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+            await self._redis.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+
+    async def start(self) -> None:
+        await self.ensure_group()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _handle(self, message_id: bytes, fields: Mapping[bytes, bytes]) -> None:
+        await self._handler(Event.from_fields(fields))
+        await self._redis.xack(self._stream, self._group, message_id)
+        self.handled += 1
+
+    async def poll_once(self) -> int:
+        """Reclaims stale pending messages, then reads new ones; the number handled."""
+        handled = 0
+        reclaimed: Any = await self._redis.xautoclaim(
+            self._stream, self._group, self._consumer, min_idle_time=self._claim_idle_ms, start_id="0-0", count=100
+        )
+        for message_id, fields in reclaimed[1]:
+            if fields:  # entries trimmed from the stream come back empty
+                await self._handle(message_id, fields)
+                handled += 1
+        batches: Any = await self._redis.xreadgroup(
+            self._group, self._consumer, {self._stream: ">"}, count=100, block=self._block_ms
+        )
+        for _stream, messages in batches or []:
+            for message_id, fields in messages:
+                await self._handle(message_id, fields)
+                handled += 1
+        return handled
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failing handler leaves the message pending for a retry
+                log.warning("consumer paused", group=self._group, error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+async def first_time(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:
+    """Records that `consumer` applied `event_id`; False if it already had.
+    Call inside the transaction that applies the event."""
+    inserted = await conn.fetchval(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+        consumer,
+        event_id,
+    )
+    return inserted is not None
