@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from google.longrunning import operations_pb2
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
@@ -16,18 +16,9 @@ from bmc.auth.v1 import policy_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
 from services.invoice import chain
-from services.invoice.domain import (
-    InvoiceDocument,
-    Issue,
-    Line,
-    Party,
-    ProductFacts,
-    RegistrationPolicy,
-    Tax,
-    Totals,
-    product_codes,
-    validate,
-)
+from services.invoice.conversion import document_from_proto
+from services.invoice.domain import Issue, ProductFacts, RegistrationPolicy, product_codes, validate
+from services.invoice.imports import InvoiceImporter
 from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
 from services.kit.auth import require_principal
 from services.kit.errors import (
@@ -38,12 +29,14 @@ from services.kit.errors import (
     ServiceError,
     to_status,
 )
+from services.kit.operations import OperationStore
 from services.kit.paging import decode_page_token, encode_page_token, page_size
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
 from services.kit.telemetry import request_id_var
 from services.kit.tokens import Principal
 
+OPERATIONS = "invoiceOperations"
 STATES = {
     s: invoice_pb2.InvoiceState.Name(s).removeprefix("INVOICE_STATE_") for s in invoice_pb2.InvoiceState.values() if s
 }
@@ -59,66 +52,6 @@ def policy_from(settings: Settings, today: dt.date | None = None) -> Registratio
         same_or_previous_month=settings.invoice_same_or_previous_month,
         currencies=frozenset(c.strip() for c in settings.invoice_currencies.split(",") if c.strip()),
         technical_keys=keys,
-    )
-
-
-def _decimal(text: str) -> Decimal | None:
-    return Decimal(text) if text else None
-
-
-def _party(party: Any) -> Party:
-    return Party(int(party.id.type), party.id.number, party.id.check_digit, party.legal_name)
-
-
-def _tax(tax: invoice_pb2.TaxSubtotal) -> Tax:
-    return Tax(
-        int(tax.scheme), Decimal(tax.percent or "0"), Decimal(tax.taxable_amount or "0"), Decimal(tax.tax_amount or "0")
-    )
-
-
-def document_from_proto(invoice: invoice_pb2.Invoice) -> InvoiceDocument:
-    """The domain document; protovalidate has already checked every format."""
-    try:
-        issue_date = dt.date(invoice.issue_date.year, invoice.issue_date.month, invoice.issue_date.day)
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"issue_date is not a calendar date: {exc}",
-            reason="INVALID_DATE",
-            violations=[FieldViolation("invoice.issue_date", str(exc), "INVALID_DATE")],
-        ) from exc
-    totals = invoice.totals
-    return InvoiceDocument(
-        number=invoice.number,
-        cufe=invoice.cufe.lower(),
-        environment=int(invoice.environment) or 1,
-        issue_date=issue_date,
-        issue_time=invoice.issue_time,
-        currency=invoice.currency_code or "COP",
-        seller=_party(invoice.seller),
-        buyer=_party(invoice.buyer),
-        lines=tuple(
-            Line(
-                line.line_number or i + 1,
-                line.product_code,
-                line.description,
-                Decimal(line.quantity),
-                line.unit_code,
-                Decimal(line.unit_price),
-                Decimal(line.line_extension_amount),
-                tuple(_tax(t) for t in line.taxes),
-            )
-            for i, line in enumerate(invoice.lines)
-        ),
-        taxes=tuple(_tax(t) for t in invoice.taxes),
-        totals=Totals(
-            line_extension=Decimal(totals.line_extension_amount),
-            payable=Decimal(totals.payable_amount),
-            tax_exclusive=_decimal(totals.tax_exclusive_amount),
-            tax_inclusive=_decimal(totals.tax_inclusive_amount),
-            allowance=_decimal(totals.allowance_total_amount) or Decimal(0),
-            charge=_decimal(totals.charge_total_amount) or Decimal(0),
-            prepaid=_decimal(totals.prepaid_amount) or Decimal(0),
-        ),
     )
 
 
@@ -167,8 +100,14 @@ def tenant_scope(principal: Principal) -> str:
 class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
 
-    def __init__(self, store: InvoiceStore, products: ServiceClient, settings: Settings) -> None:
+    def __init__(
+        self, store: InvoiceStore, products: ServiceClient, settings: Settings, operations: OperationStore
+    ) -> None:
         self._store, self._products, self._settings = store, products, settings
+        self._operations = operations
+        self.importer = InvoiceImporter(
+            operations, lambda request, principal: self._register(request, principal, "invoice")
+        )
 
     async def _product_facts(self, codes: Sequence[str]) -> dict[str, ProductFacts]:
         stub: product_service_pb2_grpc.ProductServiceAsyncStub = self._products.stub
@@ -315,6 +254,47 @@ class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
         if len(events) > size:
             response.next_page_token = encode_page_token([events[size - 1].version], request)
         return response
+
+    async def ImportInvoices(
+        self, request: invoice_service_pb2.ImportInvoicesRequest, context: Any
+    ) -> operations_pb2.Operation:
+        principal = require_principal()
+        tenant = tenant_scope(principal)
+        if tenant and request.broker and request.broker != tenant:
+            raise PermissionDenied(f"a broker imports only for itself ({tenant})", reason="OTHER_TENANT")
+        return await self.importer.start(request, principal, tenant)
+
+    def _operation(self, name: str) -> str:
+        if not name.startswith(f"{OPERATIONS}/"):
+            raise InvalidArgument(
+                f"{name!r} is not an invoice import",
+                reason="INVALID_NAME",
+                violations=[FieldViolation("name", f"must look like {OPERATIONS}/<id>", "INVALID_NAME")],
+            )
+        return name
+
+    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: Any) -> operations_pb2.Operation:
+        return await self._operations.get(self._operation(request.name), tenant_scope(require_principal()))
+
+    async def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: Any
+    ) -> operations_pb2.ListOperationsResponse:
+        size = page_size(request.page_size, 20, 100)
+        after = decode_page_token(request.page_token, request)
+        page = await self._operations.page(
+            tenant=tenant_scope(require_principal()),
+            page_size=size + 1,
+            after=[str(k) for k in after] if after else None,
+        )
+        response = operations_pb2.ListOperationsResponse(operations=[operation for operation, _ in page[:size]])
+        if len(page) > size:
+            response.next_page_token = encode_page_token(page[size - 1][1], request)
+        return response
+
+    async def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: Any
+    ) -> operations_pb2.Operation:
+        return await self._operations.request_cancel(self._operation(request.name), tenant_scope(require_principal()))
 
     async def VerifyEventChain(
         self, request: invoice_service_pb2.VerifyEventChainRequest, context: Any

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from bmc.invoice.v1 import invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
-from services.invoice.api import InvoiceApi
+from services.invoice.api import OPERATIONS, InvoiceApi
 from services.invoice.consumer import LifecycleConsumer
 from services.invoice.store import RELAY_QUERY, InvoiceStore
 from services.kit.events import OutboxRelay, StreamConsumer, stream_name
+from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 
@@ -38,9 +39,10 @@ async def build(resources: Resources) -> InvoiceApi:
     for consumer in consumers:
         await consumer.start()
     resources.on_stop += [relay.stop, *(c.stop for c in consumers), products.close, store.close]
-    # ImportInvoices and the operations RPCs fall through to the generated
-    # base class (UNIMPLEMENTED) until they land with the rest of issue #4.
-    return InvoiceApi(store, products, resources.settings)  # type: ignore[abstract]
+    api = InvoiceApi(store, products, settings, OperationStore(resources.engine, OPERATIONS))
+    await api.importer.resume_unfinished()
+    resources.on_stop.insert(0, api.importer.close)
+    return api
 
 
 DEFINITION = ServiceDefinition(

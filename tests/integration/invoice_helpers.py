@@ -14,7 +14,7 @@ from bmc.common.v1 import party_pb2, tax_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
 from services.dian import cufe
 from services.dian.nit import check_digit
-from services.invoice.api import document_from_proto
+from services.invoice.conversion import document_from_proto
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token

@@ -1,0 +1,176 @@
+"""Files of invoices, split into documents: one UBL XML (Invoice or
+AttachedDocument), a ZIP of them, or a CSV with one row per invoice line.
+
+ZIP archives are checked before they are expanded (entry count, declared and
+actual sizes) so that a decompression bomb is refused, not inflated."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from bmc.invoice.v1 import invoice_pb2
+from services.invoice.domain import NIT, InvoiceDocument, Line, Party, Tax, TaxScheme, Totals
+from services.invoice.ubl import UblError, parse_document
+
+MAX_ENTRIES = 20_000
+MAX_ENTRY_BYTES = 10 * 1024 * 1024
+MAX_TOTAL_BYTES = 512 * 1024 * 1024
+CSV_COLUMNS = (
+    "number", "cufe", "environment", "issue_date", "issue_time", "currency", "seller_nit", "seller_dv",
+    "seller_name", "buyer_id_type", "buyer_id", "buyer_dv", "buyer_name", "line_number", "product_code",
+    "description", "quantity", "unit_code", "unit_price", "line_extension_amount", "iva_percent", "iva_amount",
+    "payable_amount",
+)  # fmt: skip
+
+
+class DocumentError(ValueError):
+    """The file as a whole cannot be read."""
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """One invoice found in a file, or why it could not be read."""
+
+    source: str  # ZIP entry name, `line N`, or the file name
+    document: InvoiceDocument | None
+    source_format: int
+    error: UblError | None = None
+
+
+def detect(content: bytes, requested: int) -> int:
+    if requested:
+        return requested
+    if content[:4] == b"PK\x03\x04":
+        return invoice_pb2.DOCUMENT_FORMAT_ZIP
+    head = content[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<"):
+        return invoice_pb2.DOCUMENT_FORMAT_UBL_INVOICE
+    if head[:64].lower().startswith(b"number,"):
+        return invoice_pb2.DOCUMENT_FORMAT_CSV
+    raise DocumentError("cannot tell the format: expected UBL XML, a ZIP of XML files, or a CSV with a header")
+
+
+def split(content: bytes, requested: int, filename: str) -> Iterator[SourceDocument]:
+    kind = detect(content, requested)
+    if kind == invoice_pb2.DOCUMENT_FORMAT_ZIP:
+        yield from _zip(content)
+    elif kind == invoice_pb2.DOCUMENT_FORMAT_CSV:
+        yield from _csv(content)
+    else:
+        yield _xml(content, filename or "document.xml")
+
+
+def _xml(content: bytes, source: str) -> SourceDocument:
+    try:
+        document = parse_document(content)
+    except UblError as exc:
+        return SourceDocument(source, None, invoice_pb2.SOURCE_FORMAT_UBL_INVOICE, exc)
+    wrapped = b"AttachedDocument" in content[:4096]
+    kind = invoice_pb2.SOURCE_FORMAT_ATTACHED_DOCUMENT if wrapped else invoice_pb2.SOURCE_FORMAT_UBL_INVOICE
+    return SourceDocument(source, document, kind)
+
+
+def _zip(content: bytes) -> Iterator[SourceDocument]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile as exc:
+        raise DocumentError(f"not a readable ZIP archive: {exc}") from exc
+    entries = [e for e in archive.infolist() if not e.is_dir()]
+    if len(entries) > MAX_ENTRIES:
+        raise DocumentError(f"the archive holds {len(entries)} files; at most {MAX_ENTRIES} are accepted")
+    if sum(e.file_size for e in entries) > MAX_TOTAL_BYTES:
+        raise DocumentError("the archive expands beyond 512 MiB; split it")
+    for entry in entries:
+        if not entry.filename.lower().endswith(".xml"):
+            continue
+        if entry.file_size > MAX_ENTRY_BYTES:
+            yield SourceDocument(entry.filename, None, 0, UblError("", "TOO_LARGE", "entry larger than 10 MiB"))
+            continue
+        with archive.open(entry) as handle:
+            data = handle.read(MAX_ENTRY_BYTES + 1)  # never trust the declared size alone
+        if len(data) > MAX_ENTRY_BYTES:
+            yield SourceDocument(entry.filename, None, 0, UblError("", "TOO_LARGE", "entry larger than 10 MiB"))
+            continue
+        yield _xml(data, entry.filename)
+
+
+def _decimal(value: str, column: str, line: int) -> Decimal:
+    try:
+        return Decimal(value.strip() or "0")
+    except InvalidOperation as exc:
+        raise UblError(column, "BAD_AMOUNT", f"line {line}: {column} is not a number: {value!r}") from exc
+
+
+def _csv(content: bytes) -> Iterator[SourceDocument]:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"the CSV is not UTF-8 (byte {exc.start})") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    missing = set(CSV_COLUMNS) - set(reader.fieldnames or ())
+    if missing:
+        raise DocumentError(f"the CSV header lacks: {', '.join(sorted(missing))}")
+    groups: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    for row in reader:
+        groups.setdefault(row["number"].strip(), []).append((reader.line_num, row))
+    for number, rows in groups.items():
+        first_line = rows[0][0]
+        try:
+            yield SourceDocument(f"line {first_line}", _csv_document(number, rows), invoice_pb2.SOURCE_FORMAT_CSV)
+        except UblError as exc:
+            yield SourceDocument(f"line {first_line}", None, invoice_pb2.SOURCE_FORMAT_CSV, exc)
+
+
+def _csv_document(number: str, rows: list[tuple[int, dict[str, str]]]) -> InvoiceDocument:
+    line_no, head = rows[0]
+    lines: list[Line] = []
+    taxes: dict[Decimal, tuple[Decimal, Decimal]] = {}
+    for line_no, row in rows:
+        extension = _decimal(row["line_extension_amount"], "line_extension_amount", line_no)
+        percent = _decimal(row["iva_percent"], "iva_percent", line_no)
+        iva = _decimal(row["iva_amount"], "iva_amount", line_no)
+        tax = Tax(TaxScheme.IVA, percent, extension, iva)
+        lines.append(
+            Line(
+                int(row["line_number"] or len(lines) + 1),
+                row["product_code"].strip(),
+                row["description"],
+                _decimal(row["quantity"], "quantity", line_no),
+                row["unit_code"].strip(),
+                _decimal(row["unit_price"], "unit_price", line_no),
+                extension,
+                (tax,),
+            )
+        )
+        base, amount = taxes.get(percent, (Decimal(0), Decimal(0)))
+        taxes[percent] = (base + extension, amount + iva)
+    subtotal = sum((line.line_extension for line in lines), Decimal(0))
+    doc_taxes = tuple(Tax(TaxScheme.IVA, p, base, amount) for p, (base, amount) in taxes.items())
+    try:
+        issue_date = dt.date.fromisoformat(head["issue_date"].strip())
+    except ValueError as exc:
+        raise UblError("issue_date", "BAD_DATE", f"line {rows[0][0]}: issue_date must be YYYY-MM-DD") from exc
+    buyer_type = int(head["buyer_id_type"] or NIT)
+    return InvoiceDocument(
+        number=number,
+        cufe=head["cufe"].strip().lower(),
+        environment=int(head["environment"] or 1),
+        issue_date=issue_date,
+        issue_time=head["issue_time"].strip(),
+        currency=head["currency"].strip() or "COP",
+        seller=Party(NIT, head["seller_nit"].strip(), head["seller_dv"].strip(), head["seller_name"].strip()),
+        buyer=Party(buyer_type, head["buyer_id"].strip(), head["buyer_dv"].strip(), head["buyer_name"].strip()),
+        lines=tuple(lines),
+        taxes=doc_taxes,
+        totals=Totals(
+            line_extension=subtotal,
+            payable=_decimal(head["payable_amount"], "payable_amount", rows[0][0]),
+            tax_exclusive=subtotal,
+        ),
+    )
