@@ -11,13 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli import products
+from services.cli import invoices, products
 from services.cli.cluster import Cluster, ClusterError, ServiceStatus
 from services.kit.settings import get_settings
 from services.kit.tokens import ROLE_NAMES, mint_token
 
 app = typer.Typer(help="BMC Registry: invoice registration for the Bolsa Mercantil de Colombia.", no_args_is_help=True)
 app.add_typer(products.app, name="products")
+app.add_typer(invoices.app, name="invoices")
+app.add_typer(invoices.audit, name="audit")
 console = Console()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,7 +72,20 @@ class Cluster:
         env.update(BMC_DATABASE_URL=self.infrastructure.database_url, BMC_REDIS_URL=self.infrastructure.redis_url)
         return env
 
+    def _check_ports_free(self) -> None:
+        """A port already taken would let health checks reach someone else's server."""
+        for spec in self.specs:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((self.settings.bind_host, spec.port(self.settings)))
+                except OSError as exc:
+                    raise ClusterError(
+                        f"port {spec.port(self.settings)} for {spec.name} is in use (another `bmc up`?); "
+                        "stop it or set BMC_PORT_BASE"
+                    ) from exc
+
     def start(self, timeout: float = 90.0) -> None:
+        self._check_ports_free()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.infrastructure = ensure_infrastructure(self.settings)

@@ -39,3 +39,8 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert catalog["lookups"]["AZUCAR-REFINADA"]["eligible"] is False
     assert catalog["lookups"]["CAFE-PERGAMINO"]["eligible"] is True
     assert catalog["missing"] == ["products/NO-EXISTE"]
+    registrations = summary["invoices"]
+    assert registrations["registered"] == 38
+    assert sorted(sum(registrations["rejected"].values(), [])) == ["NIT_CHECK_DIGIT_MISMATCH", "PRODUCT_NOT_ELIGIBLE"]
+    assert registrations["chain_intact"] is True
+    assert registrations["events_published"] >= 38
