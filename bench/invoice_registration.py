@@ -1,0 +1,127 @@
+"""Invoice registration throughput on real PostgreSQL, next to a no-op RPC.
+
+Starts the product and invoice services (embedded PostgreSQL/Redis), loads
+the sample catalog, then in one run: health check (no-op baseline), single
+`RegisterInvoice` calls from 50 concurrent clients, `BatchRegisterInvoices`
+of 500, and an `ImportInvoices` of a ZIP of UBL files (time, rate, RSS).
+
+    .venv/bin/python -m bench.invoice_registration --seconds 10 --ubl 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import time
+import zipfile
+
+import grpc
+import psutil
+from google.longrunning import operations_pb2
+from grpc_health.v1 import health_pb2
+
+from bench.harness import Result, drive, platform, summary
+from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.invoice.synth import invoices
+from services.kit.clients import aio_channel, bearer
+from services.kit.settings import Settings
+from services.kit.tokens import mint_token
+from tests.integration.invoice_helpers import load_sample_catalog, registry
+from tests.integration.test_invoice_import import ubl
+
+TODAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=-5))).date()
+
+
+async def measure(settings: Settings, seconds: float) -> list[Result]:
+    channels = [aio_channel(settings, "invoice") for _ in range(4)]
+    metadata = bearer(mint_token(settings, subject="bench", roles=["broker"], tenant="bench"))
+    print("generating invoices...", flush=True)
+    pool = iter(list(invoices(60_000, TODAY, seed=101, prefix="BNCH")))
+
+    def fresh() -> invoice_pb2.Invoice:
+        return next(pool)
+
+    def health(channel: grpc.aio.Channel) -> object:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        return lambda: check(health_pb2.HealthCheckRequest(), timeout=10)
+
+    def single(channel: grpc.aio.Channel) -> object:
+        call = channel.unary_unary(
+            "/bmc.invoice.v1.InvoiceService/RegisterInvoice",
+            request_serializer=invoice_service_pb2.RegisterInvoiceRequest.SerializeToString,
+            response_deserializer=lambda b: b,
+        )
+        return lambda: call(invoice_service_pb2.RegisterInvoiceRequest(invoice=fresh()), metadata=metadata, timeout=30)
+
+    def batch(channel: grpc.aio.Channel) -> object:
+        call = channel.unary_unary(
+            "/bmc.invoice.v1.InvoiceService/BatchRegisterInvoices",
+            request_serializer=invoice_service_pb2.BatchRegisterInvoicesRequest.SerializeToString,
+            response_deserializer=lambda b: b,
+        )
+        return lambda: call(
+            invoice_service_pb2.BatchRegisterInvoicesRequest(
+                requests=[invoice_service_pb2.RegisterInvoiceRequest(invoice=fresh()) for _ in range(500)]
+            ),
+            metadata=metadata,
+            timeout=120,
+        )
+
+    results = [await drive("health check (no-op) [baseline]", health, channels, 50, seconds)]  # type: ignore[arg-type]
+    results.append(await drive("RegisterInvoice, 50 clients", single, channels, 50, seconds))  # type: ignore[arg-type]
+    batches = await drive("BatchRegisterInvoices x500, 4 clients", batch, channels, 4, seconds)  # type: ignore[arg-type]
+    batches.name = "BatchRegisterInvoices x500 (rate = invoices)"
+    batches.calls *= 500
+    results.append(batches)
+    for channel in channels:
+        await channel.close()
+    return results
+
+
+def ubl_import(settings: Settings, count: int, pid: int) -> str:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, proto in enumerate(invoices(count, TODAY, seed=977, prefix="UBLX")):
+            z.writestr(f"f{n:06d}.xml", ubl(proto))
+    content = archive.getvalue()
+    process = psutil.Process(pid)
+    peak = 0
+    with registry(settings, role="operator") as reg:
+        started = time.perf_counter()
+        operation = reg.ImportInvoices(
+            invoice_service_pb2.ImportInvoicesRequest(content=content, filename="bench.zip", broker="brokers/bench")
+        )
+        while not operation.done:
+            time.sleep(0.5)
+            peak = max(peak, process.memory_info().rss)
+            operation = reg.GetOperation(operations_pb2.GetOperationRequest(name=operation.name))
+        elapsed = time.perf_counter() - started
+    result = invoice_pb2.ImportInvoicesResponse()
+    operation.response.Unpack(result)
+    return (
+        f"ImportInvoices of a ZIP of {count:,} UBL invoices ({len(content) / 1e6:.1f} MB): {elapsed:.1f} s, "
+        f"{result.registered / elapsed:,.0f} invoices/s, {result.registered:,} registered, {result.rejected} rejected, "
+        f"peak RSS {peak / 2**20:,.0f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--ubl", type=int, default=10_000, help="invoices in the UBL import (0 skips it)")
+    args = parser.parse_args()
+    with platform(["product", "invoice"]) as cluster:
+        load_sample_catalog(cluster.settings)
+        print(summary(asyncio.run(measure(cluster.settings, args.seconds))), flush=True)
+        if args.ubl:
+            print(ubl_import(cluster.settings, args.ubl, cluster.processes["invoice"][0].pid))
+
+
+if __name__ == "__main__":
+    main()
