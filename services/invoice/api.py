@@ -17,7 +17,7 @@ from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2
 from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
 from services.invoice import chain
 from services.invoice.conversion import document_from_proto
-from services.invoice.domain import Issue, ProductFacts, RegistrationPolicy, product_codes, validate
+from services.invoice.domain import InvoiceDocument, Issue, ProductFacts, RegistrationPolicy, product_codes, validate
 from services.invoice.imports import InvoiceImporter
 from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
 from services.kit.auth import require_principal
@@ -135,57 +135,87 @@ class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
             )
         return requested
 
+    async def _register_all(
+        self, requests: Sequence[invoice_service_pb2.RegisterInvoiceRequest], principal: Principal
+    ) -> list[invoice_pb2.Invoice | ServiceError]:
+        """Registers requests together: one catalog lookup for all their
+        products, one policy, one database transaction. Each request gets its
+        invoice or the error that refused it; one bad request spoils no other."""
+        outcomes: list[invoice_pb2.Invoice | ServiceError | None] = [None] * len(requests)
+        prepared: list[tuple[int, str, InvoiceDocument]] = []
+        for index, request in enumerate(requests):
+            try:
+                broker = self._broker_for(request.invoice.broker, principal, "invoice.broker")
+                prepared.append((index, broker, document_from_proto(request.invoice)))
+            except ServiceError as error:
+                outcomes[index] = error
+        codes = list(dict.fromkeys(code for _, _, doc in prepared for code in product_codes(doc)))
+        facts = await self._product_facts(codes) if codes else {}
+        policy = policy_from(self._settings)
+        pending: list[tuple[int, invoice_pb2.Invoice]] = []
+        items: list[tuple[NewInvoice, EventMeta]] = []
+        for index, broker, document in prepared:
+            issues = validate(document, policy, facts)
+            if issues:
+                outcomes[index] = rejection(issues)
+                continue
+            request = requests[index]
+            submitted = invoice_pb2.Invoice()
+            submitted.CopyFrom(request.invoice)
+            submitted.broker = broker
+            submitted.cufe = document.cufe
+            submitted.source_format = submitted.source_format or invoice_pb2.SOURCE_FORMAT_API
+            if request.validate_only:
+                outcomes[index] = submitted
+                continue
+            pending.append((index, submitted))
+            items.append(
+                (
+                    NewInvoice(
+                        document=json_format.MessageToDict(submitted, preserving_proto_field_name=True),
+                        number=document.number,
+                        cufe=document.cufe,
+                        seller_nit=document.seller.number,
+                        buyer_id=document.buyer.number,
+                        issue_date=document.issue_date,
+                        broker=broker,
+                    ),
+                    EventMeta(principal.subject, broker, request.request_id, request_id_var.get()),
+                )
+            )
+        if items:
+            stored = await self._store.register_many(items)
+            for (index, _), outcome in zip(pending, stored, strict=True):
+                outcomes[index] = outcome if isinstance(outcome, ServiceError) else to_proto(outcome[0])
+        return [outcome for outcome in outcomes if outcome is not None]
+
     async def _register(
-        self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal, prefix: str
+        self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal, prefix: str = "invoice"
     ) -> invoice_pb2.Invoice:
-        broker = self._broker_for(request.invoice.broker, principal, f"{prefix}.broker")
-        document = document_from_proto(request.invoice)
-        facts = await self._product_facts(list(product_codes(document)))
-        issues = validate(document, policy_from(self._settings), facts)
-        if issues:
-            raise rejection(issues, prefix)
-        submitted = invoice_pb2.Invoice()
-        submitted.CopyFrom(request.invoice)
-        submitted.broker = broker
-        submitted.cufe = document.cufe
-        submitted.source_format = submitted.source_format or invoice_pb2.SOURCE_FORMAT_API
-        if request.validate_only:
-            submitted.state = invoice_pb2.INVOICE_STATE_UNSPECIFIED
-            return submitted
-        new = NewInvoice(
-            document=json_format.MessageToDict(submitted, preserving_proto_field_name=True),
-            number=document.number,
-            cufe=document.cufe,
-            seller_nit=document.seller.number,
-            buyer_id=document.buyer.number,
-            issue_date=document.issue_date,
-            broker=broker,
-        )
-        meta = EventMeta(
-            actor=principal.subject, tenant=broker, request_id=request.request_id, trace_id=request_id_var.get()
-        )
-        row, _created = await self._store.register(new, meta)
-        return to_proto(row)
+        (outcome,) = await self._register_all([request], principal)
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome
 
     async def RegisterInvoice(
         self, request: invoice_service_pb2.RegisterInvoiceRequest, context: Any
     ) -> invoice_pb2.Invoice:
-        return await self._register(request, require_principal(), "invoice")
+        return await self._register(request, require_principal())
 
     async def BatchRegisterInvoices(
         self, request: invoice_service_pb2.BatchRegisterInvoicesRequest, context: Any
     ) -> invoice_service_pb2.BatchRegisterInvoicesResponse:
-        principal = require_principal()
+        outcomes = await self._register_all(list(request.requests), require_principal())
         response = invoice_service_pb2.BatchRegisterInvoicesResponse()
-        for index, item in enumerate(request.requests):
+        for index, outcome in enumerate(outcomes):
             result = response.results.add(index=index)
-            try:
-                result.invoice.CopyFrom(await self._register(item, principal, "invoice"))
-            except ServiceError as error:
-                status = to_status(error)
+            if isinstance(outcome, ServiceError):
+                status = to_status(outcome)
                 result.error.CopyFrom(
                     status_pb2.Status(code=status.code, message=status.message, details=status.details)
                 )
+            else:
+                result.invoice.CopyFrom(outcome)
         return response
 
     async def GetInvoice(self, request: invoice_service_pb2.GetInvoiceRequest, context: Any) -> invoice_pb2.Invoice:

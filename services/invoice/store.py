@@ -157,46 +157,108 @@ class InvoiceStore:
     async def register(self, new: NewInvoice, meta: EventMeta) -> tuple[InvoiceRow, bool]:
         """The registered invoice and True; or, for a repeated request id, the
         first registration and False. AlreadyExists for a duplicate invoice."""
+        (outcome,) = await self.register_many([(new, meta)])
+        if isinstance(outcome, AlreadyExists):
+            raise outcome
+        return outcome
+
+    async def register_many(
+        self, items: Sequence[tuple[NewInvoice, EventMeta]]
+    ) -> list[tuple[InvoiceRow, bool] | AlreadyExists]:
+        """Registers a batch in one transaction: one lock of the chain head, one
+        duplicate query, one block of registration numbers. Each item gets its
+        row (True when new, False when its request id was seen before) or the
+        AlreadyExists that refuses it."""
+        outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None] = [None] * len(items)
         async with self.pool.acquire() as conn, conn.transaction():
-            existing = await self._existing_for(conn, meta.tenant, meta.request_id)
-            if existing is not None:
-                return existing, False
             await conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")  # serialise registrations
-            duplicate = await conn.fetchrow(
-                "SELECT id, registration_number, cufe = $1 AS same_cufe FROM invoices "
-                "WHERE cufe = $1 OR (seller_nit = $2 AND number = $3) LIMIT 1",
-                new.cufe, new.seller_nit, new.number,
+            for index, (_, meta) in enumerate(items):
+                existing = await self._existing_for(conn, meta.tenant, meta.request_id)
+                if existing is not None:
+                    outcomes[index] = (existing, False)
+            fresh = [i for i, outcome in enumerate(outcomes) if outcome is None]
+            taken = await conn.fetch(
+                "SELECT id, registration_number, cufe, seller_nit, number FROM invoices WHERE cufe = ANY($1::text[]) "
+                "OR (seller_nit, number) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+                [items[i][0].cufe for i in fresh], [items[i][0].seller_nit for i in fresh],
+                [items[i][0].number for i in fresh],
             )  # fmt: skip
-            if duplicate is not None:
-                what = "CUFE" if duplicate["same_cufe"] else "issuer and number"
-                raise AlreadyExists(
-                    f"an invoice with this {what} is already registered ({duplicate['registration_number']})",
-                    reason="DUPLICATE_CUFE" if duplicate["same_cufe"] else "DUPLICATE_NUMBER",
-                    metadata={"invoice": f"invoices/{duplicate['id']}"},
-                )
-            now = dt.datetime.now(dt.UTC)
-            sequence = await conn.fetchval(
-                "INSERT INTO registration_counters VALUES ($1, 1) "
-                "ON CONFLICT (year) DO UPDATE SET last = registration_counters.last + 1 RETURNING last",
-                now.year,
-            )
+            cufes = {r["cufe"]: r for r in taken}
+            numbers = {(r["seller_nit"], r["number"]): r for r in taken}
+            accepted = []
+            for i in fresh:
+                new = items[i][0]
+                clash = cufes.get(new.cufe) or numbers.get((new.seller_nit, new.number))
+                if clash is not None:
+                    same = clash["cufe"] == new.cufe
+                    outcomes[i] = AlreadyExists(
+                        f"an invoice with this {'CUFE' if same else 'issuer and number'} is already registered "
+                        f"({clash['registration_number']})",
+                        reason="DUPLICATE_CUFE" if same else "DUPLICATE_NUMBER",
+                        metadata={"invoice": f"invoices/{clash['id']}"},
+                    )
+                    continue
+                # later items of the same batch clash with this one too
+                cufes[new.cufe] = numbers[(new.seller_nit, new.number)] = {
+                    "cufe": new.cufe, "id": "(same batch)", "registration_number": "earlier in this batch"
+                }  # fmt: skip
+                accepted.append(i)
+            if accepted:
+                await self._insert(conn, items, accepted, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        items: Sequence[tuple[NewInvoice, EventMeta]],
+        accepted: list[int],
+        outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None],
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        last = await conn.fetchval(
+            "INSERT INTO registration_counters VALUES ($1, $2) "
+            "ON CONFLICT (year) DO UPDATE SET last = registration_counters.last + $2 RETURNING last",
+            now.year, len(accepted),
+        )  # fmt: skip
+        head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+        assert head is not None
+        position, previous = int(head["position"]), str(head["hash"])
+        state = next_state(None, "InvoiceRegistered")
+        events, rows, keys = [], [], []
+        for offset, i in enumerate(accepted):
+            new, meta = items[i]
             invoice_id = uuid.uuid4().hex
-            registration_number = f"{now.year}-{sequence:08d}"
-            data = {"document": dict(new.document), "registration_number": registration_number, "broker": new.broker}
-            state = next_state(None, "InvoiceRegistered")
-            event = await self._append(conn, invoice_id, 1, "InvoiceRegistered", data, meta)
-            row = await conn.fetchrow(
-                "INSERT INTO invoices VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11::jsonb, '', '') "
-                "RETURNING *",
-                invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
-                new.issue_date, event.record_time, registration_number, _json(new.document),
+            number = f"{now.year}-{last - len(accepted) + offset + 1:08d}"
+            position += 1
+            event = chain.ChainedEvent(
+                position, str(uuid.uuid4()), invoice_id, 1, "InvoiceRegistered",
+                {"document": dict(new.document), "registration_number": number, "broker": new.broker},
+                meta.as_dict(), now, previous,
             )  # fmt: skip
+            previous = event.computed_hash()
+            events.append((
+                event.position, event.event_id, invoice_id, 1, event.type, _json(event.data),
+                _json(event.metadata), now, event.prev_hash, previous,
+            ))  # fmt: skip
+            rows.append((
+                invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
+                new.issue_date, now, number, _json(new.document),
+            ))  # fmt: skip
             if meta.request_id:
-                await conn.execute(
-                    "INSERT INTO idempotency_keys VALUES ($1, $2, $3)", meta.tenant, meta.request_id, invoice_id
-                )
-            assert row is not None
-            return InvoiceRow.from_record(row), True
+                keys.append((meta.tenant, meta.request_id, invoice_id))
+            outcomes[i] = (
+                InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document, "", ""),
+                True,
+            )
+        await conn.executemany(
+            "INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)", events
+        )
+        await conn.executemany(
+            "INSERT INTO invoices VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11::jsonb, '', '')", rows
+        )
+        if keys:
+            await conn.executemany("INSERT INTO idempotency_keys VALUES ($1, $2, $3)", keys)
+        await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, previous)
 
     async def transition(
         self,

@@ -33,7 +33,7 @@ UBL = """<?xml version="1.0" encoding="UTF-8"?>
   <cbc:CompanyID schemeID="{buyer_dv}" schemeName="31">{buyer}</cbc:CompanyID></cac:PartyTaxScheme></cac:Party></cac:AccountingCustomerParty>
  <cac:TaxTotal><cbc:TaxAmount currencyID="COP">{iva}</cbc:TaxAmount><cac:TaxSubtotal>
   <cbc:TaxableAmount currencyID="COP">{subtotal}</cbc:TaxableAmount><cbc:TaxAmount currencyID="COP">{iva}</cbc:TaxAmount>
-  <cac:TaxCategory><cbc:Percent>5.00</cbc:Percent><cac:TaxScheme><cbc:ID>01</cbc:ID></cac:TaxScheme></cac:TaxCategory>
+  <cac:TaxCategory><cbc:Percent>{percent}</cbc:Percent><cac:TaxScheme><cbc:ID>01</cbc:ID></cac:TaxScheme></cac:TaxCategory>
  </cac:TaxSubtotal></cac:TaxTotal>
  <cac:LegalMonetaryTotal><cbc:LineExtensionAmount currencyID="COP">{subtotal}</cbc:LineExtensionAmount>
   <cbc:TaxExclusiveAmount currencyID="COP">{subtotal}</cbc:TaxExclusiveAmount>
@@ -43,7 +43,7 @@ UBL = """<?xml version="1.0" encoding="UTF-8"?>
   <cbc:LineExtensionAmount currencyID="COP">{subtotal}</cbc:LineExtensionAmount>
   <cac:TaxTotal><cbc:TaxAmount currencyID="COP">{iva}</cbc:TaxAmount><cac:TaxSubtotal>
    <cbc:TaxableAmount currencyID="COP">{subtotal}</cbc:TaxableAmount><cbc:TaxAmount currencyID="COP">{iva}</cbc:TaxAmount>
-   <cac:TaxCategory><cbc:Percent>5.00</cbc:Percent><cac:TaxScheme><cbc:ID>01</cbc:ID></cac:TaxScheme></cac:TaxCategory>
+   <cac:TaxCategory><cbc:Percent>{percent}</cbc:Percent><cac:TaxScheme><cbc:ID>01</cbc:ID></cac:TaxScheme></cac:TaxCategory>
   </cac:TaxSubtotal></cac:TaxTotal>
   <cac:Item><cbc:Description>Maíz amarillo</cbc:Description>
    <cac:StandardItemIdentification><cbc:ID>{product}</cbc:ID></cac:StandardItemIdentification></cac:Item>
@@ -61,6 +61,7 @@ def ubl(proto: invoice_pb2.Invoice) -> bytes:
         seller_name=proto.seller.legal_name, buyer=proto.buyer.id.number, buyer_dv=proto.buyer.id.check_digit,
         buyer_name=proto.buyer.legal_name, subtotal=proto.totals.line_extension_amount, iva=proto.taxes[0].tax_amount,
         total=proto.totals.payable_amount, quantity=line.quantity, price=line.unit_price, product=line.product_code,
+        percent=proto.taxes[0].percent,
     ).encode()  # fmt: skip
 
 
