@@ -7,7 +7,7 @@ recognised, not registered twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from google.longrunning import operations_pb2
@@ -25,9 +25,13 @@ from services.kit.tokens import Principal
 
 log = structlog.get_logger("bmc.invoice.import")
 KIND = "import-invoices"
-PROGRESS_EVERY = 25
+GROUP_SIZE = 200
 
-Register = Callable[[invoice_service_pb2.RegisterInvoiceRequest, Principal], Awaitable[invoice_pb2.Invoice]]
+# Registers a group of requests for one caller: an invoice or the refusing error for each.
+Register = Callable[
+    [Sequence[invoice_service_pb2.RegisterInvoiceRequest], Principal],
+    Awaitable[Sequence[invoice_pb2.Invoice | ServiceError]],
+]
 
 
 class InvoiceImporter:
@@ -86,6 +90,7 @@ class InvoiceImporter:
         meta = invoice_pb2.ImportInvoicesMetadata(filename=request.filename)
         (await self._operations.get(name)).metadata.Unpack(meta)
         response = invoice_pb2.ImportInvoicesResponse()
+        group: list[tuple[invoice_pb2.ImportedDocument, invoice_service_pb2.RegisterInvoiceRequest]] = []
         try:
             for index, source in enumerate(split(request.content, request.format, request.filename)):
                 outcome = response.documents.add(source=source.source)
@@ -95,24 +100,25 @@ class InvoiceImporter:
                         field=error.path if error else "", reason=error.reason if error else "UNREADABLE",
                         description=error.message if error else "unreadable",
                     )  # fmt: skip
-                else:
-                    outcome.number = source.document.number
-                    await self._register_one(
-                        name, index, request, source.document, source.source_format, principal, outcome
-                    )
-                if outcome.invoice:
-                    response.registered += 1
-                else:
                     response.rejected += 1
-                if (index + 1) % PROGRESS_EVERY == 0 and await self._report(name, meta, response, "registering"):
-                    await self._finish(
-                        name, meta, response, status_pb2.Status(code=code_pb2.CANCELLED, message="import cancelled")
-                    )
-                    return
+                    continue
+                outcome.number = source.document.number
+                proto = proto_from_document(source.document, source.source_format)
+                proto.broker = request.broker
+                # A request id per document: a resumed import recognises what it already registered.
+                group.append(
+                    (outcome, invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=f"{name}#{index}"))
+                )
+                if len(group) == GROUP_SIZE:
+                    await self._register_group(group, principal, response)
+                    if await self._report(name, meta, response, "registering"):
+                        cancelled = status_pb2.Status(code=code_pb2.CANCELLED, message="import cancelled")
+                        await self._finish(name, meta, response, cancelled)
+                        return
+            await self._register_group(group, principal, response)
         except DocumentError as exc:
-            await self._finish(
-                name, meta, response, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
-            )
+            invalid = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
+            await self._finish(name, meta, response, invalid)
             return
         except asyncio.CancelledError:
             raise
@@ -123,30 +129,33 @@ class InvoiceImporter:
             return
         await self._finish(name, meta, response, None)
 
-    async def _register_one(
+    async def _register_group(
         self,
-        name: str,
-        index: int,
-        request: invoice_service_pb2.ImportInvoicesRequest,
-        document: object,
-        source_format: int,
+        group: list[tuple[invoice_pb2.ImportedDocument, invoice_service_pb2.RegisterInvoiceRequest]],
         principal: Principal,
-        outcome: invoice_pb2.ImportedDocument,
+        response: invoice_pb2.ImportInvoicesResponse,
     ) -> None:
-        proto = proto_from_document(document, source_format)  # type: ignore[arg-type]
-        proto.broker = request.broker
-        registration = invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=f"{name}#{index}")
-        try:
-            registered = await self._register(registration, principal)
-        except InvalidArgument as error:
-            for v in error.violations:
-                outcome.issues.add(field=v.field.removeprefix("invoice."), reason=v.reason, description=v.description)
-            if not error.violations:
-                outcome.issues.add(reason=error.reason, description=error.message)
-        except ServiceError as error:
-            outcome.issues.add(reason=error.reason, description=error.message)
-        else:
-            outcome.invoice = registered.name
+        """Registers a group of documents in one batch and records each outcome."""
+        if not group:
+            return
+        results = await self._register([request for _, request in group], principal)
+        for (outcome, _), result in zip(group, results, strict=True):
+            if isinstance(result, InvalidArgument):
+                for v in result.violations:
+                    outcome.issues.add(
+                        field=v.field.removeprefix("invoice."), reason=v.reason, description=v.description
+                    )
+                if not result.violations:
+                    outcome.issues.add(reason=result.reason, description=result.message)
+            elif isinstance(result, ServiceError):
+                outcome.issues.add(reason=result.reason, description=result.message)
+            else:
+                outcome.invoice = result.name
+            if outcome.invoice:
+                response.registered += 1
+            else:
+                response.rejected += 1
+        group.clear()
 
     async def _report(
         self,

@@ -41,7 +41,7 @@ async def build(resources: Resources) -> InvoiceApi:
     resources.on_stop += [relay.stop, *(c.stop for c in consumers), products.close, store.close]
     api = InvoiceApi(store, products, settings, OperationStore(resources.engine, OPERATIONS))
     await api.importer.resume_unfinished()
-    resources.on_stop.insert(0, api.importer.close)
+    resources.on_stop[:0] = [api.importer.close, api.close]
     return api
 
 
