@@ -66,12 +66,12 @@ def policy_from(settings: Settings, today: dt.date | None = None) -> Registratio
     )
 
 
-def rejection(issues: Sequence[Issue], prefix: str = "invoice") -> InvalidArgument:
+def rejection(issues: Sequence[Issue]) -> InvalidArgument:
     summary = "; ".join(f"{i.field}: {i.description}" for i in issues[:3])
     return InvalidArgument(
         f"invoice refused ({len(issues)} problem(s)): {summary}",
         reason="INVOICE_REJECTED",
-        violations=[FieldViolation(f"{prefix}.{i.field}", i.description, i.reason) for i in issues],
+        violations=[FieldViolation(f"invoice.{i.field}", i.description, i.reason) for i in issues],
     )
 
 
@@ -212,7 +212,7 @@ class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def _register(
-        self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal, prefix: str = "invoice"
+        self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal
     ) -> invoice_pb2.Invoice:
         """One registration, committed together with whatever else arrives within 2 ms."""
         return await self._single.submit(Submission(request, principal, request_id_var.get()))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.invoice import chain
@@ -90,7 +91,7 @@ class ListFilter:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(value).decode()
 
 
 class InvoiceStore:
@@ -242,7 +243,7 @@ class InvoiceStore:
             ))  # fmt: skip
             rows.append((
                 invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
-                new.issue_date, now, number, _json(new.document),
+                new.issue_date, now, now, number, 1, _json(new.document), "", "",
             ))  # fmt: skip
             if meta.request_id:
                 keys.append((meta.tenant, meta.request_id, invoice_id))
@@ -250,12 +251,9 @@ class InvoiceStore:
                 InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document, "", ""),
                 True,
             )
-        await conn.executemany(
-            "INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)", events
-        )
-        await conn.executemany(
-            "INSERT INTO invoices VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11::jsonb, '', '')", rows
-        )
+        # COPY: a whole batch of registrations is written in two round trips.
+        await conn.copy_records_to_table("events", records=events)
+        await conn.copy_records_to_table("invoices", records=rows)
         if keys:
             await conn.executemany("INSERT INTO idempotency_keys VALUES ($1, $2, $3)", keys)
         await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, previous)
