@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from services.cli.cluster import Cluster
 from tests.conftest import make_settings
@@ -84,3 +86,18 @@ def platform(services: list[str], **overrides: object) -> Iterator[Cluster]:
 def summary(results: list[Result]) -> str:
     baseline = results[0]
     return "\n".join(r.row(None if r is baseline else baseline) for r in results)
+
+
+def unary(
+    channel: grpc.aio.Channel, method: str, request_type: type[Any]
+) -> grpc.aio.UnaryUnaryMultiCallable[Any, bytes]:
+    """A raw unary call (responses stay bytes: the client does no parsing work)."""
+    return channel.unary_unary(
+        method, request_serializer=request_type.SerializeToString, response_deserializer=lambda b: b
+    )
+
+
+def health(channel: grpc.aio.Channel) -> Callable[[], Awaitable[object]]:
+    """The no-op baseline: `grpc.health.v1.Health/Check`, which no kit interceptor touches."""
+    check = unary(channel, "/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest)
+    return lambda: check(health_pb2.HealthCheckRequest(), timeout=10)

@@ -20,9 +20,8 @@ import zipfile
 import grpc
 import psutil
 from google.longrunning import operations_pb2
-from grpc_health.v1 import health_pb2
 
-from bench.harness import Result, drive, platform, summary
+from bench.harness import Result, drive, health, platform, summary, unary
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.invoice.synth import invoices
 from services.kit.clients import aio_channel, bearer
@@ -43,27 +42,17 @@ async def measure(settings: Settings, seconds: float) -> list[Result]:
     def fresh() -> invoice_pb2.Invoice:
         return next(pool)
 
-    def health(channel: grpc.aio.Channel) -> object:
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
-        return lambda: check(health_pb2.HealthCheckRequest(), timeout=10)
-
     def single(channel: grpc.aio.Channel) -> object:
-        call = channel.unary_unary(
-            "/bmc.invoice.v1.InvoiceService/RegisterInvoice",
-            request_serializer=invoice_service_pb2.RegisterInvoiceRequest.SerializeToString,
-            response_deserializer=lambda b: b,
+        call = unary(
+            channel, "/bmc.invoice.v1.InvoiceService/RegisterInvoice", invoice_service_pb2.RegisterInvoiceRequest
         )
         return lambda: call(invoice_service_pb2.RegisterInvoiceRequest(invoice=fresh()), metadata=metadata, timeout=30)
 
     def batch(channel: grpc.aio.Channel) -> object:
-        call = channel.unary_unary(
+        call = unary(
+            channel,
             "/bmc.invoice.v1.InvoiceService/BatchRegisterInvoices",
-            request_serializer=invoice_service_pb2.BatchRegisterInvoicesRequest.SerializeToString,
-            response_deserializer=lambda b: b,
+            invoice_service_pb2.BatchRegisterInvoicesRequest,
         )
         return lambda: call(
             invoice_service_pb2.BatchRegisterInvoicesRequest(

@@ -14,9 +14,8 @@ import argparse
 import asyncio
 
 import grpc
-from grpc_health.v1 import health_pb2
 
-from bench.harness import drive, platform, summary
+from bench.harness import drive, health, platform, summary, unary
 from bmc.product.v1 import product_service_pb2
 from services.kit.clients import aio_channel, bearer
 from services.kit.settings import Settings
@@ -28,21 +27,9 @@ async def run(settings: Settings, seconds: float, concurrency: int) -> str:
     token = bearer(mint_token(settings, subject="bench", roles=["auditor"]))
     request = product_service_pb2.GetProductRequest(name="products/MAIZ-AMARILLO")
 
-    def health(channel: grpc.aio.Channel) -> object:
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
-        return lambda: check(health_pb2.HealthCheckRequest(), timeout=5)
-
     def get(metadata: tuple[tuple[str, str], ...]) -> object:
         def make(channel: grpc.aio.Channel) -> object:
-            call = channel.unary_unary(
-                "/bmc.product.v1.ProductService/GetProduct",
-                request_serializer=product_service_pb2.GetProductRequest.SerializeToString,
-                response_deserializer=lambda b: b,
-            )
+            call = unary(channel, "/bmc.product.v1.ProductService/GetProduct", product_service_pb2.GetProductRequest)
             return lambda: call(request, metadata=metadata, timeout=5)
 
         return make

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2
 
-from bench.harness import Result, drive, platform, summary
+from bench.harness import Result, drive, health, platform, summary, unary
 from bench.product_import import shards_for
 from bmc.product.v1 import product_service_pb2
 from services.kit.clients import aio_channel, bearer
@@ -39,31 +38,17 @@ async def measure(settings: Settings, rows: int, seconds: float, concurrency: in
     rng = random.Random(11)
     hot = [code(rng.randrange(rows)) for _ in range(5_000)]
 
-    def health(channel: grpc.aio.Channel) -> object:
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
-        return lambda: check(health_pb2.HealthCheckRequest(), timeout=10)
-
     def get(pick: object) -> object:
         def make(channel: grpc.aio.Channel) -> object:
-            call = channel.unary_unary(
-                "/bmc.product.v1.ProductService/GetProduct",
-                request_serializer=product_service_pb2.GetProductRequest.SerializeToString,
-                response_deserializer=lambda b: b,
-            )
+            call = unary(channel, "/bmc.product.v1.ProductService/GetProduct", product_service_pb2.GetProductRequest)
             return lambda: call(product_service_pb2.GetProductRequest(name=pick()), metadata=metadata, timeout=10)  # type: ignore[operator]
 
         return make
 
     def batch(pick: object) -> object:
         def make(channel: grpc.aio.Channel) -> object:
-            call = channel.unary_unary(
-                "/bmc.product.v1.ProductService/BatchGetProducts",
-                request_serializer=product_service_pb2.BatchGetProductsRequest.SerializeToString,
-                response_deserializer=lambda b: b,
+            call = unary(
+                channel, "/bmc.product.v1.ProductService/BatchGetProducts", product_service_pb2.BatchGetProductsRequest
             )
             return lambda: call(
                 product_service_pb2.BatchGetProductsRequest(names=pick()), metadata=metadata, timeout=10

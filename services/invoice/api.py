@@ -30,7 +30,7 @@ from services.kit.errors import (
     ServiceError,
     to_status,
 )
-from services.kit.operations import OperationStore
+from services.kit.operations import OperationRpcs, OperationStore
 from services.kit.paging import decode_page_token, encode_page_token, page_size
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
@@ -113,14 +113,19 @@ def tenant_scope(principal: Principal) -> str:
     return "" if principal.roles & cross else principal.broker
 
 
-class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
+class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
+
+    operations_collection = OPERATIONS
+
+    def operations_tenant(self) -> str:
+        return tenant_scope(require_principal())
 
     def __init__(
         self, store: InvoiceStore, products: ServiceClient, settings: Settings, operations: OperationStore
     ) -> None:
         self._store, self._products, self._settings = store, products, settings
-        self._operations = operations
+        self.operations = operations
         self._single: MicroBatcher[Submission, invoice_pb2.Invoice] = MicroBatcher(self._register_all)
         self.importer = InvoiceImporter(
             operations, lambda requests, principal: self._register_all([Submission(r, principal, "") for r in requests])
@@ -318,38 +323,6 @@ class InvoiceApi(invoice_service_pb2_grpc.InvoiceServiceServicer):
         if tenant and request.broker and request.broker != tenant:
             raise PermissionDenied(f"a broker imports only for itself ({tenant})", reason="OTHER_TENANT")
         return await self.importer.start(request, principal, tenant)
-
-    def _operation(self, name: str) -> str:
-        if not name.startswith(f"{OPERATIONS}/"):
-            raise InvalidArgument(
-                f"{name!r} is not an invoice import",
-                reason="INVALID_NAME",
-                violations=[FieldViolation("name", f"must look like {OPERATIONS}/<id>", "INVALID_NAME")],
-            )
-        return name
-
-    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: Any) -> operations_pb2.Operation:
-        return await self._operations.get(self._operation(request.name), tenant_scope(require_principal()))
-
-    async def ListOperations(
-        self, request: operations_pb2.ListOperationsRequest, context: Any
-    ) -> operations_pb2.ListOperationsResponse:
-        size = page_size(request.page_size, 20, 100)
-        after = decode_page_token(request.page_token, request)
-        page = await self._operations.page(
-            tenant=tenant_scope(require_principal()),
-            page_size=size + 1,
-            after=[str(k) for k in after] if after else None,
-        )
-        response = operations_pb2.ListOperationsResponse(operations=[operation for operation, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(page[size - 1][1], request)
-        return response
-
-    async def CancelOperation(
-        self, request: operations_pb2.CancelOperationRequest, context: Any
-    ) -> operations_pb2.Operation:
-        return await self._operations.request_cancel(self._operation(request.name), tenant_scope(require_principal()))
 
     async def VerifyEventChain(
         self, request: invoice_service_pb2.VerifyEventChainRequest, context: Any

@@ -19,6 +19,7 @@ from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.invoice.conversion import proto_from_document
 from services.invoice.documents import DocumentError, detect, split
 from services.invoice.ubl import UblError, safe_root
+from services.kit.background import BackgroundTasks
 from services.kit.errors import FieldViolation, InvalidArgument, ServiceError
 from services.kit.operations import OperationStore
 from services.kit.tokens import Principal
@@ -37,12 +38,10 @@ Register = Callable[
 class InvoiceImporter:
     def __init__(self, operations: OperationStore, register: Register) -> None:
         self._operations, self._register = operations, register
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
 
     def _spawn(self, name: str) -> None:
-        task = asyncio.create_task(self.run(name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(self.run(name), name)
 
     async def start(
         self, request: invoice_service_pb2.ImportInvoicesRequest, principal: Principal, tenant: str
@@ -77,9 +76,7 @@ class InvoiceImporter:
             self._spawn(name)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()
 
     async def run(self, name: str) -> None:
         record = await self._operations.record(name)

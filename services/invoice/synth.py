@@ -30,7 +30,8 @@ VAT = dict.fromkeys(
 ) | (dict.fromkeys(("NOVILLO-GORDO", "LECHE-CRUDA", "TILAPIA-ROJA", "PAPA-PASTUSA"), "0"))
 
 
-def _party(number: str, name: str) -> party_pb2.Party:
+def party(number: str, name: str) -> party_pb2.Party:
+    """A party identified by its NIT, with the right check digit."""
     return party_pb2.Party(
         id=party_pb2.PartyId(
             type=party_pb2.IDENTIFICATION_TYPE_NIT, number=number, check_digit=str(check_digit(number))
@@ -39,57 +40,76 @@ def _party(number: str, name: str) -> party_pb2.Party:
     )
 
 
+def build_invoice(
+    number: str,
+    product: str,
+    quantity: Decimal,
+    price: Decimal,
+    rate: Decimal,
+    issue_date: dt.date,
+    seller: tuple[str, str] = SELLERS[0],
+    buyer: tuple[str, str] = BUYERS[0],
+    issue_time: str = "10:15:00-05:00",
+    broker: str = "",
+) -> invoice_pb2.Invoice:
+    """A one-line test-environment invoice whose CUFE is right and whose totals add up."""
+    extension = quantity * price
+    iva = (extension * rate / 100).quantize(Decimal("0.01"))
+    tax = invoice_pb2.TaxSubtotal(
+        scheme=tax_pb2.TAX_SCHEME_IVA, percent=f"{rate:.2f}", taxable_amount=f"{extension:.2f}", tax_amount=f"{iva:.2f}"
+    )
+    proto = invoice_pb2.Invoice(
+        number=number,
+        cufe="0" * 96,
+        environment=tax_pb2.DIAN_ENVIRONMENT_TEST,
+        issue_date=date_pb2.Date(year=issue_date.year, month=issue_date.month, day=issue_date.day),
+        issue_time=issue_time,
+        currency_code="COP",
+        operation_type=invoice_pb2.OPERATION_TYPE_PURCHASE,
+        seller=party(*seller),
+        buyer=party(*buyer),
+        lines=[
+            invoice_pb2.InvoiceLine(
+                line_number=1,
+                product_code=product,
+                description=product.replace("-", " ").title(),
+                quantity=str(quantity),
+                unit_code="TNE",
+                unit_price=str(price),
+                line_extension_amount=f"{extension:.2f}",
+                taxes=[tax],
+            )
+        ],
+        taxes=[tax],
+        totals=invoice_pb2.MonetaryTotal(
+            line_extension_amount=f"{extension:.2f}",
+            tax_exclusive_amount=f"{extension:.2f}",
+            tax_inclusive_amount=f"{extension + iva:.2f}",
+            payable_amount=f"{extension + iva:.2f}",
+        ),
+        broker=broker,
+    )
+    proto.cufe = document_from_proto(proto).cufe_fields().cufe(cufe.TEST_ENVIRONMENT_KEY)
+    return proto
+
+
 def invoices(
     count: int, today: dt.date, products: Sequence[str] = tuple(VAT), seed: int = 5, prefix: str = "SETP"
 ) -> Iterator[invoice_pb2.Invoice]:
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     for n in range(count):
         product = rng.choice(products)
-        rate = Decimal(VAT.get(product, "0"))
-        quantity = Decimal(rng.randrange(1, 40))
-        price = Decimal(rng.randrange(200_000, 3_000_000, 1_000))
-        extension = quantity * price
-        iva = (extension * rate / 100).quantize(Decimal("0.01"))
-        tax = invoice_pb2.TaxSubtotal(
-            scheme=tax_pb2.TAX_SCHEME_IVA,
-            percent=f"{rate:.2f}",
-            taxable_amount=f"{extension:.2f}",
-            tax_amount=f"{iva:.2f}",
-        )
-        day = today - dt.timedelta(days=rng.randrange(1, 25))
-        seller, buyer = rng.choice(SELLERS), rng.choice(BUYERS)
-        proto = invoice_pb2.Invoice(
+        yield build_invoice(
             number=f"{prefix}{seed:03d}{n:07d}",
-            cufe="0" * 96,
-            environment=tax_pb2.DIAN_ENVIRONMENT_TEST,
-            issue_date=date_pb2.Date(year=day.year, month=day.month, day=day.day),
+            product=product,
+            quantity=Decimal(rng.randrange(1, 40)),
+            price=Decimal(rng.randrange(200_000, 3_000_000, 1_000)),
+            rate=Decimal(VAT.get(product, "0")),
+            issue_date=today - dt.timedelta(days=rng.randrange(1, 25)),
+            seller=rng.choice(SELLERS),
+            buyer=rng.choice(BUYERS),
             issue_time=f"{rng.randrange(7, 18):02d}:{rng.randrange(60):02d}:00-05:00",
-            currency_code="COP",
-            operation_type=invoice_pb2.OPERATION_TYPE_PURCHASE,
-            seller=_party(*seller),
-            buyer=_party(*buyer),
-            lines=[
-                invoice_pb2.InvoiceLine(
-                    line_number=1,
-                    product_code=product,
-                    description=product.replace("-", " ").title(),
-                    quantity=str(quantity),
-                    unit_code="TNE",
-                    unit_price=str(price),
-                    line_extension_amount=f"{extension:.2f}",
-                    taxes=[tax],
-                )
-            ],
-            taxes=[tax],
-            totals=invoice_pb2.MonetaryTotal(
-                line_extension_amount=f"{extension:.2f}",
-                tax_exclusive_amount=f"{extension:.2f}",
-                tax_inclusive_amount=f"{extension + iva:.2f}",
-                payable_amount=f"{extension + iva:.2f}",
-            ),
         )
-        proto.cufe = document_from_proto(proto).cufe_fields().cufe(cufe.TEST_ENVIRONMENT_KEY)
-        yield proto
 
 
 def to_csv(protos: Sequence[invoice_pb2.Invoice]) -> bytes:

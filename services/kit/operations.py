@@ -21,7 +21,8 @@ from google.rpc import status_pb2
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.errors import NotFound
+from services.kit.errors import FieldViolation, InvalidArgument, NotFound
+from services.kit.paging import decode_page_token, encode_page_token, page_size
 
 metadata = sa.MetaData()
 
@@ -209,3 +210,49 @@ class OperationStore:
                 .order_by(operations.c.create_time)
             )
             return list(rows.scalars())
+
+
+class OperationRpcs:
+    """`GetOperation`, `ListOperations` and `CancelOperation` over an
+    `OperationStore`, for a servicer to inherit (before its generated base)."""
+
+    operations: OperationStore
+    operations_collection: str
+
+    def operations_tenant(self) -> str:
+        """The tenant whose operations the caller may see; empty for all."""
+        return ""
+
+    def _operation_name(self, name: str) -> str:
+        if not name.startswith(f"{self.operations_collection}/"):
+            raise InvalidArgument(
+                f"{name!r} is not one of this service's operations",
+                reason="INVALID_NAME",
+                violations=[
+                    FieldViolation("name", f"must look like {self.operations_collection}/<id>", "INVALID_NAME")
+                ],
+            )
+        return name
+
+    async def GetOperation(  # noqa: N802 - the RPC's name
+        self, request: operations_pb2.GetOperationRequest, context: object
+    ) -> operations_pb2.Operation:
+        return await self.operations.get(self._operation_name(request.name), self.operations_tenant())
+
+    async def ListOperations(  # noqa: N802 - the RPC's name
+        self, request: operations_pb2.ListOperationsRequest, context: object
+    ) -> operations_pb2.ListOperationsResponse:
+        size = page_size(request.page_size, 20, 100)
+        after = decode_page_token(request.page_token, request)
+        page = await self.operations.page(
+            tenant=self.operations_tenant(), page_size=size + 1, after=[str(k) for k in after] if after else None
+        )
+        response = operations_pb2.ListOperationsResponse(operations=[operation for operation, _ in page[:size]])
+        if len(page) > size:
+            response.next_page_token = encode_page_token(page[size - 1][1], request)
+        return response
+
+    async def CancelOperation(  # noqa: N802 - the RPC's name
+        self, request: operations_pb2.CancelOperationRequest, context: object
+    ) -> operations_pb2.Operation:
+        return await self.operations.request_cancel(self._operation_name(request.name), self.operations_tenant())

@@ -9,7 +9,7 @@ from google.longrunning import operations_pb2
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.kit.auth import require_principal
 from services.kit.errors import FieldViolation, InvalidArgument, NotFound
-from services.kit.operations import OperationStore
+from services.kit.operations import OperationRpcs, OperationStore
 from services.kit.paging import decode_page_token, encode_page_token, page_size
 from services.product.cache import ProductCache
 from services.product.domain import (
@@ -60,13 +60,16 @@ def _code(name: str, field: str = "name") -> str:
         raise invalid(InvalidProduct(field, exc.reason, exc.message)) from exc
 
 
-class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
+class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer):
     """RPCs of `bmc.product.v1.ProductService`."""
+
+    operations_collection = OPERATIONS
 
     def __init__(
         self, store: CatalogStore, cache: ProductCache, importer: ProductImporter, operations: OperationStore
     ) -> None:
-        self._store, self._cache, self._importer, self._operations = store, cache, importer, operations
+        self._store, self._cache, self._importer = store, cache, importer
+        self.operations = operations
 
     async def lookup(self, codes: list[str]) -> tuple[dict[str, product_pb2.Product], list[str]]:
         """Read-through: Redis first, PostgreSQL for the rest, then fill Redis."""
@@ -187,31 +190,3 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         self, request: product_service_pb2.ImportProductsRequest, context: Any
     ) -> operations_pb2.Operation:
         return await self._importer.start(request, require_principal().subject)
-
-    def _operation_name(self, name: str) -> str:
-        if not name.startswith(f"{OPERATIONS}/"):
-            raise InvalidArgument(
-                f"{name!r} is not a catalog operation",
-                reason="INVALID_NAME",
-                violations=[FieldViolation("name", f"must look like {OPERATIONS}/<id>", "INVALID_NAME")],
-            )
-        return name
-
-    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: Any) -> operations_pb2.Operation:
-        return await self._operations.get(self._operation_name(request.name))
-
-    async def ListOperations(
-        self, request: operations_pb2.ListOperationsRequest, context: Any
-    ) -> operations_pb2.ListOperationsResponse:
-        size = page_size(request.page_size, 20, 100)
-        after = decode_page_token(request.page_token, request)
-        page = await self._operations.page(page_size=size + 1, after=[str(k) for k in after] if after else None)
-        response = operations_pb2.ListOperationsResponse(operations=[operation for operation, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(page[size - 1][1], request)
-        return response
-
-    async def CancelOperation(
-        self, request: operations_pb2.CancelOperationRequest, context: Any
-    ) -> operations_pb2.Operation:
-        return await self._operations.request_cancel(self._operation_name(request.name))

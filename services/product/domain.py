@@ -195,7 +195,7 @@ class RowDecoder:
 
     def __init__(self, columns: Sequence[str]) -> None:
         position = {name: i for i, name in enumerate(columns)}
-        self._at = tuple(position.get(name, -1) for name in _DECODED)
+        self._at = tuple(position.get(name, -1) for name in ProductData._fields)
         if self._at[0] < 0:
             raise InvalidProduct("code", "MISSING_CODE_COLUMN", "the file has no `code` column")
 
@@ -217,17 +217,6 @@ class RowDecoder:
         ).validated()
 
 
-_DECODED = (
-    "code",
-    "display_name",
-    "category",
-    "processing_level",
-    "description",
-    "subcategory",
-    "unit_code",
-    "vat_treatment",
-    "withholding_class",
-)
 _decoders: dict[tuple[str, ...], RowDecoder] = {}
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bmc.common.v1 import operation_pb2
 from bmc.product.v1 import product_pb2, product_service_pb2
+from services.kit.background import BackgroundTasks
 from services.kit.database import asyncpg_kwargs
 from services.kit.errors import FieldViolation, InvalidArgument
 from services.kit.operations import OperationStore
@@ -158,12 +159,10 @@ class ProductImporter:
         self._operations = operations
         self._cache = cache
         self._report_dir = report_dir
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
 
     def _spawn(self, name: str) -> None:
-        task = asyncio.create_task(self.run(name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(self.run(name), name)
 
     async def start(self, request: product_service_pb2.ImportProductsRequest, subject: str) -> operations_pb2.Operation:
         """Checks the files, records the operation and starts it; a repeated
@@ -201,9 +200,7 @@ class ProductImporter:
         return names
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()
 
     async def run(self, name: str) -> None:
         record = await self._operations.record(name)

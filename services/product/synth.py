@@ -13,17 +13,9 @@ from typing import IO
 
 import orjson
 
-COLUMNS = (
-    "code",
-    "display_name",
-    "description",
-    "category",
-    "subcategory",
-    "processing_level",
-    "unit_code",
-    "vat_treatment",
-    "withholding_class",
-)
+from services.product.domain import DATA_FIELDS
+
+COLUMNS = DATA_FIELDS
 # (category, subcategory, processing, unit, vat, withholding, names)
 FAMILIES = [
     ("AGRICULTURAL", "cereals/maize", "NONE", "TNE", "REDUCED", "UNPROCESSED", ["Maíz amarillo", "Maíz blanco"]),

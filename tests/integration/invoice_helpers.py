@@ -8,27 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
-from google.type import date_pb2
-
-from bmc.common.v1 import party_pb2, tax_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
-from services.dian import cufe
-from services.dian.nit import check_digit
-from services.invoice.conversion import document_from_proto
+from services.invoice.synth import build_invoice
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
 from tests.conftest import ROOT
 from tests.integration.product_helpers import catalog, result_of
-
-
-def nit_party(number: str, name: str) -> party_pb2.Party:
-    return party_pb2.Party(
-        id=party_pb2.PartyId(
-            type=party_pb2.IDENTIFICATION_TYPE_NIT, number=number, check_digit=str(check_digit(number))
-        ),
-        legal_name=name,
-    )
 
 
 def invoice(
@@ -40,46 +26,18 @@ def invoice(
     number: str | None = None,
     broker: str = "",
 ) -> invoice_pb2.Invoice:
-    """A test-environment invoice whose CUFE is right and whose totals add up."""
-    extension = Decimal(quantity) * Decimal(price)
-    iva = (extension * Decimal("0.05")).quantize(Decimal("0.01"))
-    day = issue_date or dt.date.today() - dt.timedelta(days=2)
-    tax = invoice_pb2.TaxSubtotal(
-        scheme=tax_pb2.TAX_SCHEME_IVA, percent="5.00", taxable_amount=f"{extension:.2f}", tax_amount=f"{iva:.2f}"
-    )
-    proto = invoice_pb2.Invoice(
+    """A test-environment invoice (5% IVA) whose CUFE is right and whose totals add up."""
+    return build_invoice(
         number=number or f"SETP{uuid.uuid4().int % 10**9:09d}",
-        cufe="0" * 96,
-        environment=tax_pb2.DIAN_ENVIRONMENT_TEST,
-        issue_date=date_pb2.Date(year=day.year, month=day.month, day=day.day),
-        issue_time="10:15:00-05:00",
-        currency_code="COP",
-        operation_type=invoice_pb2.OPERATION_TYPE_PURCHASE,
-        seller=nit_party(seller, "Agropecuaria El Llano S.A.S."),
-        buyer=nit_party("860034313", "Molinos del Centro S.A."),
-        lines=[
-            invoice_pb2.InvoiceLine(
-                line_number=1,
-                product_code=product,
-                description="Producto",
-                quantity=quantity,
-                unit_code="TNE",
-                unit_price=price,
-                line_extension_amount=f"{extension:.2f}",
-                taxes=[tax],
-            )
-        ],
-        taxes=[tax],
-        totals=invoice_pb2.MonetaryTotal(
-            line_extension_amount=f"{extension:.2f}",
-            tax_exclusive_amount=f"{extension:.2f}",
-            tax_inclusive_amount=f"{extension + iva:.2f}",
-            payable_amount=f"{extension + iva:.2f}",
-        ),
+        product=product,
+        quantity=Decimal(quantity),
+        price=Decimal(price),
+        rate=Decimal(5),
+        issue_date=issue_date or dt.date.today() - dt.timedelta(days=2),
+        seller=(seller, "Agropecuaria El Llano S.A.S."),
+        buyer=("860034313", "Molinos del Centro S.A."),
         broker=broker,
     )
-    proto.cufe = document_from_proto(proto).cufe_fields().cufe(cufe.TEST_ENVIRONMENT_KEY)
-    return proto
 
 
 class Registry:
