@@ -32,6 +32,7 @@ from services.kit.errors import (
 )
 from services.kit.operations import OperationRpcs, OperationStore
 from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.protojson import to_dict
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
 from services.kit.telemetry import request_id_var
@@ -193,7 +194,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             items.append(
                 (
                     NewInvoice(
-                        document=json_format.MessageToDict(submitted, preserving_proto_field_name=True),
+                        document=to_dict(submitted),
                         number=document.number,
                         cufe=document.cufe,
                         seller_nit=document.seller.number,

@@ -110,11 +110,10 @@ class OutboxRelay:
             return 0
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
-                values = {k: row[k] for k in Event.__dataclass_fields__}
-                if isinstance(values["data"], str):  # jsonb arrives as text
-                    values["data"] = json.loads(values["data"])
-                event = Event(**values)
-                pipe.xadd(self._stream, event.fields())  # type: ignore[arg-type]
+                fields = {k: "" if row[k] is None else str(row[k]) for k in Event.__dataclass_fields__ if k != "data"}
+                data = row["data"]  # jsonb as text passes through without a parse
+                fields["data"] = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+                pipe.xadd(self._stream, fields)  # type: ignore[arg-type]
             await pipe.execute()
         async with self._pool.acquire() as conn:
             await conn.execute(
