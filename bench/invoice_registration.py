@@ -104,8 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ubl", type=int, default=10_000, help="invoices in the UBL import (0 skips it)")
+    parser.add_argument("--workers", type=int, default=1, help="invoice service processes on the port")
     args = parser.parse_args()
-    with platform(["product", "invoice"]) as cluster:
+    with platform(["product", "invoice"], workers=args.workers) as cluster:
         load_sample_catalog(cluster.settings)
         print(summary(asyncio.run(measure(cluster.settings, args.seconds))), flush=True)
         if args.ubl:

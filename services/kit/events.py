@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -123,18 +124,32 @@ class OutboxRelay:
         return len(rows)
 
     async def _run(self) -> None:
-        idle = 0.05
+        """Publishes while this process holds the relay's leadership: with
+        several workers of a service, one relays and the others stand by."""
+        lock = int.from_bytes(hashlib.sha256(f"relay:{self._name}".encode()).digest()[:8], "big", signed=True)
         while True:
             try:
-                count = await self.publish_once()
-                idle = 0.05 if count else min(idle * 2, 0.5)
-                if count < self._batch:
-                    await asyncio.sleep(idle)
+                async with self._pool.acquire() as leader:
+                    if not await leader.fetchval("SELECT pg_try_advisory_lock($1)", lock):
+                        await asyncio.sleep(2.0)
+                        continue
+                    try:
+                        await self._publish_while_leader()
+                    finally:
+                        await leader.execute("SELECT pg_advisory_unlock($1)", lock)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("relay paused", relay=self._name, error=str(exc))
                 await asyncio.sleep(1.0)
+
+    async def _publish_while_leader(self) -> None:
+        idle = 0.05
+        while True:
+            count = await self.publish_once()
+            idle = 0.05 if count else min(idle * 2, 0.5)
+            if count < self._batch:
+                await asyncio.sleep(idle)
 
 
 Handler = Callable[[Event], Awaitable[None]]
