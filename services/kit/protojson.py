@@ -24,11 +24,11 @@ _INT64 = {
 
 
 def _value(field: FieldDescriptor, value: Any) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
+    if field.type == _MESSAGE:
         if field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
             return value.ToJsonString()
         return to_dict(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
+    if field.type == _ENUM:
         found = field.enum_type.values_by_number.get(value) if field.enum_type is not None else None
         return found.name if found is not None else value
     if field.type in _INT64:
@@ -38,10 +38,18 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
+_MESSAGE, _ENUM = FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_ENUM
+_SPECIAL = {_MESSAGE, _ENUM, FieldDescriptor.TYPE_BYTES} | _INT64
+
+
 def to_dict(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
-        if field.is_repeated:
+        if field.type not in _SPECIAL:  # strings, bools, 32-bit ints: as they are
+            out[field.name] = list(value) if field.is_repeated else value
+        elif field.type == _MESSAGE and field.is_repeated:
+            out[field.name] = [to_dict(item) for item in value]
+        elif field.is_repeated:
             out[field.name] = [_value(field, item) for item in value]
         else:
             out[field.name] = _value(field, value)
