@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from google.longrunning import operations_pb2
-from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from bmc.auth.v1 import policy_pb2
@@ -83,7 +82,7 @@ def to_proto(row: InvoiceRow, document: invoice_pb2.Invoice | None = None) -> in
     if document is not None:
         invoice.CopyFrom(document)
     else:
-        json_format.ParseDict(dict(row.document), invoice, ignore_unknown_fields=True)
+        invoice.ParseFromString(row.document)
     invoice.name = f"invoices/{row.id}"
     invoice.registration_number = row.registration_number
     invoice.broker = row.broker
@@ -195,6 +194,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                 (
                     NewInvoice(
                         document=to_dict(submitted),
+                        document_pb=submitted.SerializeToString(),
                         number=document.number,
                         cufe=document.cufe,
                         seller_nit=document.seller.number,

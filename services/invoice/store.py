@@ -45,7 +45,7 @@ class InvoiceRow:
     register_time: dt.datetime
     update_time: dt.datetime
     version: int
-    document: Mapping[str, Any]
+    document: bytes  # the submitted invoice, serialized protobuf
     annulment_reason: str
     certificate: str
 
@@ -59,7 +59,7 @@ class InvoiceRow:
             register_time=r["register_time"],
             update_time=r["update_time"],
             version=r["version"],
-            document=json.loads(r["document"]),
+            document=r["document_pb"],
             annulment_reason=r["annulment_reason"],
             certificate=r["certificate"],
         )
@@ -67,9 +67,11 @@ class InvoiceRow:
 
 @dataclass(frozen=True)
 class NewInvoice:
-    """What registration stores: the document (proto JSON) and its keys."""
+    """What registration stores: the document (proto JSON for the event,
+    protobuf bytes for the read model) and its keys."""
 
     document: Mapping[str, Any]
+    document_pb: bytes
     number: str
     cufe: str
     seller_nit: str
@@ -243,12 +245,12 @@ class InvoiceStore:
             ))  # fmt: skip
             rows.append((
                 invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
-                new.issue_date, now, now, number, 1, _json(new.document), "", "",
+                new.issue_date, now, now, number, 1, "", "", new.document_pb,
             ))  # fmt: skip
             if meta.request_id:
                 keys.append((meta.tenant, meta.request_id, invoice_id))
             outcomes[i] = (
-                InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document, "", ""),
+                InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document_pb, "", ""),
                 True,
             )
         # COPY: a whole batch of registrations is written in two round trips.
