@@ -13,7 +13,10 @@ import asyncio
 import csv
 import io
 import multiprocessing
+import os
 import queue
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +95,22 @@ def _record(row: Row, decoder: RowDecoder | None, rejects: list[Reject]) -> tupl
     return (row.line, *data, data.eligible)
 
 
+def _exit_with_parent() -> None:
+    """The reader must not outlive a service killed mid-import (it would block on a full queue)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _produce(
     files: list[tuple[int, str, set[int]]], file_format: int, size: int, out: multiprocessing.Queue[object]
 ) -> None:
+    _exit_with_parent()
     try:
         for file_index, path, skip in files:
             source = SourceFile(Path(path), file_format)
