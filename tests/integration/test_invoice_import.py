@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import time
 import zipfile
@@ -161,3 +162,29 @@ def test_hostile_or_unreadable_uploads_are_refused_at_once(registration: Platfor
         reg.ImportInvoices(invoice_service_pb2.ImportInvoicesRequest(content=content, filename="x"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(caught.value)[0][1].startswith(reason)
+
+
+def test_imports_are_listed_per_tenant_and_can_be_cancelled(registration: Platform) -> None:
+    from services.invoice.synth import invoices, to_csv
+
+    content = to_csv(list(invoices(600, dt.date.today(), seed=41, prefix="CANC")))
+    with (
+        registry(registration.settings, tenant="omega") as omega,
+        registry(registration.settings, tenant="sigma") as sigma,
+    ):
+        started = omega.ImportInvoices(invoice_service_pb2.ImportInvoicesRequest(content=content, filename="big.csv"))
+        cancelled = omega.CancelOperation(operations_pb2.CancelOperationRequest(name=started.name))
+        mine = omega.ListOperations(operations_pb2.ListOperationsRequest(page_size=10))
+        theirs = sigma.ListOperations(operations_pb2.ListOperationsRequest(page_size=100))
+        with pytest.raises(grpc.RpcError) as hidden:
+            sigma.GetOperation(operations_pb2.GetOperationRequest(name=started.name))
+        deadline = time.monotonic() + 60
+        while not (final := omega.GetOperation(operations_pb2.GetOperationRequest(name=started.name))).done:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert mine.operations[0].name == started.name
+    assert started.name not in {o.name for o in theirs.operations}
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    assert cancelled.name == started.name
+    if final.HasField("error"):  # it may have finished before the request arrived
+        assert final.error.code == grpc.StatusCode.CANCELLED.value[0]
