@@ -75,8 +75,8 @@ def dependency_set() -> descriptor_pb2.FileDescriptorSet:
     return descriptor_pb2.FileDescriptorSet(file=list(files.values()))
 
 
-def contract_files() -> list[str]:
-    return sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+def contract_files(proto: Path = PROTO) -> list[str]:
+    return sorted(str(p.relative_to(proto)) for p in proto.rglob("*.proto"))
 
 
 def _protoc(args: list[str]) -> None:
@@ -87,14 +87,14 @@ def _protoc(args: list[str]) -> None:
         raise SystemExit(f"protoc failed ({rc}): {' '.join(args)}")
 
 
-def generate(out: Path, image: Path) -> None:
+def generate(out: Path, image: Path, proto: Path = PROTO) -> None:
     """Writes Python modules, gRPC stubs and type stubs to `out`, and the
     descriptor image (with imports and source info) to `image`."""
     with tempfile.TemporaryDirectory() as tmp:
         deps = Path(tmp) / "deps.binpb"
         deps.write_bytes(dependency_set().SerializeToString())
         bin_dir = Path(sys.executable).parent
-        common = [f"--descriptor_set_in={deps}", f"-I{PROTO}"]
+        common = [f"--descriptor_set_in={deps}", f"-I{proto}"]
         out.mkdir(parents=True, exist_ok=True)
         _protoc(
             [
@@ -105,7 +105,7 @@ def generate(out: Path, image: Path) -> None:
                 f"--grpc_python_out={out}",
                 f"--mypy_out=quiet:{out}",
                 f"--mypy_grpc_out=quiet:{out}",
-                *contract_files(),
+                *contract_files(proto),
                 VALIDATE_PROTO,
             ]
         )
@@ -116,7 +116,7 @@ def generate(out: Path, image: Path) -> None:
                 f"--descriptor_set_out={image}",
                 "--include_imports",
                 "--include_source_info",
-                *contract_files(),
+                *contract_files(proto),
             ]
         )
     # Generated imports are absolute (`from bmc.common.v1 import ...`): gen/

@@ -86,12 +86,7 @@ def test_staleness_is_detected(tmp_path: Path) -> None:
     party.write_text(
         party.read_text().replace("  string legal_name = 2", "  string trade_name = 4;\n  string legal_name = 2")
     )
-    original = protogen.PROTO
-    try:
-        protogen.PROTO = proto
-        protogen.generate(tmp_path / "gen", tmp_path / "image.binpb")
-    finally:
-        protogen.PROTO = original
+    protogen.generate(tmp_path / "gen", tmp_path / "image.binpb", proto)
     stale = protogen.stale_files(ROOT / "gen", tmp_path / "gen")
     assert "bmc/common/v1/party_pb2.py" in stale
 
@@ -109,12 +104,7 @@ def test_buf_lint_catches_violations(tmp_path: Path) -> None:
     (proto / "bmc" / "common" / "v1" / "bad.proto").write_text(
         'syntax = "proto3";\npackage bmc.common.v1;\nenum Color { RED = 0; }\n'
     )
-    original = protogen.PROTO
-    try:
-        protogen.PROTO = proto
-        protogen.generate(tmp_path / "gen", tmp_path / "image.binpb")
-    finally:
-        protogen.PROTO = original
+    protogen.generate(tmp_path / "gen", tmp_path / "image.binpb", proto)
     buf = Path(sys.executable).parent / "buf"
     result = subprocess.run(
         [str(buf), "lint", str(tmp_path / "image.binpb"), "--config", str(ROOT / "buf.yaml")],
