@@ -140,7 +140,7 @@ class InvoiceStore:
         )
         digest = event.computed_hash()
         await conn.execute(
-            "INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)",
+            "INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)",
             event.position, event.event_id, stream_id, version, type_, _json(data), _json(event.metadata),
             event.record_time, event.prev_hash, digest,
         )  # fmt: skip

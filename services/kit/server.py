@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 import structlog
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
@@ -164,4 +165,5 @@ def run_service(definition: ServiceDefinition) -> None:
     settings = get_settings()
     configure_logging(settings, definition.name)
     configure_tracing(settings, definition.name)
-    asyncio.run(serve(definition, settings))
+    # uvloop: the libuv event loop, markedly faster for asyncpg/redis/grpc I/O.
+    uvloop.run(serve(definition, settings))
