@@ -232,7 +232,8 @@ def test_chain_verifies_and_an_altered_event_is_found(own_registry: Cluster) -> 
             connection = await asyncpg.connect(**asyncpg_kwargs(url))
             try:
                 await connection.execute(
-                    "UPDATE events SET data = jsonb_set(data::jsonb, '{broker}', '\"brokers/mallory\"')::json WHERE position = 3"
+                    "UPDATE events SET data = jsonb_set(data::jsonb, '{broker}', '\"brokers/mallory\"')::json "
+                    "WHERE position = 3"
                 )
             finally:
                 await connection.close()
