@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
@@ -50,31 +50,40 @@ class Event:
     trace_id: str
     data: Mapping[str, Any]
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[str, bytes]:
+        """The stream entry: the event type (for filtering with XRANGE by eye)
+        and one JSON envelope with everything, the payload included."""
+        return {"type": self.type.encode(), "event": envelope(self._header(), orjson.dumps(self.data))}
+
+    def _header(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
             "type": self.type,
             "stream_id": self.stream_id,
-            "version": str(self.version),
-            "position": str(self.position),
+            "version": self.version,
+            "position": self.position,
             "tenant": self.tenant,
             "trace_id": self.trace_id,
-            "data": json.dumps(self.data, ensure_ascii=False, separators=(",", ":")),
         }
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
-        f = {k.decode(): v.decode() for k, v in fields.items()}
+        e = orjson.loads(fields[b"event"])
         return cls(
-            event_id=f["event_id"],
-            type=f["type"],
-            stream_id=f["stream_id"],
-            version=int(f["version"]),
-            position=int(f["position"]),
-            tenant=f.get("tenant", ""),
-            trace_id=f.get("trace_id", ""),
-            data=json.loads(f["data"]),
+            event_id=e["event_id"],
+            type=e["type"],
+            stream_id=e["stream_id"],
+            version=int(e["version"]),
+            position=int(e["position"]),
+            tenant=e.get("tenant") or "",
+            trace_id=e.get("trace_id") or "",
+            data=e["data"],
         )
+
+
+def envelope(header: Mapping[str, Any], data_json: bytes) -> bytes:
+    """`header` as JSON with `"data": <data_json>` spliced in unparsed."""
+    return orjson.dumps(header)[:-1] + b',"data":' + data_json + b"}"
 
 
 class OutboxRelay:
@@ -111,10 +120,10 @@ class OutboxRelay:
             return 0
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
-                fields = {k: "" if row[k] is None else str(row[k]) for k in Event.__dataclass_fields__ if k != "data"}
-                data = row["data"]  # jsonb as text passes through without a parse
-                fields["data"] = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-                pipe.xadd(self._stream, fields)  # type: ignore[arg-type]
+                header = {k: row[k] for k in Event.__dataclass_fields__ if k != "data"}
+                data = row["data"]  # JSON text passes through without a parse
+                payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+                pipe.xadd(self._stream, {"type": row["type"], "event": envelope(header, payload)})
             await pipe.execute()
         async with self._pool.acquire() as conn:
             await conn.execute(
