@@ -6,12 +6,14 @@ import asyncio
 import datetime as dt
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
+from google.longrunning import operations_pb2
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
@@ -254,3 +256,65 @@ def test_catalog_down_means_unavailable_and_nothing_registered(own_registry: Clu
         listed = reg.ListInvoices(invoice_service_pb2.ListInvoicesRequest())
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert list(listed.invoices) == []
+
+
+def _line_total(i: invoice_pb2.Invoice) -> None:
+    i.lines[0].line_extension_amount = "1.00"
+
+
+def _tax_amount(i: invoice_pb2.Invoice) -> None:
+    i.taxes[0].tax_amount = "1.00"
+
+
+def _subtotal(i: invoice_pb2.Invoice) -> None:
+    i.totals.line_extension_amount = "2.00"
+
+
+def _tax_inclusive(i: invoice_pb2.Invoice) -> None:
+    i.totals.tax_inclusive_amount = "3.00"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "why"),
+    [
+        (_line_total, "invoice.lines[0].line_extension_amount", "LINE_TOTAL_MISMATCH"),
+        (_tax_amount, "invoice.taxes[0].tax_amount", "TAX_AMOUNT_MISMATCH"),
+        (_subtotal, "invoice.totals.line_extension_amount", "SUBTOTAL_MISMATCH"),
+        (_tax_inclusive, "invoice.totals.tax_inclusive_amount", "TAX_INCLUSIVE_MISMATCH"),
+    ],
+)
+def test_arithmetic_rejections(registration: Platform, change: object, field: str, why: str) -> None:
+    proto = invoice()
+    change(proto)  # type: ignore[operator]
+    with registry(registration.settings) as reg, pytest.raises(grpc.RpcError) as caught:
+        reg.register(proto)
+    assert (field, why) in violations(caught.value)
+
+
+def test_withdrawn_products_are_refused(registration: Platform) -> None:
+    from bmc.product.v1 import product_pb2, product_service_pb2
+    from tests.integration.product_helpers import catalog
+
+    code = f"RETIRADO-{uuid.uuid4().hex[:6].upper()}"
+    with catalog(registration.settings) as cat:
+        cat.create(code, "Sorgo retirado", product_pb2.CATEGORY_AGRICULTURAL)
+        cat.DeactivateProduct(product_service_pb2.DeactivateProductRequest(name=f"products/{code}", reason="fin"))
+    with registry(registration.settings) as reg, pytest.raises(grpc.RpcError) as caught:
+        reg.register(invoice(product=code))
+    assert ("invoice.lines[0].product_code", "PRODUCT_INACTIVE") in violations(caught.value)
+
+
+def test_a_malformed_cufe_in_an_import_is_reported(registration: Platform) -> None:
+    from services.invoice.synth import invoices, to_csv
+
+    proto = next(iter(invoices(1, dt.date.today(), seed=61, prefix="MALF")))
+    proto.cufe = "604128a1" * 5  # 40 hex characters: a SHA-1, not a CUFE
+    with registry(registration.settings) as reg:
+        operation = reg.ImportInvoices(
+            invoice_service_pb2.ImportInvoicesRequest(content=to_csv([proto]), filename="x.csv")
+        )
+        while not operation.done:
+            operation = reg.GetOperation(operations_pb2.GetOperationRequest(name=operation.name))
+    result = invoice_pb2.ImportInvoicesResponse()
+    operation.response.Unpack(result)
+    assert [(i.field, i.reason) for i in result.documents[0].issues] == [("cufe", "CUFE_MALFORMED")]
