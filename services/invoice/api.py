@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
@@ -13,7 +15,7 @@ from google.rpc import status_pb2
 
 from bmc.auth.v1 import policy_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
-from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
+from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.invoice import chain
 from services.invoice.conversion import document_from_proto
 from services.invoice.domain import InvoiceDocument, Issue, ProductFacts, RegistrationPolicy, product_codes, validate
@@ -53,12 +55,16 @@ STATES = {
 }
 
 
-def policy_from(settings: Settings, today: dt.date | None = None) -> RegistrationPolicy:
+COLOMBIA = dt.timezone(dt.timedelta(hours=-5))
+
+
+def policy_from(settings: Settings) -> RegistrationPolicy:
+    """The configured rules, read once; `today` is refreshed per registration."""
     keys: Mapping[str, str] = {}
     if settings.invoice_technical_keys:
         keys = json.loads(Path(settings.invoice_technical_keys).read_text())
     return RegistrationPolicy(
-        today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=-5))).date(),  # Colombia, UTC-5
+        today=dt.datetime.now(COLOMBIA).date(),
         max_age_days=settings.invoice_max_age_days,
         same_or_previous_month=settings.invoice_same_or_previous_month,
         currencies=frozenset(c.strip() for c in settings.invoice_currencies.split(",") if c.strip()),
@@ -76,8 +82,8 @@ def rejection(issues: Sequence[Issue]) -> InvalidArgument:
 
 
 def to_proto(row: InvoiceRow, document: invoice_pb2.Invoice | None = None) -> invoice_pb2.Invoice:
-    """The read model as the contract's message; `document` saves re-parsing
-    the stored JSON when the caller still holds the submitted message."""
+    """The read model as the contract's message; `document` saves parsing the
+    stored bytes when the caller still holds the submitted message."""
     invoice = invoice_pb2.Invoice()
     if document is not None:
         invoice.CopyFrom(document)
@@ -113,6 +119,15 @@ def tenant_scope(principal: Principal) -> str:
     return "" if principal.roles & cross else principal.broker
 
 
+def acting_for(principal: Principal, requested: str, action: str) -> str:
+    """The broker a call acts for: a broker's own (naming another is refused),
+    otherwise whatever broker the caller names, possibly none."""
+    own = tenant_scope(principal)
+    if own and requested and requested != own:
+        raise PermissionDenied(f"a broker {action} only for itself ({own})", reason="OTHER_TENANT")
+    return own or requested
+
+
 class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
 
@@ -124,7 +139,8 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
     def __init__(
         self, store: InvoiceStore, products: ServiceClient, settings: Settings, operations: OperationStore
     ) -> None:
-        self._store, self._products, self._settings = store, products, settings
+        self._store, self._products = store, products
+        self._policy = policy_from(settings)
         self.operations = operations
         self._single: MicroBatcher[Submission, invoice_pb2.Invoice] = MicroBatcher(self._register_all)
         self.importer = InvoiceImporter(
@@ -140,22 +156,27 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                 stub.BatchGetProducts, product_service_pb2.BatchGetProductsRequest(names=names)
             )
             for product in response.products:
-                facts[product.code] = ProductFacts(eligible=product.eligible, active=product.state == 1)
+                active = product.state == product_pb2.PRODUCT_STATE_ACTIVE
+                facts[product.code] = ProductFacts(eligible=product.eligible, active=active)
         return facts
 
     def _broker_for(self, requested: str, principal: Principal, field: str) -> str:
-        own = tenant_scope(principal)
-        if own:
-            if requested and requested != own:
-                raise PermissionDenied(f"a broker registers only for itself ({own})", reason="OTHER_TENANT")
-            return own
-        if not requested:
+        """The broker a registration is for: the caller's own, or the one an operator names."""
+        broker = acting_for(principal, requested, "registers")
+        if not broker:
             raise InvalidArgument(
                 "operators must say which broker the invoice is registered for",
                 reason="BROKER_REQUIRED",
                 violations=[FieldViolation(field, "required for operators: brokers/{id}", "BROKER_REQUIRED")],
             )
-        return requested
+        return broker
+
+    async def _visible(self, name: str, field: str) -> InvoiceRow:
+        """The invoice `name` if the caller may see it; NOT_FOUND otherwise (no leak of other tenants')."""
+        row = await self._store.get(_id(name, field), tenant_scope(require_principal()))
+        if row is None:
+            raise NotFound(f"invoice {name!r} not found", reason="INVOICE_NOT_FOUND", metadata={"name": name})
+        return row
 
     async def _register_all(self, submissions: Sequence[Submission]) -> list[invoice_pb2.Invoice | ServiceError]:
         """Registers requests together: one catalog lookup for all their
@@ -172,7 +193,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                 outcomes[index] = error
         codes = list(dict.fromkeys(code for _, _, doc in prepared for code in product_codes(doc)))
         facts = await self._product_facts(codes) if codes else {}
-        policy = policy_from(self._settings)
+        policy = dataclasses.replace(self._policy, today=dt.datetime.now(COLOMBIA).date())
         pending: list[tuple[int, invoice_pb2.Invoice]] = []
         items: list[tuple[NewInvoice, EventMeta]] = []
         for index, broker, document in prepared:
@@ -250,21 +271,12 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         return response
 
     async def GetInvoice(self, request: invoice_service_pb2.GetInvoiceRequest, context: Any) -> invoice_pb2.Invoice:
-        invoice_id = _id(request.name, "name")
-        row = await self._store.get(invoice_id, tenant_scope(require_principal()))
-        if row is None:
-            raise NotFound(
-                f"invoice {request.name!r} not found", reason="INVOICE_NOT_FOUND", metadata={"name": request.name}
-            )
-        return to_proto(row)
+        return to_proto(await self._visible(request.name, "name"))
 
     async def ListInvoices(
         self, request: invoice_service_pb2.ListInvoicesRequest, context: Any
     ) -> invoice_service_pb2.ListInvoicesResponse:
-        principal = require_principal()
-        own = tenant_scope(principal)
-        if own and request.broker and request.broker != own:
-            raise PermissionDenied("a broker lists only its own invoices", reason="OTHER_TENANT")
+        broker = acting_for(require_principal(), request.broker, "lists")
         size = page_size(request.page_size, 50, 1000)
         after = decode_page_token(request.page_token, request)
 
@@ -272,7 +284,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             return dt.date(value.year, value.month, value.day) if value.year else None
 
         where = ListFilter(
-            broker=own or request.broker,
+            broker=broker,
             state=STATES.get(request.state, ""),
             seller_nit=request.seller_nit,
             buyer_id=request.buyer_id,
@@ -291,26 +303,19 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         return response
 
     async def AnnulInvoice(self, request: invoice_service_pb2.AnnulInvoiceRequest, context: Any) -> invoice_pb2.Invoice:
-        principal = require_principal()
-        invoice_id = _id(request.name, "name")
-        scope = tenant_scope(principal)
-        current = await self._store.get(invoice_id, scope)
-        if current is None:
-            raise NotFound(f"invoice {request.name!r} not found", reason="INVOICE_NOT_FOUND")
+        current = await self._visible(request.name, "name")
         expected = int(request.etag.strip('W/"')) if request.etag else 0
-        meta = EventMeta(principal.subject, current.broker, request.request_id, request_id_var.get())
-        row = await self._store.transition(invoice_id, "InvoiceAnnulled", {"reason": request.reason}, meta, expected)
+        meta = EventMeta(require_principal().subject, current.broker, request.request_id, request_id_var.get())
+        row = await self._store.transition(current.id, "InvoiceAnnulled", {"reason": request.reason}, meta, expected)
         return to_proto(row)
 
     async def ListInvoiceEvents(
         self, request: invoice_service_pb2.ListInvoiceEventsRequest, context: Any
     ) -> invoice_service_pb2.ListInvoiceEventsResponse:
-        invoice_id = _id(request.parent, "parent")
-        if await self._store.get(invoice_id, tenant_scope(require_principal())) is None:
-            raise NotFound(f"invoice {request.parent!r} not found", reason="INVOICE_NOT_FOUND")
+        invoice = await self._visible(request.parent, "parent")
         size = page_size(request.page_size, 100, 1000)
         after = decode_page_token(request.page_token, request)
-        events = await self._store.events(invoice_id, size + 1, int(after[0]) if after else 0)
+        events = await self._store.events(invoice.id, size + 1, int(after[0]) if after else 0)
         response = invoice_service_pb2.ListInvoiceEventsResponse(events=[_event_proto(e) for e in events[:size]])
         if len(events) > size:
             response.next_page_token = encode_page_token([events[size - 1].version], request)
@@ -320,10 +325,8 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         self, request: invoice_service_pb2.ImportInvoicesRequest, context: Any
     ) -> operations_pb2.Operation:
         principal = require_principal()
-        tenant = tenant_scope(principal)
-        if tenant and request.broker and request.broker != tenant:
-            raise PermissionDenied(f"a broker imports only for itself ({tenant})", reason="OTHER_TENANT")
-        return await self.importer.start(request, principal, tenant)
+        acting_for(principal, request.broker, "imports")
+        return await self.importer.start(request, principal, tenant_scope(principal))
 
     async def VerifyEventChain(
         self, request: invoice_service_pb2.VerifyEventChainRequest, context: Any
@@ -340,14 +343,17 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
 
 
 async def verify_chain(store: InvoiceStore, start: int = 1) -> chain.ChainReport:
-    """Re-walks the stored chain from `start`, then checks it ends at the recorded head."""
-    events = [event async for event in store.walk(start)]
-    report = chain.verify(events, await store.hash_before(start), start)
-    if report.intact:
-        position, head = await store.head()
-        last = events[-1].position if events else start - 1
-        if (last, report.head_hash) != (position, head):
-            return chain.ChainReport(False, report.checked, last + 1, "the chain ends before its recorded head", head)
+    """Re-walks the stored chain from `start`, a batch at a time, then checks
+    it ends at the recorded head."""
+    walk = chain.ChainWalk(await store.hash_before(start), start)
+    async with contextlib.aclosing(store.walk(start)) as events:
+        async for event in events:
+            if not walk.step(event):
+                return walk.report()
+    report = walk.report()
+    position, head = await store.head()
+    if (walk.position - 1, report.head_hash) != (position, head):
+        return chain.ChainReport(False, report.checked, walk.position, "the chain ends before its recorded head", head)
     return report
 
 

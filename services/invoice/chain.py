@@ -68,21 +68,39 @@ class ChainReport:
     head_hash: str = GENESIS
 
 
+class ChainWalk:
+    """Checks events one at a time in position order, so that a chain of any
+    length is verified in constant memory; stops at the first broken link."""
+
+    def __init__(self, expected_prev: str = GENESIS, expected_position: int = 1) -> None:
+        self.previous, self.position, self.checked = expected_prev, expected_position, 0
+        self.broken: ChainReport | None = None
+
+    def step(self, event: ChainedEvent) -> bool:
+        """Checks the next event; False once a link is broken."""
+        self.checked += 1
+        if event.position != self.position:
+            detail = f"event {self.position} is missing (found {event.position})"
+            self.broken = ChainReport(False, self.checked, self.position, detail, self.previous)
+        elif event.prev_hash != self.previous:
+            detail = "prev_hash does not match the previous event"
+            self.broken = ChainReport(False, self.checked, event.position, detail, self.previous)
+        elif event.computed_hash() != event.hash:
+            detail = "content does not match its hash (altered)"
+            self.broken = ChainReport(False, self.checked, event.position, detail, self.previous)
+        else:
+            self.previous = event.hash
+            self.position += 1
+        return self.broken is None
+
+    def report(self) -> ChainReport:
+        return self.broken or ChainReport(True, self.checked, 0, "", self.previous)
+
+
 def verify(events: Iterable[ChainedEvent], expected_prev: str = GENESIS, expected_position: int = 1) -> ChainReport:
     """Re-walks events in position order and reports the first broken link."""
-    checked = 0
-    previous = expected_prev
-    position = expected_position
+    walk = ChainWalk(expected_prev, expected_position)
     for event in events:
-        checked += 1
-        if event.position != position:
-            return ChainReport(
-                False, checked, position, f"event {position} is missing (found {event.position})", previous
-            )
-        if event.prev_hash != previous:
-            return ChainReport(False, checked, event.position, "prev_hash does not match the previous event", previous)
-        if event.computed_hash() != event.hash:
-            return ChainReport(False, checked, event.position, "content does not match its hash (altered)", previous)
-        previous = event.hash
-        position += 1
-    return ChainReport(True, checked, 0, "", previous)
+        if not walk.step(event):
+            break
+    return walk.report()

@@ -3,10 +3,11 @@ read model it keeps current in the same transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,36 +117,29 @@ class InvoiceStore:
     # ------------------------------------------------------------ writing
 
     async def _append(
-        self,
-        conn: asyncpg.Connection,
-        stream_id: str,
-        version: int,
-        type_: str,
-        data: Mapping[str, Any],
-        meta: EventMeta,
-    ) -> chain.ChainedEvent:
-        """Appends one event at the head of the chain; the caller holds a transaction."""
+        self, conn: asyncpg.Connection, drafts: Sequence[tuple[str, int, str, Mapping[str, Any], EventMeta]]
+    ) -> list[chain.ChainedEvent]:
+        """Appends events (stream id, version, type, data, meta) at the head of
+        the chain, in order; the caller holds a transaction."""
         head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE")
         assert head is not None
-        event = chain.ChainedEvent(
-            position=head["position"] + 1,
-            event_id=str(uuid.uuid4()),
-            stream_id=stream_id,
-            version=version,
-            type=type_,
-            data=data,
-            metadata=meta.as_dict(),
-            record_time=dt.datetime.now(dt.UTC),
-            prev_hash=head["hash"],
-        )
-        digest = event.computed_hash()
-        await conn.execute(
-            "INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)",
-            event.position, event.event_id, stream_id, version, type_, _json(data), _json(event.metadata),
-            event.record_time, event.prev_hash, digest,
-        )  # fmt: skip
-        await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", event.position, digest)
-        return chain.ChainedEvent(**{**event.__dict__, "hash": digest})
+        position, previous = int(head["position"]), str(head["hash"])
+        now = dt.datetime.now(dt.UTC)
+        events, records = [], []
+        for stream_id, version, type_, data, meta in drafts:
+            position += 1
+            draft = chain.ChainedEvent(
+                position, str(uuid.uuid4()), stream_id, version, type_, data, meta.as_dict(), now, previous
+            )
+            previous = draft.computed_hash()
+            events.append(dataclasses.replace(draft, hash=previous))
+            records.append((
+                position, draft.event_id, stream_id, version, type_, _json(data), _json(draft.metadata),
+                now, draft.prev_hash, previous,
+            ))  # fmt: skip
+        await conn.copy_records_to_table("events", records=records)
+        await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, previous)
+        return events
 
     async def _existing_for(self, conn: asyncpg.Connection, tenant: str, request_id: str) -> InvoiceRow | None:
         if not request_id:
@@ -217,32 +211,26 @@ class InvoiceStore:
         accepted: list[int],
         outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None],
     ) -> None:
-        now = dt.datetime.now(dt.UTC)
+        year = dt.datetime.now(dt.UTC).year
         last = await conn.fetchval(
             "INSERT INTO registration_counters VALUES ($1, $2) "
             "ON CONFLICT (year) DO UPDATE SET last = registration_counters.last + $2 RETURNING last",
-            now.year, len(accepted),
+            year, len(accepted),
         )  # fmt: skip
-        head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
-        assert head is not None
-        position, previous = int(head["position"]), str(head["hash"])
         state = next_state(None, "InvoiceRegistered")
-        events, rows, keys = [], [], []
-        for offset, i in enumerate(accepted):
+        ids = [uuid.uuid4().hex for _ in accepted]
+        numbers = [f"{year}-{last - len(accepted) + offset + 1:08d}" for offset in range(len(accepted))]
+        drafts = [
+            (invoice_id, 1, "InvoiceRegistered",
+             {"document": dict(items[i][0].document), "registration_number": number, "broker": items[i][0].broker},
+             items[i][1])
+            for i, invoice_id, number in zip(accepted, ids, numbers, strict=True)
+        ]  # fmt: skip
+        events = await self._append(conn, drafts)
+        rows, keys = [], []
+        for i, invoice_id, number, event in zip(accepted, ids, numbers, events, strict=True):
             new, meta = items[i]
-            invoice_id = uuid.uuid4().hex
-            number = f"{now.year}-{last - len(accepted) + offset + 1:08d}"
-            position += 1
-            event = chain.ChainedEvent(
-                position, str(uuid.uuid4()), invoice_id, 1, "InvoiceRegistered",
-                {"document": dict(new.document), "registration_number": number, "broker": new.broker},
-                meta.as_dict(), now, previous,
-            )  # fmt: skip
-            previous = event.computed_hash()
-            events.append((
-                event.position, event.event_id, invoice_id, 1, event.type, _json(event.data),
-                _json(event.metadata), now, event.prev_hash, previous,
-            ))  # fmt: skip
+            now = event.record_time
             rows.append((
                 invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
                 new.issue_date, now, now, number, 1, "", "", new.document_pb,
@@ -253,12 +241,10 @@ class InvoiceStore:
                 InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document_pb, "", ""),
                 True,
             )
-        # COPY: a whole batch of registrations is written in two round trips.
-        await conn.copy_records_to_table("events", records=events)
+        # COPY: a whole batch of registrations is written in a few round trips.
         await conn.copy_records_to_table("invoices", records=rows)
         if keys:
             await conn.executemany("INSERT INTO idempotency_keys VALUES ($1, $2, $3)", keys)
-        await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, previous)
 
     async def transition(
         self,
@@ -293,7 +279,7 @@ class InvoiceStore:
                 raise FailedPrecondition(
                     str(exc), reason="ILLEGAL_TRANSITION", metadata={"state": row.state.value}
                 ) from exc
-            event = await self._append(conn, invoice_id, row.version + 1, event_type, data, meta)
+            (event,) = await self._append(conn, [(invoice_id, row.version + 1, event_type, data, meta)])
             updated = await conn.fetchrow(
                 "UPDATE invoices SET state = $2, version = version + 1, update_time = $3, "
                 "annulment_reason = CASE WHEN $2 = 'ANNULLED' THEN $4 ELSE annulment_reason END, "
@@ -360,7 +346,7 @@ class InvoiceStore:
             )  # fmt: skip
         return [_event(r) for r in rows]
 
-    async def walk(self, from_position: int = 1, batch: int = 5_000) -> AsyncIterator[chain.ChainedEvent]:
+    async def walk(self, from_position: int = 1, batch: int = 5_000) -> AsyncGenerator[chain.ChainedEvent, None]:
         """Every event from `from_position`, in order, a batch at a time."""
         position = from_position - 1
         async with self.pool.acquire() as conn:
