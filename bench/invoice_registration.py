@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import io
 import time
 import zipfile
@@ -23,6 +22,7 @@ from google.longrunning import operations_pb2
 
 from bench.harness import Result, drive, health, platform, summary
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.dian import calendar
 from services.invoice.synth import invoices
 from services.kit.clients import aio_channel, bearer
 from services.kit.settings import Settings
@@ -30,7 +30,7 @@ from services.kit.tokens import mint_token
 from tests.integration.invoice_helpers import load_sample_catalog, registry
 from tests.integration.test_invoice_import import ubl
 
-TODAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=-5))).date()
+TODAY = calendar.today()
 
 
 async def measure(settings: Settings, seconds: float) -> list[Result]:

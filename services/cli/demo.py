@@ -20,6 +20,7 @@ from rich.table import Table
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.cli.app import status_table
 from services.cli.cluster import Cluster, ClusterError
+from services.dian import calendar
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
@@ -124,7 +125,6 @@ DEMO_INVOICES = 40
 def invoice_step(cluster: Cluster, out: Path, console: Console) -> dict[str, object]:
     """Register a file of invoices (two of them wrong on purpose) as a broker's
     back office would, then prove the event chain intact and the events out."""
-    import datetime as dt
 
     import redis
 
@@ -134,7 +134,7 @@ def invoice_step(cluster: Cluster, out: Path, console: Console) -> dict[str, obj
     from services.kit.events import stream_name
 
     settings = cluster.settings
-    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=-5))).date()
+    today = calendar.today()
     batch = list(invoices(DEMO_INVOICES, today, seed=int(time.time()) % 997))
     batch[3].seller.id.check_digit = str((int(batch[3].seller.id.check_digit) + 1) % 10)  # a typo in the DV
     batch[7].lines[0].product_code = "AZUCAR-REFINADA"  # industrial sugar: not eligible

@@ -8,8 +8,8 @@ from the schedule)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
 from enum import StrEnum
 
@@ -92,6 +92,21 @@ class TariffSchedule:
     rounding_mode: str = "HALF_UP"
     rounding_increment: Decimal = Decimal(1)
     example: bool = False
+
+    def validated(self) -> TariffSchedule:
+        """The schedule if it can be applied to any operation; TariffError otherwise."""
+        for rule in self.rules:
+            rule.validated()
+        if not any(not r.product_category and not r.operation_type for r in self.rules):
+            raise TariffError("a schedule needs a default rule (one with no category and no operation type)")
+        labels = [r.label for r in self.rules]
+        if len(labels) != len(set(labels)):
+            raise TariffError("two rules apply to the same category, operation type or default")
+        if self.rounding_mode not in ROUNDING:
+            raise TariffError(f"unknown rounding mode {self.rounding_mode}")
+        if self.rounding_increment <= 0:
+            raise TariffError("the rounding increment must be positive")
+        return self
 
     def rule_for(self, product_category: str = "", operation_type: str = "") -> TariffRule:
         """The most specific rule: product category, then operation type, then the default."""
@@ -207,6 +222,41 @@ def commission(
     )
 
 
+@dataclass(frozen=True)
+class OperationLine:
+    """What the commission needs of one invoice line."""
+
+    amount: Decimal  # value before taxes
+    category: str = ""  # bmc.product.v1.Category name
+    withholding_class: str = ""  # bmc.common.v1.WithholdingClass name
+
+
+def dominant(lines: Sequence[OperationLine], key: str) -> str:
+    """The value of `key` holding the largest share of the operation (the first such on a tie)."""
+    shares: dict[str, Decimal] = {}
+    for line in lines:
+        shares[getattr(line, key)] = shares.get(getattr(line, key), Decimal(0)) + line.amount
+    return max(shares, key=lambda k: shares[k]) if shares else ""
+
+
+def operation_commission(
+    schedule: TariffSchedule, lines: Sequence[OperationLine], uvt_value: Decimal, operation_type: str = ""
+) -> Breakdown:
+    """The commission of a whole operation. Minimum and maximum are per
+    operation, so one rule applies to the whole value: that of the product
+    category holding the largest share of it."""
+    base = sum((line.amount for line in lines), Decimal(0))
+    category = dominant(lines, "category")
+    result = commission(schedule, base, uvt_value, category, operation_type)
+    categories = {line.category for line in lines}
+    if len(categories) > 1:
+        share = sum((line.amount for line in lines if line.category == category), Decimal(0))
+        label = category or "uncategorised"
+        note = f"lines of {len(categories)} categories: {label} holds the largest share ({share} of {base})"
+        result = replace(result, explanation=(note, *result.explanation))
+    return result
+
+
 # ---------------------------------------------------------------- withholding
 
 
@@ -228,15 +278,102 @@ class WithholdingEstimate:
 
 
 def withholding_avoided(
-    rules: Sequence[WithholdingRule], uvt_by_year: Mapping[int, Decimal], goods: str, base: Decimal, on: dt.date
+    rules: Sequence[WithholdingRule],
+    uvt_by_year: Mapping[int, Decimal],
+    goods: str,
+    base: Decimal,
+    on: dt.date,
+    operation_value: Decimal | None = None,
 ) -> WithholdingEstimate | None:
-    """What the buyer would withhold without registering (an estimate, not a tax
-    determination): the rate in force on `on` above its UVT threshold."""
+    """What the buyer would withhold on `base` without registering (an
+    estimate, not a tax determination): the rate in force on `on`, when the
+    operation's value (`base` unless given) reaches its UVT threshold."""
     applicable = [r for r in rules if r.goods == goods and r.effective_date <= on]
     if not applicable or on.year not in uvt_by_year:
         return None
     rule = max(applicable, key=lambda r: r.effective_date)
     # Published peso thresholds are rounded to the nearest 1,000 (domain.md).
     threshold = (rule.threshold_uvt * uvt_by_year[on.year] / 1000).quantize(Decimal(1), ROUND_HALF_UP) * 1000
-    amount = (base * rule.rate).quantize(Decimal(1), ROUND_HALF_UP) if base >= threshold else Decimal(0)
-    return WithholdingEstimate(f"{goods} {rule.rate * 100:g}% above {rule.threshold_uvt} UVT", threshold, amount)
+    reached = (base if operation_value is None else operation_value) >= threshold
+    amount = (base * rule.rate).quantize(Decimal(1), ROUND_HALF_UP) if reached else Decimal(0)
+    percent = format((rule.rate * 100).normalize(), "f")
+    return WithholdingEstimate(f"{goods} {percent}% above {rule.threshold_uvt} UVT", threshold, amount)
+
+
+def operation_withholding(
+    rules: Sequence[WithholdingRule], uvt_by_year: Mapping[int, Decimal], lines: Sequence[OperationLine], on: dt.date
+) -> WithholdingEstimate | None:
+    """The estimate for a whole operation: each class of goods at its own
+    rate, each threshold compared with the operation's value; None when no
+    line is of a class that attracts withholding."""
+    value = sum((line.amount for line in lines), Decimal(0))
+    parts: dict[str, Decimal] = {}
+    for line in lines:
+        goods = line.withholding_class.removeprefix("WITHHOLDING_CLASS_")
+        parts[goods] = parts.get(goods, Decimal(0)) + line.amount
+    estimates = [
+        e
+        for goods, part in sorted(parts.items(), key=lambda kv: -kv[1])
+        if (e := withholding_avoided(rules, uvt_by_year, goods, part, on, value)) is not None
+    ]
+    if not estimates:
+        return None
+    return WithholdingEstimate(
+        "; ".join(e.rule for e in estimates), estimates[0].threshold, sum((e.amount for e in estimates), Decimal(0))
+    )
+
+
+# ---------------------------------------------------------------- periods
+
+
+def period_of(day: dt.date) -> str:
+    """The settlement period (month) of a date, `YYYY-MM`."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def next_period(period: str) -> str:
+    year, month = int(period[:4]), int(period[5:7])
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def period_end(period: str) -> dt.date:
+    """The first day after the period."""
+    following = next_period(period)
+    return dt.date(int(following[:4]), int(following[5:7]), 1)
+
+
+def booking_period(natural: str, closed: Collection[str]) -> str:
+    """Where an entry belongs: its own period while that is open; once it is
+    closed, the first open period after it (the entry is then an adjustment)."""
+    period = natural
+    while period in closed:
+        period = next_period(period)
+    return period
+
+
+# ---------------------------------------------------------------- the book
+
+
+@dataclass(frozen=True)
+class TariffBook:
+    """Everything a commission is computed from: the tariff versions, the
+    UVT of each year and the withholding rules."""
+
+    schedules: Sequence[TariffSchedule]
+    uvt_by_year: Mapping[int, Decimal]
+    withholding: Sequence[WithholdingRule] = ()
+
+    def price(
+        self, lines: Sequence[OperationLine], on: dt.date, operation_type: str = ""
+    ) -> tuple[Breakdown, WithholdingEstimate | None]:
+        """The commission of an operation registered on `on`, and the withholding estimate."""
+        if not lines:
+            raise TariffError("an operation needs at least one line")
+        if any(line.amount < 0 for line in lines):
+            raise TariffError("line values cannot be negative")
+        schedule = in_force(self.schedules, on)
+        uvt = self.uvt_by_year.get(on.year)
+        if uvt is None:
+            raise TariffError(f"the UVT of {on.year} is not recorded")
+        breakdown = operation_commission(schedule, lines, uvt, operation_type)
+        return breakdown, operation_withholding(self.withholding, self.uvt_by_year, lines, on)

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bmc.commission.v1 import commission_service_pb2_grpc
+from bmc.product.v1 import product_service_pb2_grpc
+from services.commission import reference
 from services.commission.api import CommissionApi
+from services.commission.consumer import CommissionConsumer
+from services.commission.settlements import OPERATIONS
+from services.commission.store import RELAY_QUERY, CommissionStore
+from services.kit.events import OutboxRelay, StreamConsumer, stream_name
+from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
+from services.kit.service_clients import ServiceClient
 
 
 async def build(resources: Resources) -> CommissionApi:
-    # Until its issue lands every RPC falls through to the generated base
-    # class, which the kit answers with UNIMPLEMENTED.
-    return CommissionApi()  # type: ignore[abstract]
+    settings = resources.settings
+    store = CommissionStore(resources.engine)
+    await store.open()
+    await store.seed(reference.schedules(), reference.uvt_values())
+    withholding = reference.withholding_rules()
+    products = ServiceClient(settings, "commission", "product", product_service_pb2_grpc.ProductServiceStub)
+    api = CommissionApi(store, products, withholding, OperationStore(resources.engine, OPERATIONS))
+    relay = OutboxRelay(
+        store.pool, resources.redis, stream_name(settings.redis_prefix, "commission"), "commission.events", RELAY_QUERY
+    )
+    consumer = StreamConsumer(
+        resources.redis,
+        stream_name(settings.redis_prefix, "invoice"),
+        "commission",
+        f"commission-{os.getpid()}",
+        CommissionConsumer(store, lambda: store.book(withholding)).handle,
+        count=500,
+    )
+    await relay.start()
+    await consumer.start()
+    await api.settlements.resume_unfinished()
+    resources.on_stop += [api.settlements.close, consumer.stop, relay.stop, products.close, store.close]
+    return api
 
 
 DEFINITION = ServiceDefinition(

@@ -13,21 +13,21 @@ from typing import Any, NamedTuple
 from google.longrunning import operations_pb2
 from google.rpc import status_pb2
 
-from bmc.auth.v1 import policy_pb2
+from bmc.common.v1 import tax_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
+from services.dian import calendar
 from services.invoice import chain
 from services.invoice.conversion import document_from_proto
 from services.invoice.domain import InvoiceDocument, Issue, ProductFacts, RegistrationPolicy, product_codes, validate
 from services.invoice.imports import InvoiceImporter
 from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
-from services.kit.auth import require_principal
+from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.batching import MicroBatcher
 from services.kit.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     ServiceError,
     to_status,
 )
@@ -55,16 +55,13 @@ STATES = {
 }
 
 
-COLOMBIA = dt.timezone(dt.timedelta(hours=-5))
-
-
 def policy_from(settings: Settings) -> RegistrationPolicy:
     """The configured rules, read once; `today` is refreshed per registration."""
     keys: Mapping[str, str] = {}
     if settings.invoice_technical_keys:
         keys = json.loads(Path(settings.invoice_technical_keys).read_text())
     return RegistrationPolicy(
-        today=dt.datetime.now(COLOMBIA).date(),
+        today=calendar.today(),
         max_age_days=settings.invoice_max_age_days,
         same_or_previous_month=settings.invoice_same_or_previous_month,
         currencies=frozenset(c.strip() for c in settings.invoice_currencies.split(",") if c.strip()),
@@ -113,21 +110,6 @@ def _id(name: str, field: str) -> str:
     return name[len(prefix) :]
 
 
-def tenant_scope(principal: Principal) -> str:
-    """The broker whose data the caller may see; empty for cross-tenant roles."""
-    cross = {policy_pb2.ROLE_ADMIN, policy_pb2.ROLE_OPERATOR, policy_pb2.ROLE_AUDITOR, policy_pb2.ROLE_SERVICE}
-    return "" if principal.roles & cross else principal.broker
-
-
-def acting_for(principal: Principal, requested: str, action: str) -> str:
-    """The broker a call acts for: a broker's own (naming another is refused),
-    otherwise whatever broker the caller names, possibly none."""
-    own = tenant_scope(principal)
-    if own and requested and requested != own:
-        raise PermissionDenied(f"a broker {action} only for itself ({own})", reason="OTHER_TENANT")
-    return own or requested
-
-
 class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
 
@@ -157,7 +139,12 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             )
             for product in response.products:
                 active = product.state == product_pb2.PRODUCT_STATE_ACTIVE
-                facts[product.code] = ProductFacts(eligible=product.eligible, active=active)
+                facts[product.code] = ProductFacts(
+                    eligible=product.eligible,
+                    active=active,
+                    category=product_pb2.Category.Name(product.category),
+                    withholding_class=tax_pb2.WithholdingClass.Name(product.withholding_class),
+                )
         return facts
 
     def _broker_for(self, requested: str, principal: Principal, field: str) -> str:
@@ -193,7 +180,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                 outcomes[index] = error
         codes = list(dict.fromkeys(code for _, _, doc in prepared for code in product_codes(doc)))
         facts = await self._product_facts(codes) if codes else {}
-        policy = dataclasses.replace(self._policy, today=dt.datetime.now(COLOMBIA).date())
+        policy = dataclasses.replace(self._policy, today=calendar.today())
         pending: list[tuple[int, invoice_pb2.Invoice]] = []
         items: list[tuple[NewInvoice, EventMeta]] = []
         for index, broker, document in prepared:
@@ -222,6 +209,11 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                         buyer_id=document.buyer.number,
                         issue_date=document.issue_date,
                         broker=broker,
+                        products={
+                            code: {"category": facts[code].category, "withholding_class": facts[code].withholding_class}
+                            for code in product_codes(document)
+                            if code in facts
+                        },
                     ),
                     EventMeta(
                         submissions[index].principal.subject, broker, request.request_id, submissions[index].trace

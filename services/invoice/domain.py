@@ -158,6 +158,8 @@ class ProductFacts:
 
     eligible: bool
     active: bool
+    category: str = ""  # bmc.product.v1.Category name, for the commission
+    withholding_class: str = ""  # bmc.common.v1.WithholdingClass name, for the withholding estimate
 
 
 @dataclass(frozen=True)

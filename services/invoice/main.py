@@ -10,7 +10,7 @@ from bmc.product.v1 import product_service_pb2_grpc
 from services.invoice.api import OPERATIONS, InvoiceApi
 from services.invoice.consumer import LifecycleConsumer
 from services.invoice.store import RELAY_QUERY, InvoiceStore
-from services.kit.events import OutboxRelay, StreamConsumer, stream_name
+from services.kit.events import OutboxRelay, StreamConsumer, one_by_one, stream_name
 from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
@@ -31,7 +31,7 @@ async def build(resources: Resources) -> InvoiceApi:
             stream_name(settings.redis_prefix, source),
             "invoice",
             f"invoice-{os.getpid()}",
-            lifecycle.handle,
+            one_by_one(lifecycle.handle),
         )
         for source in ("commission", "certificate")
     ]

@@ -13,13 +13,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.invoice import chain
 from services.invoice.domain import State, next_state
-from services.kit.database import asyncpg_kwargs
+from services.kit.database import PooledStore
 from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from services.kit.events import first_time
+from services.kit.sql import Where
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ class NewInvoice:
     buyer_id: str
     issue_date: dt.date
     broker: str
+    # Catalog facts of the lines' products, carried on the event for the
+    # commission (category, withholding class) so it never has to ask again.
+    products: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,23 +100,7 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-class InvoiceStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._pool: asyncpg.Pool | None = None
-
-    async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(**asyncpg_kwargs(self._engine.url), min_size=1, max_size=10)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "InvoiceStore.open() was not awaited"
-        return self._pool
-
+class InvoiceStore(PooledStore):
     # ------------------------------------------------------------ writing
 
     async def _append(
@@ -222,7 +209,8 @@ class InvoiceStore:
         numbers = [f"{year}-{last - len(accepted) + offset + 1:08d}" for offset in range(len(accepted))]
         drafts = [
             (invoice_id, 1, "InvoiceRegistered",
-             {"document": dict(items[i][0].document), "registration_number": number, "broker": items[i][0].broker},
+             {"document": dict(items[i][0].document), "registration_number": number, "broker": items[i][0].broker,
+              "products": dict(items[i][0].products)},
              items[i][1])
             for i, invoice_id, number in zip(accepted, ids, numbers, strict=True)
         ]  # fmt: skip
@@ -303,39 +291,20 @@ class InvoiceStore:
         return InvoiceRow.from_record(row) if row else None
 
     async def search(self, where: ListFilter, limit: int, after: Sequence[str] | None) -> list[InvoiceRow]:
-        clauses, args = [], []
-
-        def add(sql: str, value: Any) -> None:
-            args.append(value)
-            clauses.append(sql.replace("?", f"${len(args)}"))
-
-        if where.broker:
-            add("broker = ?", where.broker)
-        if where.state:
-            add("state = ?", where.state)
-        if where.seller_nit:
-            add("seller_nit = ?", where.seller_nit)
-        if where.buyer_id:
-            add("buyer_id = ?", where.buyer_id)
-        if where.issue_from:
-            add("issue_date >= ?", where.issue_from)
-        if where.issue_to:
-            add("issue_date <= ?", where.issue_to)
-        if where.registered_from:
-            add("register_time >= ?", where.registered_from)
-        if where.registered_to:
-            add("register_time < ?", where.registered_to)
+        sql = Where()
+        for column, op, value in (
+            ("broker", "=", where.broker), ("state", "=", where.state), ("seller_nit", "=", where.seller_nit),
+            ("buyer_id", "=", where.buyer_id), ("issue_date", ">=", where.issue_from),
+            ("issue_date", "<=", where.issue_to), ("register_time", ">=", where.registered_from),
+            ("register_time", "<", where.registered_to),
+        ):  # fmt: skip
+            if value:
+                sql.add(f"{column} {op} ?", value)
         if after:
-            args += [dt.datetime.fromisoformat(after[0]), after[1]]
-            clauses.append(f"(register_time, id) < (${len(args) - 1}, ${len(args)})")
-        args.append(limit)
-        # Only fixed fragments with $n placeholders are joined; values are bound.
-        sql = "SELECT * FROM invoices"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY register_time DESC, id DESC LIMIT ${len(args)}"
+            sql.add("(register_time, id) < (?, ?)", dt.datetime.fromisoformat(after[0]), after[1])
+        text = sql.query("SELECT * FROM invoices", f"ORDER BY register_time DESC, id DESC LIMIT {sql.bind(limit)}")
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(text, *sql.args)
         return [InvoiceRow.from_record(r) for r in rows]
 
     async def events(self, invoice_id: str, limit: int, after_version: int) -> list[chain.ChainedEvent]:
@@ -377,7 +346,8 @@ class InvoiceStore:
 # The relay's view of the store: every event is also the outbox entry.
 RELAY_QUERY = (
     "SELECT position, event_id::text AS event_id, type, stream_id, version, metadata->>'tenant' AS tenant, "
-    "metadata->>'trace_id' AS trace_id, data::text AS data FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    "metadata->>'trace_id' AS trace_id, record_time AS time, data::text AS data "
+    "FROM events WHERE position > $1 ORDER BY position LIMIT $2"
 )
 
 

@@ -34,6 +34,21 @@ def require_principal() -> Principal:
     return principal
 
 
+def tenant_scope(principal: Principal) -> str:
+    """The broker whose data the caller may see; empty for cross-tenant roles."""
+    cross = {policy_pb2.ROLE_ADMIN, policy_pb2.ROLE_OPERATOR, policy_pb2.ROLE_AUDITOR, policy_pb2.ROLE_SERVICE}
+    return "" if principal.roles & cross else principal.broker
+
+
+def acting_for(principal: Principal, requested: str, action: str) -> str:
+    """The broker a call acts for: a broker's own (naming another is refused),
+    otherwise whatever broker the caller names, possibly none."""
+    own = tenant_scope(principal)
+    if own and requested and requested != own:
+        raise PermissionDenied(f"a broker {action} only for itself ({own})", reason="OTHER_TENANT")
+    return own or requested
+
+
 def bearer_token(context: Context) -> str | None:
     header = metadata_value(context, "authorization")
     if header is None:

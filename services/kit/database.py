@@ -45,6 +45,27 @@ def asyncpg_kwargs(url: URL) -> dict[str, object]:
     return kwargs
 
 
+class PooledStore:
+    """A store that speaks asyncpg directly on its hot paths: `open()` makes
+    the pool (after the engine's migrations ran), `close()` ends it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self, max_size: int = 10) -> None:
+        self._pool = await asyncpg.create_pool(**asyncpg_kwargs(self._engine.url), min_size=1, max_size=max_size)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, f"{type(self).__name__}.open() was not awaited"
+        return self._pool
+
+
 async def ensure_database(server_url: str, database: str) -> bool:
     """Creates `database` when missing; True when it was created."""
     maintenance = make_url(server_url)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,12 @@ class Event:
     tenant: str
     trace_id: str
     data: Mapping[str, Any]
+    time: str = ""  # when the event was recorded, RFC 3339
+
+    @property
+    def occurred(self) -> dt.datetime:
+        """The record time (now, for an event that does not carry one)."""
+        return dt.datetime.fromisoformat(self.time) if self.time else dt.datetime.now(dt.UTC)
 
     def fields(self) -> dict[str, bytes]:
         """The stream entry: the event type (for filtering with XRANGE by eye)
@@ -64,6 +71,7 @@ class Event:
             "position": self.position,
             "tenant": self.tenant,
             "trace_id": self.trace_id,
+            "time": self.time,
         }
 
     @classmethod
@@ -78,6 +86,7 @@ class Event:
             tenant=e.get("tenant") or "",
             trace_id=e.get("trace_id") or "",
             data=e["data"],
+            time=e.get("time") or "",
         )
 
 
@@ -90,7 +99,7 @@ class OutboxRelay:
     """Publishes rows of an ordered, gapless event table to a Redis stream.
 
     `query` selects events with `position > $1 ORDER BY position LIMIT $2`
-    and returns the columns of `Event`."""
+    and returns the columns of `Event` (`time` as a timestamptz)."""
 
     def __init__(
         self, pool: asyncpg.Pool, redis: aioredis.Redis, stream: str, name: str, query: str, batch: int = 500
@@ -120,6 +129,7 @@ class OutboxRelay:
             return 0
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
+                # orjson writes `time` (a datetime) as RFC 3339
                 header = {k: row[k] for k in Event.__dataclass_fields__ if k != "data"}
                 data = row["data"]  # JSON text passes through without a parse
                 payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
@@ -162,11 +172,26 @@ class OutboxRelay:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+def one_by_one(handler: Handler) -> BatchHandler:
+    """A batch handler that applies `handler` to each event in turn."""
+
+    async def each(events: Sequence[Event]) -> None:
+        for event in events:
+            await handler(event)
+
+    return each
 
 
 class StreamConsumer:
     """One member of a consumer group: reads new messages, reclaims those a
-    crashed member left pending, and acknowledges each after its handler ran."""
+    crashed member left pending, and acknowledges them once the handler ran.
+
+    The handler gets the events of one read together (up to `count`), so it
+    can apply them in one transaction; if it raises, none is acknowledged and
+    the whole read is delivered again (handlers are idempotent)."""
 
     def __init__(
         self,
@@ -174,14 +199,15 @@ class StreamConsumer:
         stream: str,
         group: str,
         consumer: str,
-        handler: Handler,
+        handler: BatchHandler,
         *,
         claim_idle_ms: int = 30_000,
         block_ms: int = 1_000,
+        count: int = 100,
     ) -> None:
         self._redis, self._stream, self._group, self._consumer = redis, stream, group, consumer
         self._handler = handler
-        self._claim_idle_ms, self._block_ms = claim_idle_ms, block_ms
+        self._claim_idle_ms, self._block_ms, self._count = claim_idle_ms, block_ms, count
         self._task: asyncio.Task[None] | None = None
         self.handled = 0
 
@@ -199,28 +225,31 @@ class StreamConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _handle(self, message_id: bytes, fields: Mapping[bytes, bytes]) -> None:
-        await self._handler(Event.from_fields(fields))
-        await self._redis.xack(self._stream, self._group, message_id)
-        self.handled += 1
+    async def _handle(self, messages: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> int:
+        live = [(message_id, fields) for message_id, fields in messages if fields]  # trimmed entries come back empty
+        if not live:
+            return 0
+        await self._handler([Event.from_fields(fields) for _, fields in live])
+        await self._redis.xack(self._stream, self._group, *(message_id for message_id, _ in live))
+        self.handled += len(live)
+        return len(live)
 
     async def poll_once(self) -> int:
         """Reclaims stale pending messages, then reads new ones; the number handled."""
-        handled = 0
         reclaimed: Any = await self._redis.xautoclaim(
-            self._stream, self._group, self._consumer, min_idle_time=self._claim_idle_ms, start_id="0-0", count=100
+            self._stream,
+            self._group,
+            self._consumer,
+            min_idle_time=self._claim_idle_ms,
+            start_id="0-0",
+            count=self._count,
         )
-        for message_id, fields in reclaimed[1]:
-            if fields:  # entries trimmed from the stream come back empty
-                await self._handle(message_id, fields)
-                handled += 1
+        handled = await self._handle(reclaimed[1])
         batches: Any = await self._redis.xreadgroup(
-            self._group, self._consumer, {self._stream: ">"}, count=100, block=self._block_ms
+            self._group, self._consumer, {self._stream: ">"}, count=self._count, block=self._block_ms
         )
         for _stream, messages in batches or []:
-            for message_id, fields in messages:
-                await self._handle(message_id, fields)
-                handled += 1
+            handled += await self._handle(messages)
         return handled
 
     async def _run(self) -> None:

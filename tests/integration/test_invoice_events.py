@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
-from services.kit.events import Event, StreamConsumer, stream_name
+from services.kit.events import Event, StreamConsumer, one_by_one, stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform, make_settings
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
@@ -129,8 +129,8 @@ def test_a_message_left_pending_by_a_crashed_consumer_is_reclaimed(registration:
 
     async def scenario() -> None:
         client = aioredis.Redis.from_url(url)
-        first = StreamConsumer(client, stream, "g", "first", crash, claim_idle_ms=200, block_ms=100)
-        second = StreamConsumer(client, stream, "g", "second", record, claim_idle_ms=200, block_ms=100)
+        first = StreamConsumer(client, stream, "g", "first", one_by_one(crash), claim_idle_ms=200, block_ms=100)
+        second = StreamConsumer(client, stream, "g", "second", one_by_one(record), claim_idle_ms=200, block_ms=100)
         await first.ensure_group()
         event = Event("e-1", "Test", "s", 1, 1, "", "", {"x": 1})
         await client.xadd(stream, event.fields())  # type: ignore[arg-type]

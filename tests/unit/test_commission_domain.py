@@ -12,13 +12,21 @@ from hypothesis import strategies as st
 from services.commission.domain import (
     Bound,
     Bracket,
+    OperationLine,
+    TariffBook,
     TariffError,
     TariffRule,
     TariffSchedule,
     TierMode,
     WithholdingRule,
+    booking_period,
     commission,
     in_force,
+    next_period,
+    operation_commission,
+    operation_withholding,
+    period_end,
+    period_of,
     withholding_avoided,
 )
 
@@ -97,6 +105,72 @@ def test_bad_schedules_are_refused() -> None:
         TariffRule(tier_mode=TierMode.MARGINAL, brackets=(Bracket(D(10), D("0.001")),)).validated()
     with pytest.raises(TariffError, match="minimum above maximum"):
         TariffRule(rate=D("0.001"), minimum=Bound(cop=D(10)), maximum=Bound(cop=D(5))).validated()
+    with pytest.raises(TariffError, match="default rule"):
+        TariffSchedule(
+            "x", dt.date(2026, 1, 1), (TariffRule(rate=D("0.001"), product_category="CATEGORY_FISHING"),)
+        ).validated()
+    with pytest.raises(TariffError, match="same category"):
+        TariffSchedule("x", dt.date(2026, 1, 1), (TariffRule(rate=D("0.001")), TariffRule(rate=D("0.002")))).validated()
+    with pytest.raises(TariffError, match="rounding increment"):
+        TariffSchedule("x", dt.date(2026, 1, 1), (TariffRule(),), rounding_increment=D(0)).validated()
+
+
+def test_an_operation_of_several_categories_takes_the_rule_of_the_largest_share() -> None:
+    # 6,000,000 of livestock (rate 0.0005) and 4,000,000 of grains: livestock holds the largest share, so
+    # 10,000,000 × 0.0005 = 5,000; IVA 950; the explanation says why that rule applied.
+    s = schedule(TariffRule(rate=D("0.001")), TariffRule(rate=D("0.0005"), product_category="CATEGORY_LIVESTOCK"))
+    lines = [
+        OperationLine(D(4_000_000), "CATEGORY_AGRICULTURAL"),
+        OperationLine(D(6_000_000), "CATEGORY_LIVESTOCK"),
+    ]
+    b = operation_commission(s, lines, UVT_2026)
+    assert (b.base, b.rule, b.commission, b.vat) == (
+        D(10_000_000),
+        "product_category=CATEGORY_LIVESTOCK",
+        D(5_000),
+        D(950),
+    )
+    assert "largest share (6000000 of 10000000)" in b.explanation[0]
+
+
+def test_withholding_of_an_operation_adds_each_class_against_the_operation_value() -> None:
+    # 2026, operation of 5,000,000: 3,000,000 unprocessed (1.5% = 45,000) + 2,000,000 coffee (0.5% = 10,000).
+    # Each part alone is below 70 UVT (3,666,000) but the operation is above both thresholds.
+    lines = [
+        OperationLine(D(3_000_000), withholding_class="WITHHOLDING_CLASS_UNPROCESSED"),
+        OperationLine(D(2_000_000), withholding_class="WITHHOLDING_CLASS_COFFEE"),
+        OperationLine(D(1), withholding_class="WITHHOLDING_CLASS_NONE"),
+    ]
+    est = operation_withholding(RULES, UVT, lines, dt.date(2026, 11, 28))
+    assert est is not None
+    assert (est.amount, est.threshold) == (D(55_000), D(3_666_000))
+    assert est.rule == "UNPROCESSED 1.5% above 70 UVT; COFFEE 0.5% above 70 UVT"
+    assert (
+        operation_withholding(
+            RULES, UVT, [OperationLine(D(9), withholding_class="WITHHOLDING_CLASS_NONE")], dt.date(2026, 1, 1)
+        )
+        is None
+    )
+
+
+def test_periods_and_where_late_entries_are_booked() -> None:
+    assert period_of(dt.date(2026, 12, 31)) == "2026-12"
+    assert next_period("2026-12") == "2027-01"
+    assert period_end("2026-02") == dt.date(2026, 3, 1)
+    assert booking_period("2026-10", set()) == "2026-10"
+    assert booking_period("2026-10", {"2026-10", "2026-11"}) == "2026-12"
+
+
+def test_the_book_refuses_what_it_cannot_price() -> None:
+    book = TariffBook([TariffSchedule("v1", dt.date(2025, 1, 1), (TariffRule(rate=D("0.001")),))], {2026: UVT_2026})
+    line = [OperationLine(D(1_000))]
+    assert book.price(line, dt.date(2026, 3, 1))[0].commission == D(1)
+    with pytest.raises(TariffError, match="UVT of 2025"):
+        book.price(line, dt.date(2025, 3, 1))
+    with pytest.raises(TariffError, match="no tariff schedule in force"):
+        book.price(line, dt.date(2024, 3, 1))
+    with pytest.raises(TariffError, match="at least one line"):
+        book.price([], dt.date(2026, 3, 1))
 
 
 RULES = [
