@@ -10,10 +10,9 @@ from decimal import Decimal
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
 from services.invoice.synth import build_invoice
-from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
-from services.kit.tokens import mint_token
 from tests.conftest import ROOT
+from tests.integration.clients import Client
 from tests.integration.product_helpers import catalog, result_of
 
 
@@ -40,18 +39,12 @@ def invoice(
     )
 
 
-class Registry:
+class Registry(Client):
     def __init__(self, settings: Settings, role: str, tenant: str = "") -> None:
-        self.channel = sync_channel(settings, "invoice")
-        self.stub = invoice_service_pb2_grpc.InvoiceServiceStub(self.channel)
-        self.metadata = bearer(mint_token(settings, subject=f"{role}-{tenant or 'bmc'}", roles=[role], tenant=tenant))
-
-    def __getattr__(self, method: str) -> object:
-        rpc = getattr(self.stub, method)
-        return lambda request, **kw: rpc(request, metadata=self.metadata, timeout=kw.pop("timeout", 30), **kw)
+        super().__init__(settings, "invoice", invoice_service_pb2_grpc.InvoiceServiceStub, role, tenant)
 
     def register(self, proto: invoice_pb2.Invoice, request_id: str = "") -> invoice_pb2.Invoice:
-        return self.RegisterInvoice(invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=request_id))  # type: ignore[no-any-return, operator]
+        return self.RegisterInvoice(invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=request_id))  # type: ignore[no-any-return]
 
 
 @contextmanager
@@ -60,7 +53,7 @@ def registry(settings: Settings, role: str = "broker", tenant: str = "acme") -> 
     try:
         yield client
     finally:
-        client.channel.close()
+        client.close()
 
 
 def load_sample_catalog(settings: Settings) -> None:

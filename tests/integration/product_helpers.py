@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,22 +11,15 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
-from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
-from services.kit.tokens import mint_token
+from tests.integration.clients import Client
 
 
-class Catalog:
+class Catalog(Client):
     """A product stub with an operator token, and shortcuts."""
 
     def __init__(self, settings: Settings, role: str = "operator", tenant: str = "") -> None:
-        self.channel = sync_channel(settings, "product")
-        self.stub = product_service_pb2_grpc.ProductServiceStub(self.channel)
-        self.metadata = bearer(mint_token(settings, subject=f"test-{role}", roles=[role], tenant=tenant))
-
-    def __getattr__(self, method: str) -> object:
-        rpc = getattr(self.stub, method)
-        return lambda request, **kw: rpc(request, metadata=self.metadata, timeout=kw.pop("timeout", 30), **kw)
+        super().__init__(settings, "product", product_service_pb2_grpc.ProductServiceStub, role, tenant)
 
     def create(
         self, code: str, name: str, category: int = product_pb2.CATEGORY_AGRICULTURAL, **fields: object
@@ -38,23 +30,11 @@ class Catalog:
             processing_level=fields.pop("processing_level", product_pb2.PROCESSING_LEVEL_NONE),  # type: ignore[arg-type]
             **fields,  # type: ignore[arg-type]
         )
-        return self.CreateProduct(product_service_pb2.CreateProductRequest(product=product, product_id=code))  # type: ignore[no-any-return, operator]
+        return self.CreateProduct(product_service_pb2.CreateProductRequest(product=product, product_id=code))  # type: ignore[no-any-return]
 
     def import_and_wait(self, uris: list[str], timeout: float = 120, **kw: object) -> operations_pb2.Operation:
-        operation = self.ImportProducts(product_service_pb2.ImportProductsRequest(uris=uris, **kw))  # type: ignore[operator]
+        operation = self.ImportProducts(product_service_pb2.ImportProductsRequest(uris=uris, **kw))
         return self.wait(operation.name, timeout)
-
-    def wait(self, name: str, timeout: float = 120) -> operations_pb2.Operation:
-        deadline = time.monotonic() + timeout
-        while True:
-            operation = self.GetOperation(operations_pb2.GetOperationRequest(name=name))  # type: ignore[operator]
-            if operation.done:
-                return operation  # type: ignore[no-any-return]
-            assert time.monotonic() < deadline, f"import {name} not done after {timeout}s"
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        self.channel.close()
 
 
 @contextmanager

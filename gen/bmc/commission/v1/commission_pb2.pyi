@@ -265,7 +265,7 @@ class TariffSchedule(_message.Message):
     display_name: _builtins.str
     """Title for people."""
     vat_rate: _builtins.str
-    """IVA rate on the commission as a fraction ("0.19")."""
+    """IVA rate on the commission as a fraction ("0.19"); 19% when empty."""
     rounding_mode: Global___RoundingMode.ValueType
     """Rounding of commission and IVA."""
     rounding_increment: _builtins.str

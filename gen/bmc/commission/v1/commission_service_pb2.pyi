@@ -206,7 +206,9 @@ class CreateTariffScheduleRequest(_message.Message):
     TARIFF_SCHEDULE_FIELD_NUMBER: _builtins.int
     TARIFF_SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     tariff_schedule_id: _builtins.str
-    """Its id, which becomes the last segment of the name."""
+    """Its id, which becomes the last segment of the name; `tariff-{effective
+    date}` when empty.
+    """
     @_builtins.property
     def tariff_schedule(self) -> _commission_pb2.TariffSchedule:
         """The new version."""
