@@ -1,9 +1,9 @@
 """`bmc demo`: the platform's main job, end to end, on real processes.
 
 Each service issue adds its part of the flow (catalog → invoices →
-commissions → certificates, OCR of a scan). Today the foundation is in
-place: every service starts on its own database and answers health,
-reflection and the security chain; the business steps follow.
+commissions → certificates, OCR of a scan): the platform starts and proves
+its security chain, loads a catalog, registers a file of invoices, charges
+their commissions from the event stream and settles the month.
 """
 
 from __future__ import annotations
@@ -179,8 +179,70 @@ def invoice_step(cluster: Cluster, out: Path, console: Console) -> dict[str, obj
     }
 
 
+def commission_step(cluster: Cluster, out: Path, console: Console, registered: int) -> dict[str, object]:
+    """Wait for the commission of every registered invoice (computed from the
+    stream), show one breakdown, then settle the month and export it."""
+    import hashlib
+
+    from bmc.commission.v1 import commission_service_pb2, commission_service_pb2_grpc
+    from services.cli.commissions import settle, settlement_table
+
+    settings = cluster.settings
+    operator = bearer(mint_token(settings, subject="demo-backoffice", roles=["operator"]))
+    with sync_channel(settings, "commission") as channel:
+        stub = commission_service_pb2_grpc.CommissionServiceStub(channel)
+        listing = commission_service_pb2.ListCommissionsRequest(broker="brokers/demo", page_size=1000)
+        deadline = time.monotonic() + 30
+        while len(charged := stub.ListCommissions(listing, metadata=operator, timeout=10).commissions) < registered:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        example = charged[0] if charged else None
+        if example is not None:
+            b = example.breakdown
+            console.print(f"commission of {example.invoice} ({b.tariff_schedule}, rule {b.rule}):")
+            for line in b.explanation:
+                console.print(f"  {line}")
+            console.print(
+                f"  withholding avoided (estimate): {example.withholding.amount} COP — {example.withholding.rule}"
+            )
+        period = f"{calendar.today():%Y-%m}"
+        settlement = settle(stub, operator, period)
+        console.print(settlement_table(settlement))
+        exports = {}
+        for kind, suffix in (
+            (commission_service_pb2.EXPORT_FORMAT_CSV, "csv"),
+            (commission_service_pb2.EXPORT_FORMAT_JSON, "json"),
+        ):
+            body = stub.ExportSettlement(
+                commission_service_pb2.ExportSettlementRequest(name=settlement.name, format=kind),
+                metadata=operator,
+                timeout=60,
+            )
+            path = out / f"settlement-{period}.{suffix}"
+            path.write_bytes(body.data)
+            exports[suffix] = body.data
+    hash_matches = hashlib.sha256(exports["json"]).hexdigest() == settlement.content_hash
+    verdict = "[green]matches[/]" if hash_matches else "[red]differs[/]"
+    console.print(
+        f"{len(charged)} commissions for {registered} registrations; settlement exported to "
+        f"{out / f'settlement-{period}.csv'} and .json (content hash {verdict})"
+    )
+    demo_line = next((line for line in settlement.by_broker if line.key == "brokers/demo"), None)
+    return {
+        "commissions": len(charged),
+        "example": {"invoice": example.invoice, "total": example.breakdown.total} if example else None,
+        "settlement": settlement.name,
+        "settlement_total": settlement.total.total,
+        "content_hash": settlement.content_hash,
+        "ok": len(charged) == registered
+        and hash_matches
+        and demo_line is not None
+        and demo_line.invoice_count == registered,
+    }
+
+
 PENDING_STEPS = [
-    ("commissions: per invoice and settlement", 5),
     ("certificates: signed PDF and verification", 6),
     ("OCR: a scanned invoice to a draft", 7),
 ]
@@ -213,19 +275,25 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         console.print(security_table(checks))
         catalog = catalog_step(cluster, out, console)
         registrations = invoice_step(cluster, out, console)
+        charges = commission_step(cluster, out, console, int(registrations["registered"]))  # type: ignore[call-overload]
     finally:
         cluster.stop()
     for step, issue in PENDING_STEPS:
         console.print(f"[yellow]pending[/] {step} (issue #{issue})")
 
     healthy = all(s.health == "SERVING" for s in statuses)
-    ok = healthy and all(c.passed for c in checks) and bool(catalog["ok"]) and bool(registrations["ok"])
+    ok = (
+        healthy
+        and all(c.passed for c in checks)
+        and all(bool(step["ok"]) for step in (catalog, registrations, charges))
+    )
     summary = {
         "ok": ok,
         "services": [{**asdict(s), "log": str(s.log)} for s in statuses],
         "security_checks": [{**asdict(c), "passed": c.passed} for c in checks],
         "catalog": catalog,
         "invoices": registrations,
+        "commissions": charges,
         "pending_steps": [{"step": s, "issue": i} for s, i in PENDING_STEPS],
         "seconds": round(time.monotonic() - started, 2),
     }
