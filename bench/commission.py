@@ -167,7 +167,7 @@ def settle(cluster: Cluster, invoices: int) -> str:
             f"ledger entries written ({invoices:,}, one INSERT ... SELECT): {written:6.1f} s",
             f"raw scan summing the period [baseline]:        {scan:6.2f} s   1.00x",
             f"RunSettlement, all brokers (end to end):        {timings[0]:6.2f} s   {timings[0] / scan:5.1f}x the scan",
-            f"re-run:                                         {timings[1]:6.2f} s   identical hash: {len(set(hashes)) == 1}",
+            f"re-run:                                         {timings[1]:6.2f} s   same hash: {len(set(hashes)) == 1}",
             f"  {len(settlement.by_broker)} brokers, {len(settlement.by_buyer):,} buyers, "
             f"{len(settlement.by_category)} categories; total {settlement.total.total} COP over "
             f"{settlement.total.invoice_count:,} net invoices",
