@@ -135,11 +135,9 @@ class CommissionStore(PooledStore):
             )
         if after is not None:
             sql.add("(effective_date, id) < (?, ?)", *after)
-        text = sql.query(
-            "SELECT * FROM tariff_schedules", f"ORDER BY effective_date DESC, id DESC LIMIT {sql.bind(size)}"
+        rows = await self.select(
+            sql, "SELECT * FROM tariff_schedules", f"ORDER BY effective_date DESC, id DESC LIMIT {sql.bind(size)}"
         )
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(text, *sql.args)
         return [(self._schedule(r), (r["effective_date"], r["id"])) for r in rows]
 
     async def book(self, withholding: Sequence[WithholdingRule]) -> TariffBook:
@@ -318,11 +316,9 @@ class CommissionStore(PooledStore):
             sql.add("registration_date >= ? AND registration_date < ?", first, period_end(period))
         if after is not None:
             sql.add("(create_time, invoice_id) < (?, ?)", *after)
-        text = sql.query(
-            "SELECT * FROM commissions", f"ORDER BY create_time DESC, invoice_id DESC LIMIT {sql.bind(size)}"
+        rows = await self.select(
+            sql, "SELECT * FROM commissions", f"ORDER BY create_time DESC, invoice_id DESC LIMIT {sql.bind(size)}"
         )
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(text, *sql.args)
         return [(self._commission(r), (r["create_time"].isoformat(), r["invoice_id"])) for r in rows]
 
     # ------------------------------------------------------------ periods and settlements
@@ -412,11 +408,11 @@ class CommissionStore(PooledStore):
             sql.add("broker = ?", broker)
         if after is not None:
             sql.add("(period, id) < (?, ?)", *after)
-        text = sql.query(
-            "SELECT id, period, settlement FROM settlements", f"ORDER BY period DESC, id DESC LIMIT {sql.bind(size)}"
+        rows = await self.select(
+            sql,
+            "SELECT id, period, settlement FROM settlements",
+            f"ORDER BY period DESC, id DESC LIMIT {sql.bind(size)}",
         )
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(text, *sql.args)
         return [(commission_pb2.Settlement.FromString(r["settlement"]), (r["period"], r["id"])) for r in rows]
 
     async def entries(self, period: str, broker: str, last_entry: int) -> AsyncIterator[tuple[Any, ...]]:

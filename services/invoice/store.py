@@ -302,9 +302,9 @@ class InvoiceStore(PooledStore):
                 sql.add(f"{column} {op} ?", value)
         if after:
             sql.add("(register_time, id) < (?, ?)", dt.datetime.fromisoformat(after[0]), after[1])
-        text = sql.query("SELECT * FROM invoices", f"ORDER BY register_time DESC, id DESC LIMIT {sql.bind(limit)}")
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(text, *sql.args)
+        rows = await self.select(
+            sql, "SELECT * FROM invoices", f"ORDER BY register_time DESC, id DESC LIMIT {sql.bind(limit)}"
+        )
         return [InvoiceRow.from_record(r) for r in rows]
 
     async def events(self, invoice_id: str, limit: int, after_version: int) -> list[chain.ChainedEvent]:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.kit.settings import Settings
+from services.kit.sql import Where
 
 # Serialises migrations when several worker processes of a service start at once.
 _MIGRATION_LOCK_KEY = 0x626D63  # "bmc"
@@ -64,6 +65,11 @@ class PooledStore:
     def pool(self) -> asyncpg.Pool:
         assert self._pool is not None, f"{type(self).__name__}.open() was not awaited"
         return self._pool
+
+    async def select(self, where: Where, select: str, tail: str) -> list[asyncpg.Record]:
+        """`select` filtered by `where`, then `tail` (ORDER BY, LIMIT)."""
+        async with self.pool.acquire() as conn:
+            return list(await conn.fetch(where.query(select, tail), *where.args))
 
 
 async def ensure_database(server_url: str, database: str) -> bool:

@@ -45,3 +45,9 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert reasons == ["NIT_CHECK_DIGIT_MISMATCH", "PRODUCT_NOT_ELIGIBLE"]
     assert registrations["chain_intact"] is True
     assert registrations["events_published"] >= 38
+    charges = summary["commissions"]
+    assert charges["commissions"] == 38, "every registered invoice charged from the event stream"
+    assert charges["ok"] is True
+    settlement = (tmp_path / "out").glob("settlement-*.csv")
+    rows = next(settlement).read_text().splitlines()
+    assert len(rows) == 1 + 38
