@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.commission import reference
 from services.commission.consumer import CommissionConsumer, EventsNotApplied
@@ -26,13 +29,13 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "commission" / "
 def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, tmp_path: Path) -> None:
     assert platform.cluster.infrastructure is not None
     url = platform.cluster.infrastructure.database_url
-    settings = make_settings(tmp_path, "embedded", db_prefix=f"bmcc{uuid.uuid4().hex[:8]}_")
+    config = make_settings(tmp_path, "embedded", db_prefix=f"bmcc{uuid.uuid4().hex[:8]}_")
     broker, now = "brokers/acme", dt.datetime.now(dt.UTC)
     registered = _registered(broker, now)
     annulled = _annulled(registered.stream_id, broker, now)
 
     async def scenario() -> tuple[str, ...]:
-        engine = await open_database(settings, url, "commission", MIGRATIONS)
+        engine = await open_database(config, url, "commission", MIGRATIONS)
         store = CommissionStore(engine)
         await store.open()
         try:
@@ -57,6 +60,62 @@ def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, t
         finally:
             await store.close()
             await engine.dispose()
-            await drop_database(url, f"{settings.db_prefix}commission")
+            await drop_database(url, f"{config.db_prefix}commission")
 
     assert asyncio.run(scenario()) == ("absent", "2", "0", "-1")
+
+
+def test_a_settlement_adds_up_to_its_invoices_to_the_peso(platform: Platform, tmp_path: Path) -> None:
+    """Property: whatever the invoices' values, and whichever of them are
+    annulled, the settlement computed in SQL equals the sum of the
+    commissions the consumer charged (minus those reversed), to the peso."""
+    assert platform.cluster.infrastructure is not None
+    url = platform.cluster.infrastructure.database_url
+    config = make_settings(tmp_path, "embedded", db_prefix=f"bmcp{uuid.uuid4().hex[:8]}_")
+    values = st.lists(
+        st.tuples(st.decimals(min_value=1, max_value=5_000_000_000, places=2), st.booleans()), min_size=1, max_size=25
+    )
+
+    async def scenario() -> None:
+        engine = await open_database(config, url, "commission", MIGRATIONS)
+        store = CommissionStore(engine)
+        await store.open()
+        try:
+            await store.seed(reference.schedules(), reference.uvt_values())
+            rules = reference.withholding_rules()
+            consumer = CommissionConsumer(store, lambda: store.book(rules))
+
+            loop = asyncio.get_running_loop()
+
+            # Hypothesis drives from a worker thread; each example runs on this loop (the pool's).
+            @settings(max_examples=15, deadline=None)
+            @given(values)
+            def check(invoices: list[tuple[Decimal, bool]]) -> None:
+                asyncio.run_coroutine_threadsafe(one(invoices), loop).result()
+
+            async def one(invoices: list[tuple[Decimal, bool]]) -> None:
+                broker, now = f"brokers/p{uuid.uuid4().hex[:10]}", dt.datetime.now(dt.UTC)
+                registered = [_registered(broker, now, str(amount)) for amount, _ in invoices]
+                await consumer.handle(registered)
+                await consumer.handle(
+                    [
+                        _annulled(e.stream_id, broker, now)
+                        for e, (_, gone) in zip(registered, invoices, strict=True)
+                        if gone
+                    ]
+                )
+                charged = [await store.get_commission(e.stream_id) for e in registered]
+                kept = [c for c, (_, gone) in zip(charged, invoices, strict=True) if c is not None and not gone]
+                settlement = await store.compute_settlement(period_of(local_date(now)), broker)
+                assert settlement.total.total == sum((Decimal(c.breakdown.total) for c in kept), Decimal(0))
+                assert settlement.total.commission == sum((Decimal(c.breakdown.commission) for c in kept), Decimal(0))
+                assert settlement.total.invoice_count == len(kept)
+                assert sum((t.total for t in settlement.by_category), Decimal(0)) == settlement.total.total
+
+            await loop.run_in_executor(None, check)
+        finally:
+            await store.close()
+            await engine.dispose()
+            await drop_database(url, f"{config.db_prefix}commission")
+
+    asyncio.run(scenario())
