@@ -11,7 +11,7 @@ from services.commission import reference
 from services.commission.api import CommissionApi
 from services.commission.consumer import CommissionConsumer
 from services.commission.settlements import OPERATIONS
-from services.commission.store import RELAY_QUERY, CommissionStore
+from services.commission.store import CommissionStore
 from services.kit.events import OutboxRelay, StreamConsumer, stream_name
 from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
@@ -26,9 +26,8 @@ async def build(resources: Resources) -> CommissionApi:
     withholding = reference.withholding_rules()
     products = ServiceClient(settings, "commission", "product", product_service_pb2_grpc.ProductServiceStub)
     api = CommissionApi(store, products, withholding, OperationStore(resources.engine, OPERATIONS))
-    relay = OutboxRelay(
-        store.pool, resources.redis, stream_name(settings.redis_prefix, "commission"), "commission.events", RELAY_QUERY
-    )
+    stream = stream_name(settings.redis_prefix, "commission")
+    relay = OutboxRelay(store.pool, resources.redis, stream, "commission.events")
     consumer = StreamConsumer(
         resources.redis,
         stream_name(settings.redis_prefix, "invoice"),

@@ -22,6 +22,7 @@ from services.commission.reference import SeedSchedule, UvtEntry
 from services.commission.settlement import Settlement, Totals
 from services.kit.database import PooledStore
 from services.kit.errors import AlreadyExists
+from services.kit.events import OUTBOX_COLUMNS
 from services.kit.sql import Where
 
 # Ledger writers hold it shared; closing a period holds it exclusively, so
@@ -29,10 +30,6 @@ from services.kit.sql import Where
 _CLOSE_LOCK = int.from_bytes(hashlib.sha256(b"commission:close-period").digest()[:8], "big", signed=True)
 CONSUMER = "commission"
 
-RELAY_QUERY = (
-    "SELECT position, event_id::text AS event_id, type, stream_id, version, tenant, trace_id, "
-    "record_time AS time, data::text AS data FROM outbox WHERE position > $1 ORDER BY position LIMIT $2"
-)
 
 
 @dataclass(frozen=True)
@@ -193,7 +190,7 @@ class CommissionStore(PooledStore):
                 )  # fmt: skip
             if writer.entries:
                 await conn.copy_records_to_table("ledger", records=writer.entries, columns=_LEDGER_COLUMNS)
-                await conn.copy_records_to_table("outbox", records=writer.events, columns=_OUTBOX_COLUMNS)
+                await conn.copy_records_to_table("outbox", records=writer.events, columns=OUTBOX_COLUMNS)
             await conn.execute("UPDATE heads SET ledger = $1, outbox = $2 WHERE id = 1", writer.entry, writer.position)
         return Applied(charged, reversed_, len(ids) - len(fresh), deferred)
 
@@ -462,9 +459,6 @@ GROUP BY GROUPING SETS ((late, broker), (late, buyer_id), (late, category), (lat
 _LEDGER_COLUMNS = [
     "entry", "invoice_id", "kind", "natural_period", "period", "broker", "buyer_id", "category", "sign",
     "base", "commission", "vat", "total", "schedule_id", "event_id",
-]  # fmt: skip
-_OUTBOX_COLUMNS = [
-    "position", "event_id", "stream_id", "version", "type", "tenant", "trace_id", "data", "record_time",
 ]  # fmt: skip
 
 

@@ -34,6 +34,28 @@ PROCESSED_DDL = (
 )
 
 
+# A service's outbox: events written in the transaction of their effects,
+# numbered gaplessly in commit order (under a row lock), relayed in order.
+OUTBOX_DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    position bigint PRIMARY KEY,
+    event_id uuid NOT NULL UNIQUE,
+    stream_id text NOT NULL,
+    version integer NOT NULL,
+    type text NOT NULL,
+    tenant text NOT NULL,
+    trace_id text NOT NULL,
+    data jsonb NOT NULL,
+    record_time timestamptz NOT NULL
+)
+"""
+OUTBOX_RELAY_QUERY = (
+    "SELECT position, event_id::text AS event_id, type, stream_id, version, tenant, trace_id, "
+    "record_time AS time, data::text AS data FROM outbox WHERE position > $1 ORDER BY position LIMIT $2"
+)
+OUTBOX_COLUMNS = ["position", "event_id", "stream_id", "version", "type", "tenant", "trace_id", "data", "record_time"]
+
+
 def stream_name(prefix: str, service: str) -> str:
     return f"{prefix}{service}.events"
 
@@ -102,7 +124,13 @@ class OutboxRelay:
     and returns the columns of `Event` (`time` as a timestamptz)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, redis: aioredis.Redis, stream: str, name: str, query: str, batch: int = 500
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        stream: str,
+        name: str,
+        query: str = OUTBOX_RELAY_QUERY,
+        batch: int = 500,
     ) -> None:
         self._pool, self._redis, self._stream, self._name = pool, redis, stream, name
         self._query, self._batch = query, batch

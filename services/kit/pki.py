@@ -63,14 +63,16 @@ class DevPki:
         self._ensure_ca()
         return self.ca_path.read_bytes()
 
-    def identity(self, name: str) -> Identity:
+    def identity(self, name: str, document_signer: str = "") -> Identity:
         """The certificate of `name` (a service or a client), issued when missing.
-        Service certificates are valid for `name`, `localhost` and loopback."""
+        Service certificates are valid for `name`, `localhost` and loopback;
+        with `document_signer` (an organisation's name) it is a certificate
+        for signing documents (PDF certificates) instead."""
         cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
         with exclusive_lock(self.directory / ".lock"):
             self._ensure_ca_locked()
             if not cert_path.exists() or not key_path.exists():
-                self._issue(name, cert_path, key_path)
+                self._issue(name, cert_path, key_path, document_signer)
             return Identity(cert_path.read_bytes(), key_path.read_bytes())
 
     def _ensure_ca(self) -> None:
@@ -117,7 +119,7 @@ class DevPki:
         write_private(key_path, _pem_key(key))
         self.ca_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def _issue(self, name: str, cert_path: Path, key_path: Path) -> None:
+    def _issue(self, name: str, cert_path: Path, key_path: Path, document_signer: str = "") -> None:
         ca_key = _load_key(self.directory / "ca-key.pem")
         ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
@@ -129,31 +131,42 @@ class DevPki:
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
         ]
+        subject = [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+        if document_signer:
+            subject = [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "CO"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, document_signer),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{document_signer} (development signing key)"),
+            ]
         cert = (
             x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, name),
-                    ]
-                )
-            )
+            .subject_name(x509.Name(subject))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + VALIDITY)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
+        )
+        if document_signer:
+            cert = cert.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=True, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )  # fmt: skip
+        else:
+            cert = cert.add_extension(x509.SubjectAlternativeName(sans), critical=False).add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
-            .sign(ca_key, hashes.SHA256())
-        )
+        signed = cert.sign(ca_key, hashes.SHA256())
         write_private(key_path, _pem_key(key))
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        cert_path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
 
 
 def server_credentials(settings: Settings, service: str) -> grpc.ServerCredentials:

@@ -74,6 +74,22 @@ class Settings(BaseSettings):
         default=None, description="JSON file {issuer NIT: ClTec} to recompute production CUFEs of those issuers."
     )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
+    certificate_verify_url: str = Field(
+        default="http://localhost:8080/v1/verifications/",
+        description="Public verification address printed (and QR-encoded) on certificates; the code is appended.",
+    )
+    certificate_page_size: Literal["A4", "LETTER"] = Field(default="A4", description="Paper of certificates.")
+    certificate_signing_cert: Path | None = Field(
+        default=None, description="BMC's signing certificate (PEM); a development one is generated when unset."
+    )
+    certificate_signing_key: Path | None = Field(default=None, description="Its private key (PEM, unencrypted).")
+    certificate_signing_chain: Path | None = Field(default=None, description="Intermediate certificates (PEM).")
+    certificate_renderers: int = Field(
+        default=2, ge=1, le=32, description="Processes rendering and signing certificates in parallel."
+    )
+    object_store_dir: Path | None = Field(
+        default=None, description="Where issued certificates are kept, by SHA-256; default <data_dir>/objects."
+    )
 
     def as_environment(self) -> dict[str, str]:
         """These settings as `BMC_*` variables, for the processes this one starts."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.events import PROCESSED_DDL, RELAY_DDL
+from services.kit.events import OUTBOX_DDL, PROCESSED_DDL, RELAY_DDL
 from services.kit.operations import create_operations_table
 
 revision = "commission_0002"
@@ -100,21 +100,7 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX settlements_period ON settlements (period DESC, id DESC)")
-    op.execute(
-        """
-        CREATE TABLE outbox (
-            position bigint PRIMARY KEY,
-            event_id uuid NOT NULL UNIQUE,
-            stream_id text NOT NULL,
-            version integer NOT NULL,
-            type text NOT NULL,
-            tenant text NOT NULL,
-            trace_id text NOT NULL,
-            data jsonb NOT NULL,
-            record_time timestamptz NOT NULL
-        )
-        """
-    )
+    op.execute(OUTBOX_DDL)
     op.execute(RELAY_DDL)
     op.execute(PROCESSED_DDL)
     create_operations_table(op)

@@ -1,0 +1,103 @@
+"""What a certificate states, free of I/O: the certified facts, the
+certificate number, the verification code people type, the legal basis, and
+the Colombian way of writing amounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+import orjson
+
+ISSUER_NAME = "Bolsa Mercantil de Colombia S.A."
+ISSUER_NIT = "860.071.250-9"
+# domain.md, "The business": why a registered operation is not subject to withholding.
+LEGAL_BASIS = (
+    "Los pagos o abonos en cuenta por la adquisición de productos de origen agropecuario, pecuario o pesquero, "
+    "sin procesamiento industrial o con transformación primaria, realizados a través de la Bolsa Mercantil de "
+    "Colombia y registrados en el sistema que ella administra, no están sometidos a retención en la fuente a "
+    "título de impuesto sobre la renta, cualquiera que sea su cuantía (Decreto Único Reglamentario 1625 de 2016, "
+    "art. 1.2.4.6.10, sustituido por el Decreto 1555 de 2017; Ley 101 de 1993, art. 56)."
+)
+# Crockford's base 32: no I, L, O or U, so a code read aloud or retyped survives.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_READ_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+@dataclass(frozen=True)
+class PartyFacts:
+    name: str
+    id_type: str  # "NIT", "CC", ...
+    number: str
+    check_digit: str = ""
+
+    @property
+    def display_id(self) -> str:
+        return (
+            f"{self.id_type} {self.number}-{self.check_digit}" if self.check_digit else f"{self.id_type} {self.number}"
+        )
+
+
+@dataclass(frozen=True)
+class LineFacts:
+    number: int
+    product_code: str
+    description: str
+    quantity: Decimal
+    unit_code: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceFacts:
+    """What an invoice certificate certifies, as registered."""
+
+    invoice: str  # invoices/{id}
+    broker: str
+    number: str
+    cufe: str
+    issue_date: dt.date
+    registration_number: str
+    registration_time: dt.datetime
+    seller: PartyFacts
+    buyer: PartyFacts
+    subtotal: Decimal
+    vat: Decimal
+    total: Decimal
+    lines: Sequence[LineFacts]
+    commission: Decimal  # BMC's commission charged, IVA included
+
+    def digest(self) -> str:
+        """SHA-256 of the facts in canonical JSON: printed on the certificate
+        (a PDF cannot contain the hash of its own bytes; that one is kept by
+        the registry and checked by `VerifyCertificate`)."""
+        return hashlib.sha256(orjson.dumps(asdict(self), default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def verification_code(entropy: bytes) -> str:
+    """A 12-character code (60 bits) in groups of four: `7KQ2-M9XD-4TRA`."""
+    if len(entropy) < 8:
+        raise ValueError("a verification code needs at least 8 bytes of entropy")
+    value = int.from_bytes(entropy[:8], "big") >> 4
+    chars = "".join(_ALPHABET[(value >> (5 * i)) & 31] for i in range(12))
+    return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
+
+
+def normalise_code(code: str) -> str:
+    """The stored form of a typed code: upper case, dashes back in place,
+    letters that look like digits read as digits."""
+    plain = code.replace("-", "").replace(" ", "").upper().translate(_READ_AS)
+    return f"{plain[:4]}-{plain[4:8]}-{plain[8:]}"
+
+
+def certificate_number(year: int, sequence: int) -> str:
+    return f"BMC-CR-{year}-{sequence:08d}"
+
+
+def pesos(amount: Decimal) -> str:
+    """Colombian notation: `$ 12.500.000,00`."""
+    whole, _, cents = f"{amount.quantize(Decimal('0.01')):,.2f}".partition(".")
+    return f"$ {whole.replace(',', '.')},{cents}"

@@ -1,0 +1,214 @@
+"""The certificate as a PDF page (reportlab): BMC's letterhead, the
+registered operation, its lines (continued on further pages when long), the
+legal basis and a verification block with a QR code.
+
+Fonts are Bitstream Vera, shipped with reportlab and embedded in every
+file, so Spanish accents print the same on any reader."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import reportlab
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4, LETTER
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from services.certificate.domain import ISSUER_NAME, ISSUER_NIT, LEGAL_BASIS, InvoiceFacts, pesos
+from services.dian.calendar import COLOMBIA
+
+PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
+NAVY = colors.HexColor("#0B2E59")
+GREEN = colors.HexColor("#2E7D32")
+_FONTS = Path(reportlab.__file__).parent / "fonts"
+
+
+def _register_fonts() -> None:
+    if "Vera" in pdfmetrics.getRegisteredFontNames():
+        return
+    for name, file in (("Vera", "Vera.ttf"), ("Vera-Bold", "VeraBd.ttf"), ("Vera-Italic", "VeraIt.ttf")):
+        pdfmetrics.registerFont(TTFont(name, str(_FONTS / file)))
+    pdfmetrics.registerFontFamily("Vera", normal="Vera", bold="Vera-Bold", italic="Vera-Italic", boldItalic="Vera-Bold")
+
+
+@dataclass(frozen=True)
+class CertificateSheet:
+    """Everything printed on an invoice certificate."""
+
+    number: str
+    issue_time: dt.datetime
+    verification_code: str
+    verification_url: str
+    facts: InvoiceFacts
+    page_size: str = "A4"
+
+
+def _styles() -> dict[str, ParagraphStyle]:
+    base = ParagraphStyle("base", fontName="Vera", fontSize=9, leading=12)
+    return {
+        "base": base,
+        "small": ParagraphStyle("small", parent=base, fontSize=7.5, leading=10, textColor=colors.HexColor("#444444")),
+        "title": ParagraphStyle("title", parent=base, fontName="Vera-Bold", fontSize=15, leading=19, textColor=NAVY),
+        "heading": ParagraphStyle(
+            "heading", parent=base, fontName="Vera-Bold", fontSize=10, textColor=NAVY, spaceBefore=6
+        ),
+        "legal": ParagraphStyle("legal", parent=base, fontName="Vera-Italic", fontSize=8, leading=11),
+    }
+
+
+def _qr(url: str, size: float) -> Drawing:
+    widget = QrCodeWidget(url, barLevel="M")
+    x0, y0, x1, y1 = widget.getBounds()
+    drawing = Drawing(size, size, transform=[size / (x1 - x0), 0, 0, size / (y1 - y0), 0, 0])
+    drawing.add(widget)
+    return drawing
+
+
+def _grid(rows: Sequence[list[Any]], widths: list[float], header: bool = False) -> Table:
+    table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
+    style: list[Any] = [
+        ("FONT", (0, 0), (-1, -1), "Vera", 8.5),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#B0BEC5")),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+        ("TOPPADDING", (0, 0), (-1, -1), 3),
+    ]
+    if header:
+        style += [("BACKGROUND", (0, 0), (-1, 0), NAVY), ("TEXTCOLOR", (0, 0), (-1, 0), colors.white)]
+        style += [("FONT", (0, 0), (-1, 0), "Vera-Bold", 8.5), ("ALIGN", (3, 1), (-1, -1), "RIGHT")]
+    else:
+        style += [
+            ("FONT", (0, 0), (0, -1), "Vera-Bold", 8.5),
+            ("BACKGROUND", (0, 0), (0, -1), colors.HexColor("#ECEFF1")),
+        ]
+    table.setStyle(TableStyle(style))
+    return table
+
+
+def render(sheet: CertificateSheet) -> bytes:
+    """The unsigned PDF."""
+    _register_fonts()
+    s, f = _styles(), sheet.facts
+    size = PAGE_SIZES[sheet.page_size]
+    width = size[0] - 36 * mm
+    local = sheet.issue_time.astimezone(COLOMBIA)
+    registered = f.registration_time.astimezone(COLOMBIA)
+
+    def letterhead(canvas: Canvas, doc: SimpleDocTemplate) -> None:
+        canvas.saveState()
+        canvas.setFillColor(NAVY)
+        canvas.rect(0, size[1] - 22 * mm, size[0], 22 * mm, stroke=0, fill=1)
+        canvas.setFillColor(colors.white)
+        canvas.setFont("Vera-Bold", 14)
+        canvas.drawString(18 * mm, size[1] - 11 * mm, ISSUER_NAME)
+        canvas.setFont("Vera", 8.5)
+        canvas.drawString(18 * mm, size[1] - 16.5 * mm, f"NIT {ISSUER_NIT} · Sistema de registro de facturas")
+        canvas.drawRightString(size[0] - 18 * mm, size[1] - 11 * mm, f"Certificado {sheet.number}")
+        canvas.drawRightString(size[0] - 18 * mm, size[1] - 16.5 * mm, f"Verificación: {sheet.verification_code}")
+        canvas.setFillColor(colors.HexColor("#555555"))
+        canvas.setFont("Vera", 7)
+        canvas.drawString(18 * mm, 10 * mm, f"Verifique este certificado en {sheet.verification_url}")
+        canvas.drawRightString(size[0] - 18 * mm, 10 * mm, f"Página {doc.page}")
+        canvas.restoreState()
+
+    story: list[Flowable] = [
+        Paragraph("CERTIFICADO DE REGISTRO DE FACTURA", s["title"]),
+        Paragraph(
+            f"La {ISSUER_NAME} certifica que la factura electrónica descrita a continuación fue registrada en su "
+            f"sistema de registro de facturas el {registered:%d/%m/%Y} a las {registered:%H:%M} (hora de Colombia), "
+            f"con el número de registro <b>{f.registration_number}</b>.",
+            s["base"],
+        ),
+        Spacer(1, 4 * mm),
+        Paragraph("Operación registrada", s["heading"]),
+        _grid(
+            [
+                ["Factura", f.number],
+                ["CUFE", Paragraph(f.cufe, s["small"])],
+                ["Fecha de emisión", f"{f.issue_date:%d/%m/%Y}"],
+                ["Vendedor", f"{f.seller.name} — {f.seller.display_id}"],
+                ["Comprador", f"{f.buyer.name} — {f.buyer.display_id}"],
+                ["Registro BMC", f"{f.registration_number} · {registered:%d/%m/%Y %H:%M}"],
+                ["Sociedad comisionista", f.broker.removeprefix("brokers/")],
+            ],
+            [42 * mm, width - 42 * mm],
+        ),
+        Paragraph("Productos", s["heading"]),
+        _grid(
+            [["#", "Código", "Descripción", "Cantidad", "Valor"]]
+            + [
+                [
+                    str(line.number),
+                    line.product_code,
+                    Paragraph(line.description or "—", s["small"]),
+                    f"{line.quantity.normalize():f} {line.unit_code}",
+                    pesos(line.amount),
+                ]
+                for line in f.lines
+            ],
+            [8 * mm, 32 * mm, width - 105 * mm, 28 * mm, 37 * mm],
+            header=True,
+        ),
+        Spacer(1, 2 * mm),
+        _grid(
+            [
+                ["Subtotal", pesos(f.subtotal)],
+                ["IVA", pesos(f.vat)],
+                ["Total de la factura", pesos(f.total)],
+                ["Comisión BMC cobrada (IVA incluido)", pesos(f.commission)],
+            ],
+            [width - 45 * mm, 45 * mm],
+        ),
+        Paragraph("Fundamento legal", s["heading"]),
+        Paragraph(LEGAL_BASIS, s["legal"]),
+        Spacer(1, 4 * mm),
+    ]
+    verification = Table(
+        [
+            [
+                _qr(sheet.verification_url, 30 * mm),
+                [
+                    Paragraph("Verificación", s["heading"]),
+                    Paragraph(f"Código: <b>{sheet.verification_code}</b>", s["base"]),
+                    Paragraph(f"Dirección: {sheet.verification_url}", s["small"]),
+                    Paragraph(f"Emitido: {local:%d/%m/%Y %H:%M:%S} (hora de Colombia)", s["small"]),
+                    Paragraph(f"Huella SHA-256 del contenido certificado: {f.digest()}", s["small"]),
+                    Paragraph(
+                        "Documento firmado digitalmente por la Bolsa Mercantil de Colombia. Cualquier modificación "
+                        "invalida la firma; el SHA-256 del archivo se consulta en la verificación.",
+                        s["small"],
+                    ),
+                ],
+            ]
+        ],
+        colWidths=[34 * mm, width - 34 * mm],
+    )
+    verification.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.8, GREEN), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    story.append(verification)
+    buffer = io.BytesIO()
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=size,
+        leftMargin=18 * mm,
+        rightMargin=18 * mm,
+        topMargin=30 * mm,
+        bottomMargin=18 * mm,
+        title=f"Certificado de registro {sheet.number}",
+        author=ISSUER_NAME,
+        subject=f"Factura {f.number}",
+        creator="BMC Registry",
+    )
+    doc.build(story, onFirstPage=letterhead, onLaterPages=letterhead)
+    return buffer.getvalue()
