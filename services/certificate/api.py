@@ -1,14 +1,131 @@
-"""The `CertificateService` servicer: maps protos to the domain and back.
-
-Until issue #6 implements it, every RPC answers UNIMPLEMENTED (the
-generated base class raises `NotImplementedError`, which the kit maps),
-after authentication, authorisation and validation have run.
-"""
+"""The `CertificateService` servicer: maps protos to the issuer and the store."""
 
 from __future__ import annotations
 
-from bmc.certificate.v1 import certificate_service_pb2_grpc
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.api import httpbody_pb2
+
+from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2, certificate_service_pb2_grpc
+from services.certificate.domain import normalise_code
+from services.certificate.issuing import Issuer
+from services.certificate.store import CertificateStore
+from services.kit.auth import acting_for, require_principal, tenant_scope
+from services.kit.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, Unimplemented
+from services.kit.objects import CorruptObject
+from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.telemetry import request_id_var
+
+CHUNK = 256 * 1024
+
+
+def _id(name: str) -> str:
+    if not name.startswith("certificates/"):
+        raise InvalidArgument(
+            f"{name!r} is not a certificate name",
+            reason="INVALID_NAME",
+            violations=[FieldViolation("name", "certificates/{id}", "INVALID_NAME")],
+        )
+    return name.removeprefix("certificates/")
 
 
 class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
     """RPCs of `bmc.certificate.v1.CertificateService`."""
+
+    def __init__(self, store: CertificateStore, issuer: Issuer) -> None:
+        self._store, self._issuer = store, issuer
+
+    async def _visible(self, name: str) -> certificate_pb2.Certificate:
+        found = await self._store.get(_id(name), tenant_scope(require_principal()))
+        if found is None:
+            raise NotFound(f"{name} not found", reason="CERTIFICATE_NOT_FOUND", metadata={"name": name})
+        return found
+
+    async def IssueCertificate(
+        self, request: certificate_service_pb2.IssueCertificateRequest, context: Any
+    ) -> certificate_pb2.Certificate:
+        if request.WhichOneof("subject") != "invoice":
+            raise Unimplemented(
+                "periodic certificates (a buyer's month or year) are not issued yet; issue one per invoice",
+                reason="PERIODIC_NOT_AVAILABLE",
+            )
+        invoice = await self._issuer.invoice(request.invoice)
+        own = tenant_scope(require_principal())
+        if own and invoice.broker != own:
+            raise NotFound(f"invoice {request.invoice!r} not found", reason="INVOICE_NOT_FOUND")
+        commission = await self._issuer.commission_total(invoice.name)
+        certificate, _ = await self._issuer.issue_for_invoice(
+            invoice, commission, reissue=request.reissue, trace_id=request_id_var.get()
+        )
+        return certificate
+
+    async def GetCertificate(
+        self, request: certificate_service_pb2.GetCertificateRequest, context: Any
+    ) -> certificate_pb2.Certificate:
+        return await self._visible(request.name)
+
+    async def DownloadCertificate(
+        self, request: certificate_service_pb2.DownloadCertificateRequest, context: Any
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        certificate = await self._visible(request.name)
+        try:
+            content = await asyncio.to_thread(self._issuer.objects.get, certificate.sha256)
+        except (FileNotFoundError, CorruptObject) as exc:
+            # The registry never hands out a file that is not the one it signed.
+            raise DataLoss(
+                f"the stored file of {certificate.name} is missing or altered", reason="CERTIFICATE_FILE_CORRUPT"
+            ) from exc
+        for start in range(0, len(content), CHUNK):
+            yield httpbody_pb2.HttpBody(
+                content_type="application/pdf" if start == 0 else "", data=content[start : start + CHUNK]
+            )
+
+    async def ListCertificates(
+        self, request: certificate_service_pb2.ListCertificatesRequest, context: Any
+    ) -> certificate_service_pb2.ListCertificatesResponse:
+        broker = acting_for(require_principal(), request.broker, "lists certificates")
+        size = page_size(request.page_size, 50, 1000)
+        after = decode_page_token(request.page_token, request)
+        state = certificate_pb2.CertificateState.Name(request.state).removeprefix("CERTIFICATE_STATE_")
+        page = await self._store.page(
+            size + 1,
+            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
+            broker,
+            request.invoice,
+            "" if state == "UNSPECIFIED" else state,
+            request.issue_time_from.ToDatetime(dt.UTC) if request.HasField("issue_time_from") else None,
+        )
+        response = certificate_service_pb2.ListCertificatesResponse(certificates=[c for c, _ in page[:size]])
+        if len(page) > size:
+            response.next_page_token = encode_page_token(list(page[size - 1][1]), request)
+        return response
+
+    async def RevokeCertificate(
+        self, request: certificate_service_pb2.RevokeCertificateRequest, context: Any
+    ) -> certificate_pb2.Certificate:
+        revoked = await self._store.revoke(_id(request.name), request.reason, request_id_var.get())
+        if revoked is None:
+            raise NotFound(f"{request.name} not found", reason="CERTIFICATE_NOT_FOUND")
+        return revoked
+
+    async def VerifyCertificate(
+        self, request: certificate_service_pb2.VerifyCertificateRequest, context: Any
+    ) -> certificate_service_pb2.VerifyCertificateResponse:
+        """Public: what a code or a file hash certifies and whether it still
+        stands; nothing else (no broker, no other certificates)."""
+        found = await self._store.find(code=normalise_code(request.code) if request.code else "", sha256=request.sha256)
+        if found is None:
+            return certificate_service_pb2.VerifyCertificateResponse(unknown=True)
+        certificate, facts, changed, successor = found
+        response = certificate_service_pb2.VerifyCertificateResponse(
+            state=certificate.state,
+            facts=facts,
+            revoke_reason=certificate.revoke_reason,
+            superseded_by_number=successor,
+        )
+        if changed is not None:
+            response.change_time.FromDatetime(changed)
+        return response

@@ -31,7 +31,6 @@ _CLOSE_LOCK = int.from_bytes(hashlib.sha256(b"commission:close-period").digest()
 CONSUMER = "commission"
 
 
-
 @dataclass(frozen=True)
 class Charge:
     """A commission computed for a registered invoice, to record."""

@@ -117,6 +117,13 @@ class Unavailable(ServiceError):
 
 
 @dataclass
+class DataLoss(ServiceError):
+    """Stored data no longer matches what was recorded."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.DATA_LOSS
+
+
+@dataclass
 class Unimplemented(ServiceError):
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNIMPLEMENTED
 

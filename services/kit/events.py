@@ -213,6 +213,17 @@ def one_by_one(handler: Handler) -> BatchHandler:
     return each
 
 
+def concurrently(handler: Handler) -> BatchHandler:
+    """A batch handler that applies `handler` to all events at once (for
+    handlers that wait on other services or processes); if any fails, the
+    batch is delivered again and the handler's idempotency absorbs it."""
+
+    async def all_at_once(events: Sequence[Event]) -> None:
+        await asyncio.gather(*(handler(event) for event in events))
+
+    return all_at_once
+
+
 class StreamConsumer:
     """One member of a consumer group: reads new messages, reclaims those a
     crashed member left pending, and acknowledges them once the handler ran.

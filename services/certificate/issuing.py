@@ -1,0 +1,185 @@
+"""Issuing an invoice certificate: gather what it certifies (the invoice
+service, the commission service), number it, render and sign it in a pool
+of processes (reportlab and pyHanko are CPU-bound), store the file by its
+SHA-256 and record it with its `CertificateIssued` event."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from decimal import Decimal
+
+from bmc.certificate.v1 import certificate_pb2
+from bmc.commission.v1 import commission_service_pb2
+from bmc.common.v1 import party_pb2, tax_pb2
+from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.certificate.domain import (
+    InvoiceFacts,
+    LineFacts,
+    PartyFacts,
+    certificate_number,
+    verification_code,
+)
+from services.certificate.render import CertificateSheet, render
+from services.certificate.sealing import Sealer, SigningKey
+from services.certificate.store import CertificateStore, NewCertificate
+from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.objects import LocalObjectStore
+from services.kit.pki import DevPki
+from services.kit.service_clients import ServiceClient
+from services.kit.settings import Settings
+
+ID_TYPES = {party_pb2.IDENTIFICATION_TYPE_NIT: "NIT", party_pb2.IDENTIFICATION_TYPE_CITIZENSHIP_CARD: "CC"}
+_sealer: Sealer | None = None
+
+
+def signing_key(settings: Settings) -> SigningKey:
+    """The configured key, or the development one (issued by the dev CA)."""
+    if settings.certificate_signing_cert and settings.certificate_signing_key:
+        chain = (settings.certificate_signing_chain,) if settings.certificate_signing_chain else ()
+        return SigningKey(settings.certificate_signing_cert, settings.certificate_signing_key, chain)
+    pki = DevPki.from_settings(settings)
+    pki.identity("document-signer", "Bolsa Mercantil de Colombia S.A.")
+    directory = pki.directory
+    return SigningKey(directory / "document-signer.pem", directory / "document-signer-key.pem", (pki.ca_path,))
+
+
+def _start_worker(key: SigningKey) -> None:
+    global _sealer
+    _sealer = Sealer(key)
+
+
+def render_and_sign(sheet: CertificateSheet) -> bytes:
+    """In a worker process: the signed PDF of `sheet`."""
+    assert _sealer is not None, "worker not initialised"
+    return _sealer.sign(render(sheet), sheet.number, f"Factura {sheet.facts.number}")
+
+
+def _party(party: party_pb2.Party) -> PartyFacts:
+    return PartyFacts(party.legal_name, ID_TYPES.get(party.id.type, "ID"), party.id.number, party.id.check_digit)
+
+
+def facts_of(invoice: invoice_pb2.Invoice, commission_total: Decimal) -> InvoiceFacts:
+    totals = invoice.totals
+    subtotal = Decimal(totals.line_extension_amount or "0")
+    total = Decimal(totals.payable_amount or "0")
+    vat = sum((Decimal(t.tax_amount or "0") for t in invoice.taxes if t.scheme == tax_pb2.TAX_SCHEME_IVA), Decimal(0))
+    return InvoiceFacts(
+        invoice=invoice.name,
+        broker=invoice.broker,
+        number=invoice.number,
+        cufe=invoice.cufe,
+        issue_date=dt.date(invoice.issue_date.year, invoice.issue_date.month, invoice.issue_date.day),
+        registration_number=invoice.registration_number,
+        registration_time=invoice.register_time.ToDatetime(dt.UTC),
+        seller=_party(invoice.seller),
+        buyer=_party(invoice.buyer),
+        subtotal=subtotal,
+        vat=vat,
+        total=total,
+        lines=[
+            LineFacts(
+                line.line_number,
+                line.product_code,
+                line.description,
+                Decimal(line.quantity or "0"),
+                line.unit_code,
+                Decimal(line.line_extension_amount or "0"),
+            )
+            for line in invoice.lines
+        ],
+        commission=commission_total,
+    )
+
+
+class Issuer:
+    def __init__(
+        self,
+        settings: Settings,
+        store: CertificateStore,
+        invoices: ServiceClient,
+        commissions: ServiceClient,
+    ) -> None:
+        self._settings, self._store = settings, store
+        self._invoices, self._commissions = invoices, commissions
+        self.objects = LocalObjectStore(settings.object_store_dir or settings.data_dir / "objects")
+        self._pool = ProcessPoolExecutor(
+            settings.certificate_renderers, initializer=_start_worker, initargs=(signing_key(settings),)
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+    async def invoice(self, name: str) -> invoice_pb2.Invoice:
+        found: invoice_pb2.Invoice = await self._invoices.call(
+            self._invoices.stub.GetInvoice, invoice_service_pb2.GetInvoiceRequest(name=name)
+        )
+        return found
+
+    async def commission_total(self, invoice_name: str) -> Decimal:
+        request = commission_service_pb2.GetCommissionRequest(name=invoice_name.replace("invoices/", "commissions/"))
+        try:
+            found = await self._commissions.call(self._commissions.stub.GetCommission, request)
+        except NotFound as exc:
+            raise FailedPrecondition(
+                f"the commission of {invoice_name} is not computed yet; the certificate is issued once it is",
+                reason="COMMISSION_PENDING",
+            ) from exc
+        return Decimal(found.breakdown.total)
+
+    async def issue_for_invoice(
+        self,
+        invoice: invoice_pb2.Invoice,
+        commission: Decimal,
+        *,
+        reissue: bool = False,
+        applying: str = "",
+        trace_id: str = "",
+    ) -> tuple[certificate_pb2.Certificate, bool]:
+        """The invoice's valid certificate (False), or a new one (True)."""
+        subject = invoice.name
+        existing = await self._store.valid_for(subject)
+        if existing is not None and not reissue:
+            return existing, False
+        if invoice.state == invoice_pb2.INVOICE_STATE_ANNULLED:
+            raise FailedPrecondition(f"{invoice.name} is annulled: no certificate", reason="INVOICE_ANNULLED")
+        facts = facts_of(invoice, commission)
+        now = dt.datetime.now(dt.UTC)
+        number = certificate_number(now.year, await self._store.next_number(now.year))
+        code = verification_code(secrets.token_bytes(8))
+        sheet = CertificateSheet(
+            number, now, code, f"{self._settings.certificate_verify_url}{code}", facts,
+            self._settings.certificate_page_size,
+        )  # fmt: skip
+        pdf = await asyncio.get_running_loop().run_in_executor(self._pool, render_and_sign, sheet)
+        digest = await asyncio.to_thread(self.objects.put, pdf)
+        message = certificate_pb2.Certificate(
+            name=f"certificates/{uuid.uuid4().hex}",
+            number=number,
+            kind=certificate_pb2.CERTIFICATE_KIND_INVOICE,
+            invoice=invoice.name,
+            buyer=invoice.buyer,
+            broker=invoice.broker,
+            verification_code=code,
+            sha256=digest,
+            size_bytes=len(pdf),
+            verification_url=sheet.verification_url,
+        )
+        message.issue_time.FromDatetime(now)
+        certified = certificate_pb2.CertifiedFacts(
+            number=number,
+            kind=message.kind,
+            issue_time=message.issue_time,
+            invoice_number=invoice.number,
+            cufe=invoice.cufe,
+            buyer=invoice.buyer,
+            seller=invoice.seller,
+            total_amount=str(facts.total),
+            registration_number=invoice.registration_number,
+            sha256=digest,
+        )
+        new = NewCertificate(message, certified, subject, invoice.buyer.id.number)
+        return await self._store.insert(new, existing.name if existing else "", applying, trace_id)
