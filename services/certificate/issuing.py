@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import multiprocessing
 import secrets
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from decimal import Decimal
 
 from bmc.certificate.v1 import certificate_pb2
@@ -106,12 +108,29 @@ class Issuer:
         self._settings, self._store = settings, store
         self._invoices, self._commissions = invoices, commissions
         self.objects = LocalObjectStore(settings.object_store_dir or settings.data_dir / "objects")
-        self._pool = ProcessPoolExecutor(
-            settings.certificate_renderers, initializer=_start_worker, initargs=(signing_key(settings),)
+        self._key = signing_key(settings)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # Spawned, not forked: a fork of a process running gRPC threads is not safe.
+        return ProcessPoolExecutor(
+            self._settings.certificate_renderers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self._key,),
         )
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
+
+    async def _render_and_sign(self, sheet: CertificateSheet) -> bytes:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, render_and_sign, sheet)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): start a fresh pool and try once more.
+            self._pool = self._new_pool()
+            return await loop.run_in_executor(self._pool, render_and_sign, sheet)
 
     async def invoice(self, name: str) -> invoice_pb2.Invoice:
         found: invoice_pb2.Invoice = await self._invoices.call(
@@ -154,7 +173,7 @@ class Issuer:
             number, now, code, f"{self._settings.certificate_verify_url}{code}", facts,
             self._settings.certificate_page_size,
         )  # fmt: skip
-        pdf = await asyncio.get_running_loop().run_in_executor(self._pool, render_and_sign, sheet)
+        pdf = await self._render_and_sign(sheet)
         digest = await asyncio.to_thread(self.objects.put, pdf)
         message = certificate_pb2.Certificate(
             name=f"certificates/{uuid.uuid4().hex}",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import reportlab
+from reportlab.graphics import shapes
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
@@ -40,6 +41,9 @@ def _register_fonts() -> None:
         return
     for name, file in (("Vera", "Vera.ttf"), ("Vera-Bold", "VeraBd.ttf"), ("Vera-Italic", "VeraIt.ttf")):
         pdfmetrics.registerFont(TTFont(name, str(_FONTS / file)))
+    # reportlab's graphics renderer starts every drawing in this font; Helvetica
+    # (the default) would be referenced without being embedded.
+    shapes.STATE_DEFAULTS["fontName"] = "Vera"
     pdfmetrics.registerFontFamily("Vera", normal="Vera", bold="Vera-Bold", italic="Vera-Italic", boldItalic="Vera-Bold")
 
 
@@ -195,7 +199,15 @@ def render(sheet: CertificateSheet) -> bytes:
         ],
         colWidths=[34 * mm, width - 34 * mm],
     )
-    verification.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.8, GREEN), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    verification.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), "Vera", 8),
+                ("BOX", (0, 0), (-1, -1), 0.8, GREEN),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
     story.append(verification)
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
@@ -209,6 +221,7 @@ def render(sheet: CertificateSheet) -> bytes:
         author=ISSUER_NAME,
         subject=f"Factura {f.number}",
         creator="BMC Registry",
+        initialFontName="Vera",  # not Helvetica: every font of the file is embedded
     )
     doc.build(story, onFirstPage=letterhead, onLaterPages=letterhead)
     return buffer.getvalue()
