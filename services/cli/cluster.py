@@ -76,6 +76,8 @@ class Cluster:
         """A port already taken would let health checks reach someone else's server."""
         for spec in self.specs:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # As the servers bind: connections of a previous run in TIME_WAIT do not count, listeners do.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((self.settings.bind_host, spec.port(self.settings)))
                 except OSError as exc:

@@ -51,3 +51,6 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     settlement = (tmp_path / "out").glob("settlement-*.csv")
     rows = next(settlement).read_text().splitlines()
     assert len(rows) == 1 + 38
+    signed = summary["certificates"]
+    assert (signed["certificates"], signed["files_match_their_hash"], signed["ok"]) == (38, 38, True)
+    assert len(list((tmp_path / "out" / "certificates").glob("BMC-CR-*.pdf"))) == 38
