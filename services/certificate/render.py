@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import reportlab
-from reportlab.graphics import shapes
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
+from reportlab import rl_config
+from reportlab.graphics.barcode import qrencoder
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.styles import ParagraphStyle
@@ -39,11 +39,10 @@ _FONTS = Path(reportlab.__file__).parent / "fonts"
 def _register_fonts() -> None:
     if "Vera" in pdfmetrics.getRegisteredFontNames():
         return
+    # Binary (compressed) streams: ASCII85 only makes files bigger and slower to write.
+    rl_config.useA85 = 0
     for name, file in (("Vera", "Vera.ttf"), ("Vera-Bold", "VeraBd.ttf"), ("Vera-Italic", "VeraIt.ttf")):
         pdfmetrics.registerFont(TTFont(name, str(_FONTS / file)))
-    # reportlab's graphics renderer starts every drawing in this font; Helvetica
-    # (the default) would be referenced without being embedded.
-    shapes.STATE_DEFAULTS["fontName"] = "Vera"
     pdfmetrics.registerFontFamily("Vera", normal="Vera", bold="Vera-Bold", italic="Vera-Italic", boldItalic="Vera-Bold")
 
 
@@ -72,12 +71,32 @@ def _styles() -> dict[str, ParagraphStyle]:
     }
 
 
-def _qr(url: str, size: float) -> Drawing:
-    widget = QrCodeWidget(url, barLevel="M")
-    x0, y0, x1, y1 = widget.getBounds()
-    drawing = Drawing(size, size, transform=[size / (x1 - x0), 0, 0, size / (y1 - y0), 0, 0])
-    drawing.add(widget)
-    return drawing
+class QrCode(Flowable):
+    """A QR code drawn as one filled path (a rectangle per run of dark
+    modules), with the 4-module quiet zone readers need: far cheaper than
+    reportlab's widget, which draws every module as its own shape."""
+
+    def __init__(self, data: str, size: float) -> None:
+        super().__init__()
+        self.width = self.height = size
+        code = qrencoder.QRCode(None, qrencoder.QRErrorCorrectLevel.M)  # None: the smallest version that fits
+        code.addData(data)
+        code.make()
+        self._modules: list[list[bool]] = [[bool(m) for m in row] for row in code.modules]
+
+    def draw(self) -> None:
+        count = len(self._modules)
+        box = self.width / (count + 8)
+        path = self.canv.beginPath()
+        for r, row in enumerate(self._modules):
+            c = 0
+            for dark, run in itertools.groupby(row):
+                length = len(list(run))
+                if dark:
+                    path.rect((c + 4) * box, self.height - (r + 5) * box, length * box, box)
+                c += length
+        self.canv.setFillColor(colors.black)
+        self.canv.drawPath(path, stroke=0, fill=1)
 
 
 def _grid(rows: Sequence[list[Any]], widths: list[float], header: bool = False) -> Table:
@@ -182,7 +201,7 @@ def render(sheet: CertificateSheet) -> bytes:
     verification = Table(
         [
             [
-                _qr(sheet.verification_url, 30 * mm),
+                QrCode(sheet.verification_url, 30 * mm),
                 [
                     Paragraph("Verificación", s["heading"]),
                     Paragraph(f"Código: <b>{sheet.verification_code}</b>", s["base"]),

@@ -26,8 +26,13 @@ class SigningKey:
 
 
 def seal(pdf: bytes, number: str, subject: str) -> tuple[bytes, str]:
-    """The PDF with XMP metadata, printable but not modifiable (AES-256, no
-    user password), and the owner password that was used (needed to sign)."""
+    """The PDF with XMP metadata, printable but not modifiable (AES-128, no
+    user password), and the owner password that was used (needed to sign).
+
+    The permissions are what a reader enforces; what proves the file
+    unaltered is the certification signature. AES-128 (R4) instead of
+    AES-256 (R6) saves ~18 ms per file, R6's slow key derivation buys
+    nothing for a document anyone may open."""
     owner = secrets.token_urlsafe(24)
     out = io.BytesIO()
     with pikepdf.open(io.BytesIO(pdf)) as document:
@@ -43,7 +48,7 @@ def seal(pdf: bytes, number: str, subject: str) -> tuple[bytes, str]:
             encryption=pikepdf.Encryption(
                 owner=owner,
                 user="",
-                R=6,
+                R=4,
                 allow=pikepdf.Permissions(
                     accessibility=True,
                     extract=True,
@@ -85,6 +90,8 @@ class Sealer:
                 docmdp_permissions=fields.MDPPerm.NO_CHANGES,
             ),
             signer=self._signer,
+            # A fixed room for the signature spares pyHanko a trial signature to measure it.
+            bytes_reserved=16384,
         )
         output: bytes = signed.getvalue()
         return output
