@@ -14,7 +14,7 @@ from services.certificate.domain import normalise_code
 from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
 from services.kit.auth import acting_for, require_principal, tenant_scope
-from services.kit.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, Unimplemented
+from services.kit.errors import DataLoss, FieldViolation, InvalidArgument, NotFound
 from services.kit.objects import CorruptObject
 from services.kit.paging import decode_page_token, encode_page_token, page_size
 from services.kit.telemetry import request_id_var
@@ -47,11 +47,14 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
     async def IssueCertificate(
         self, request: certificate_service_pb2.IssueCertificateRequest, context: Any
     ) -> certificate_pb2.Certificate:
-        if request.WhichOneof("subject") != "invoice":
-            raise Unimplemented(
-                "periodic certificates (a buyer's month or year) are not issued yet; issue one per invoice",
-                reason="PERIODIC_NOT_AVAILABLE",
-            )
+        if request.WhichOneof("subject") == "periodic":
+            periodic = request.periodic
+            broker = acting_for(require_principal(), periodic.broker, "certifies")
+            certificate, _ = await self._issuer.issue_periodic(
+                periodic.buyer_id, periodic.year, periodic.month, broker,
+                reissue=request.reissue, trace_id=request_id_var.get(),
+            )  # fmt: skip
+            return certificate
         invoice = await self._issuer.invoice(request.invoice)
         own = tenant_scope(require_principal())
         if own and invoice.broker != own:

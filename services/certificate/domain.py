@@ -70,6 +70,10 @@ class InvoiceFacts:
     lines: Sequence[LineFacts]
     commission: Decimal  # BMC's commission charged, IVA included
 
+    @property
+    def summary(self) -> str:
+        return f"Factura {self.number}"
+
     def digest(self) -> str:
         """SHA-256 of the facts in canonical JSON: printed on the certificate
         (a PDF cannot contain the hash of its own bytes; that one is kept by
@@ -101,3 +105,64 @@ def pesos(amount: Decimal) -> str:
     """Colombian notation: `$ 12.500.000,00`."""
     whole, _, cents = f"{amount.quantize(Decimal('0.01')):,.2f}".partition(".")
     return f"$ {whole.replace(',', '.')},{cents}"
+
+
+@dataclass(frozen=True)
+class OperationFacts:
+    """One registered operation of a periodic certificate."""
+
+    invoice_number: str
+    issue_date: dt.date
+    seller: PartyFacts
+    registration_number: str
+    registration_date: dt.date
+    total: Decimal
+    commission: Decimal
+
+
+MONTHS = (
+    "enero", "febrero", "marzo", "abril", "mayo", "junio",
+    "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PeriodicFacts:
+    """What a periodic certificate certifies: every operation of a buyer
+    registered through a broker in a month (or a whole year when `month` is 0)."""
+
+    broker: str  # empty: all brokers
+    buyer: PartyFacts
+    year: int
+    month: int
+    operations: Sequence[OperationFacts]
+
+    @property
+    def summary(self) -> str:
+        return f"Operaciones de {self.buyer.name} ({self.buyer.display_id}), {self.label}"
+
+    @property
+    def label(self) -> str:
+        return f"{MONTHS[self.month - 1]} de {self.year}" if self.month else f"el año {self.year}"
+
+    @property
+    def total(self) -> Decimal:
+        return sum((o.total for o in self.operations), Decimal(0))
+
+    @property
+    def commission(self) -> Decimal:
+        return sum((o.commission for o in self.operations), Decimal(0))
+
+    def digest(self) -> str:
+        return hashlib.sha256(orjson.dumps(asdict(self), default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def period_bounds(year: int, month: int) -> tuple[dt.date, dt.date]:
+    """First day of the period, and first day after it."""
+    if not month:
+        return dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
+    return dt.date(year, month, 1), dt.date(year + month // 12, month % 12 + 1, 1)
+
+
+def periodic_subject(broker: str, buyer_id: str, year: int, month: int) -> str:
+    return f"periodic:{broker or 'all'}:{buyer_id}:{year}-{month:02d}"

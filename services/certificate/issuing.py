@@ -21,13 +21,18 @@ from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.certificate.domain import (
     InvoiceFacts,
     LineFacts,
+    OperationFacts,
     PartyFacts,
+    PeriodicFacts,
     certificate_number,
+    period_bounds,
+    periodic_subject,
     verification_code,
 )
 from services.certificate.render import CertificateSheet, render
 from services.certificate.sealing import Sealer, SigningKey
 from services.certificate.store import CertificateStore, NewCertificate
+from services.dian.calendar import COLOMBIA, local_date
 from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.objects import LocalObjectStore
 from services.kit.pki import DevPki
@@ -57,7 +62,7 @@ def _start_worker(key: SigningKey) -> None:
 def render_and_sign(sheet: CertificateSheet) -> bytes:
     """In a worker process: the signed PDF of `sheet`."""
     assert _sealer is not None, "worker not initialised"
-    return _sealer.sign(render(sheet), sheet.number, f"Factura {sheet.facts.number}")
+    return _sealer.sign(render(sheet), sheet.number, sheet.facts.summary)
 
 
 def _party(party: party_pb2.Party) -> PartyFacts:
@@ -165,7 +170,102 @@ class Issuer:
             return existing, False
         if invoice.state == invoice_pb2.INVOICE_STATE_ANNULLED:
             raise FailedPrecondition(f"{invoice.name} is annulled: no certificate", reason="INVOICE_ANNULLED")
-        facts = facts_of(invoice, commission)
+        template = certificate_pb2.Certificate(
+            kind=certificate_pb2.CERTIFICATE_KIND_INVOICE,
+            invoice=invoice.name,
+            buyer=invoice.buyer,
+            broker=invoice.broker,
+        )
+        certified = certificate_pb2.CertifiedFacts(
+            invoice_number=invoice.number,
+            cufe=invoice.cufe,
+            buyer=invoice.buyer,
+            seller=invoice.seller,
+            registration_number=invoice.registration_number,
+        )
+        return await self._issue(
+            facts_of(invoice, commission), template, certified, subject, existing, applying=applying, trace_id=trace_id
+        )
+
+    async def issue_periodic(
+        self, buyer_id: str, year: int, month: int, broker: str, *, reissue: bool = False, trace_id: str = ""
+    ) -> tuple[certificate_pb2.Certificate, bool]:
+        """The certificate of every operation of a buyer registered in a month
+        (or a year, `month` 0) through `broker` (all brokers when empty)."""
+        subject = periodic_subject(broker, buyer_id, year, month)
+        existing = await self._store.valid_for(subject)
+        if existing is not None and not reissue:
+            return existing, False
+        registered = await self._registered(buyer_id, year, month, broker)
+        if not registered:
+            raise FailedPrecondition(
+                f"buyer {buyer_id} has no registered operations in {year}-{month:02d}" if month else f"in {year}",
+                reason="NO_OPERATIONS",
+            )
+        limit = asyncio.Semaphore(16)
+
+        async def commission_of(name: str) -> Decimal:
+            async with limit:
+                try:
+                    return await self.commission_total(name)
+                except FailedPrecondition:
+                    return Decimal(0)  # not charged yet: the certificate shows none
+
+        commissions = await asyncio.gather(*(commission_of(i.name) for i in registered))
+        buyer = registered[0].buyer
+        facts = PeriodicFacts(
+            broker,
+            _party(buyer),
+            year,
+            month,
+            [
+                OperationFacts(
+                    i.number,
+                    dt.date(i.issue_date.year, i.issue_date.month, i.issue_date.day),
+                    _party(i.seller),
+                    i.registration_number,
+                    local_date(i.register_time.ToDatetime(dt.UTC)),
+                    Decimal(i.totals.payable_amount or "0"),
+                    commission,
+                )
+                for i, commission in zip(registered, commissions, strict=True)
+            ],
+        )
+        template = certificate_pb2.Certificate(
+            kind=certificate_pb2.CERTIFICATE_KIND_PERIODIC,
+            buyer=buyer,
+            broker=broker,
+            period=certificate_pb2.CertificatePeriod(year=year, month=month),
+        )
+        certified = certificate_pb2.CertifiedFacts(buyer=buyer)
+        return await self._issue(facts, template, certified, subject, existing, trace_id=trace_id)
+
+    async def _registered(self, buyer_id: str, year: int, month: int, broker: str) -> list[invoice_pb2.Invoice]:
+        """The buyer's invoices registered in the period (Colombian dates), annulled ones left out."""
+        first, after = period_bounds(year, month)
+        request = invoice_service_pb2.ListInvoicesRequest(page_size=1000, buyer_id=buyer_id, broker=broker)
+        request.register_time_from.FromDatetime(dt.datetime.combine(first, dt.time(), COLOMBIA).astimezone(dt.UTC))
+        request.register_time_to.FromDatetime(dt.datetime.combine(after, dt.time(), COLOMBIA).astimezone(dt.UTC))
+        found: list[invoice_pb2.Invoice] = []
+        while True:
+            page = await self._invoices.call(self._invoices.stub.ListInvoices, request)
+            found += [i for i in page.invoices if i.state != invoice_pb2.INVOICE_STATE_ANNULLED]
+            if not page.next_page_token:
+                return sorted(found, key=lambda i: i.registration_number)
+            request.page_token = page.next_page_token
+
+    async def _issue(
+        self,
+        facts: InvoiceFacts | PeriodicFacts,
+        template: certificate_pb2.Certificate,
+        certified: certificate_pb2.CertifiedFacts,
+        subject: str,
+        existing: certificate_pb2.Certificate | None,
+        *,
+        applying: str = "",
+        trace_id: str = "",
+    ) -> tuple[certificate_pb2.Certificate, bool]:
+        """Numbers, renders, signs and stores a certificate, then records it."""
         now = dt.datetime.now(dt.UTC)
         number = certificate_number(now.year, await self._store.next_number(now.year))
         code = verification_code(secrets.token_bytes(8))
@@ -178,27 +278,18 @@ class Issuer:
         message = certificate_pb2.Certificate(
             name=f"certificates/{uuid.uuid4().hex}",
             number=number,
-            kind=certificate_pb2.CERTIFICATE_KIND_INVOICE,
-            invoice=invoice.name,
-            buyer=invoice.buyer,
-            broker=invoice.broker,
             verification_code=code,
             sha256=digest,
             size_bytes=len(pdf),
             verification_url=sheet.verification_url,
         )
+        message.MergeFrom(template)
         message.issue_time.FromDatetime(now)
-        certified = certificate_pb2.CertifiedFacts(
-            number=number,
-            kind=message.kind,
-            issue_time=message.issue_time,
-            invoice_number=invoice.number,
-            cufe=invoice.cufe,
-            buyer=invoice.buyer,
-            seller=invoice.seller,
-            total_amount=str(facts.total),
-            registration_number=invoice.registration_number,
-            sha256=digest,
-        )
-        new = NewCertificate(message, certified, subject, invoice.buyer.id.number)
+        certified.MergeFrom(
+            certificate_pb2.CertifiedFacts(
+                number=number, kind=message.kind, issue_time=message.issue_time, total_amount=str(facts.total),
+                sha256=digest,
+            )
+        )  # fmt: skip
+        new = NewCertificate(message, certified, subject, message.buyer.id.number)
         return await self._store.insert(new, existing.name if existing else "", applying, trace_id)

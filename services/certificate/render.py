@@ -27,7 +27,15 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from services.certificate.domain import ISSUER_NAME, ISSUER_NIT, LEGAL_BASIS, InvoiceFacts, pesos
+from services.certificate.domain import (
+    ISSUER_NAME,
+    ISSUER_NIT,
+    LEGAL_BASIS,
+    InvoiceFacts,
+    PeriodicFacts,
+    period_bounds,
+    pesos,
+)
 from services.dian.calendar import COLOMBIA
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
@@ -48,13 +56,13 @@ def _register_fonts() -> None:
 
 @dataclass(frozen=True)
 class CertificateSheet:
-    """Everything printed on an invoice certificate."""
+    """Everything printed on a certificate, of one invoice or of a period."""
 
     number: str
     issue_time: dt.datetime
     verification_code: str
     verification_url: str
-    facts: InvoiceFacts
+    facts: InvoiceFacts | PeriodicFacts
     page_size: str = "A4"
 
 
@@ -120,33 +128,9 @@ def _grid(rows: Sequence[list[Any]], widths: list[float], header: bool = False) 
     return table
 
 
-def render(sheet: CertificateSheet) -> bytes:
-    """The unsigned PDF."""
-    _register_fonts()
-    s, f = _styles(), sheet.facts
-    size = PAGE_SIZES[sheet.page_size]
-    width = size[0] - 36 * mm
-    local = sheet.issue_time.astimezone(COLOMBIA)
+def _invoice_body(f: InvoiceFacts, s: dict[str, ParagraphStyle], width: float) -> list[Flowable]:
     registered = f.registration_time.astimezone(COLOMBIA)
-
-    def letterhead(canvas: Canvas, doc: SimpleDocTemplate) -> None:
-        canvas.saveState()
-        canvas.setFillColor(NAVY)
-        canvas.rect(0, size[1] - 22 * mm, size[0], 22 * mm, stroke=0, fill=1)
-        canvas.setFillColor(colors.white)
-        canvas.setFont("Vera-Bold", 14)
-        canvas.drawString(18 * mm, size[1] - 11 * mm, ISSUER_NAME)
-        canvas.setFont("Vera", 8.5)
-        canvas.drawString(18 * mm, size[1] - 16.5 * mm, f"NIT {ISSUER_NIT} · Sistema de registro de facturas")
-        canvas.drawRightString(size[0] - 18 * mm, size[1] - 11 * mm, f"Certificado {sheet.number}")
-        canvas.drawRightString(size[0] - 18 * mm, size[1] - 16.5 * mm, f"Verificación: {sheet.verification_code}")
-        canvas.setFillColor(colors.HexColor("#555555"))
-        canvas.setFont("Vera", 7)
-        canvas.drawString(18 * mm, 10 * mm, f"Verifique este certificado en {sheet.verification_url}")
-        canvas.drawRightString(size[0] - 18 * mm, 10 * mm, f"Página {doc.page}")
-        canvas.restoreState()
-
-    story: list[Flowable] = [
+    return [
         Paragraph("CERTIFICADO DE REGISTRO DE FACTURA", s["title"]),
         Paragraph(
             f"La {ISSUER_NAME} certifica que la factura electrónica descrita a continuación fue registrada en su "
@@ -194,6 +178,78 @@ def render(sheet: CertificateSheet) -> bytes:
             ],
             [width - 45 * mm, 45 * mm],
         ),
+    ]
+
+
+def _periodic_body(f: PeriodicFacts, s: dict[str, ParagraphStyle], width: float) -> list[Flowable]:
+    first, after = period_bounds(f.year, f.month)
+    through = f"por medio de la sociedad comisionista {f.broker.removeprefix('brokers/')}" if f.broker else ""
+    return [
+        Paragraph("CERTIFICADO DE OPERACIONES REGISTRADAS", s["title"]),
+        Paragraph(
+            f"La {ISSUER_NAME} certifica que {f.buyer.name} ({f.buyer.display_id}) registró en su sistema de registro "
+            f"de facturas {through} las {len(f.operations)} operaciones siguientes durante {f.label} "
+            f"(del {first:%d/%m/%Y} al {after - dt.timedelta(days=1):%d/%m/%Y}).",
+            s["base"],
+        ),
+        Spacer(1, 4 * mm),
+        Paragraph("Operaciones registradas", s["heading"]),
+        _grid(
+            [["Factura", "Emisión", "Vendedor", "Registro", "Total", "Comisión"]]
+            + [
+                [
+                    o.invoice_number,
+                    f"{o.issue_date:%d/%m/%Y}",
+                    Paragraph(f"{o.seller.name}<br/>{o.seller.display_id}", s["small"]),
+                    Paragraph(f"{o.registration_number}<br/>{o.registration_date:%d/%m/%Y}", s["small"]),
+                    pesos(o.total),
+                    pesos(o.commission),
+                ]
+                for o in f.operations
+            ],
+            [30 * mm, 20 * mm, width - 146 * mm, 30 * mm, 36 * mm, 30 * mm],
+            header=True,
+        ),
+        Spacer(1, 2 * mm),
+        _grid(
+            [
+                ["Operaciones", str(len(f.operations))],
+                ["Valor total de las facturas", pesos(f.total)],
+                ["Comisiones BMC cobradas (IVA incluido)", pesos(f.commission)],
+            ],
+            [width - 45 * mm, 45 * mm],
+        ),
+    ]
+
+
+def render(sheet: CertificateSheet) -> bytes:
+    """The unsigned PDF."""
+    _register_fonts()
+    s, f = _styles(), sheet.facts
+    size = PAGE_SIZES[sheet.page_size]
+    width = size[0] - 36 * mm
+    local = sheet.issue_time.astimezone(COLOMBIA)
+
+    def letterhead(canvas: Canvas, doc: SimpleDocTemplate) -> None:
+        canvas.saveState()
+        canvas.setFillColor(NAVY)
+        canvas.rect(0, size[1] - 22 * mm, size[0], 22 * mm, stroke=0, fill=1)
+        canvas.setFillColor(colors.white)
+        canvas.setFont("Vera-Bold", 14)
+        canvas.drawString(18 * mm, size[1] - 11 * mm, ISSUER_NAME)
+        canvas.setFont("Vera", 8.5)
+        canvas.drawString(18 * mm, size[1] - 16.5 * mm, f"NIT {ISSUER_NIT} · Sistema de registro de facturas")
+        canvas.drawRightString(size[0] - 18 * mm, size[1] - 11 * mm, f"Certificado {sheet.number}")
+        canvas.drawRightString(size[0] - 18 * mm, size[1] - 16.5 * mm, f"Verificación: {sheet.verification_code}")
+        canvas.setFillColor(colors.HexColor("#555555"))
+        canvas.setFont("Vera", 7)
+        canvas.drawString(18 * mm, 10 * mm, f"Verifique este certificado en {sheet.verification_url}")
+        canvas.drawRightString(size[0] - 18 * mm, 10 * mm, f"Página {doc.page}")
+        canvas.restoreState()
+
+    body = _invoice_body(f, s, width) if isinstance(f, InvoiceFacts) else _periodic_body(f, s, width)
+    story: list[Flowable] = [
+        *body,
         Paragraph("Fundamento legal", s["heading"]),
         Paragraph(LEGAL_BASIS, s["legal"]),
         Spacer(1, 4 * mm),
@@ -238,7 +294,7 @@ def render(sheet: CertificateSheet) -> bytes:
         bottomMargin=18 * mm,
         title=f"Certificado de registro {sheet.number}",
         author=ISSUER_NAME,
-        subject=f"Factura {f.number}",
+        subject=f.summary,
         creator="BMC Registry",
         initialFontName="Vera",  # not Helvetica: every font of the file is embedded
     )

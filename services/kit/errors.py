@@ -146,3 +146,21 @@ async def abort(context: grpc.aio.ServicerContext[object, object], status: statu
     """Ends the RPC with `status`, its details in `grpc-status-details-bin`."""
     await context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def from_remote(error: grpc.aio.AioRpcError) -> ServiceError | None:
+    """The typed error another service answered with (its reason and
+    metadata kept), so a caller can handle it as if raised locally; None for
+    codes with no typed error."""
+    kinds = {cls.code: cls for cls in ServiceError.__subclasses__() if cls is not InvalidArgument}
+    kind = kinds.get(error.code())
+    if kind is None:
+        return None
+    reason, metadata = "", {}
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    reason, metadata = info.reason, dict(info.metadata)
+    return kind(error.details() or "", reason=reason, metadata=metadata)

@@ -12,7 +12,7 @@ import grpc
 
 from services.kit.breaker import CircuitBreaker
 from services.kit.clients import aio_channel, bearer
-from services.kit.errors import Unavailable
+from services.kit.errors import Unavailable, from_remote
 from services.kit.settings import Settings
 from services.kit.telemetry import outgoing_metadata
 from services.kit.tokens import mint_token
@@ -61,6 +61,9 @@ class ServiceClient:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _DEPENDENCY_FAILURES:
                     raise _DependencyFailure(exc) from exc
+                remote = from_remote(exc)  # NOT_FOUND, FAILED_PRECONDITION...: the caller's to handle
+                if remote is not None:
+                    raise remote from exc
                 raise
 
         try:

@@ -16,6 +16,7 @@ import redis
 
 from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2, certificate_service_pb2_grpc
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.dian import calendar
 from services.kit.events import Event, stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform
@@ -203,11 +204,36 @@ def test_brokers_reach_only_their_own_certificates(certified: Platform) -> None:
     assert not public.facts.HasField("issue_time") or public.facts.number == issued.number
 
 
-def test_periodic_certificates_are_refused_until_they_exist(certified: Platform) -> None:
-    with certificates(certified.settings) as cert, pytest.raises(grpc.RpcError) as caught:
-        cert.IssueCertificate(
-            certificate_service_pb2.IssueCertificateRequest(
-                periodic=certificate_service_pb2.PeriodicSubject(buyer_id="860034313", year=2026, month=11)
-            )
+def test_a_periodic_certificate_lists_a_buyers_operations_of_the_month(certified: Platform) -> None:
+    tenant = _tenant()
+    today = calendar.today()
+    with registry(certified.settings, tenant=tenant) as reg, certificates(certified.settings) as cert:
+        kept = [reg.register(invoice(price=str(1_000_000 * (n + 1)))) for n in range(2)]
+        annulled = reg.register(invoice())
+        reg.AnnulInvoice(invoice_service_pb2.AnnulInvoiceRequest(name=annulled.name, reason="duplicated"))
+        periodic = certificate_service_pb2.PeriodicSubject(
+            buyer_id="860034313", year=today.year, month=today.month, broker=f"brokers/{tenant}"
         )
-    assert (caught.value.code(), reason(caught.value)) == (grpc.StatusCode.UNIMPLEMENTED, "PERIODIC_NOT_AVAILABLE")
+        issued = cert.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(periodic=periodic))
+        again = cert.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(periodic=periodic))
+        text = " ".join(text_of(cert.download(issued.name)).split())
+        empty = certificate_service_pb2.PeriodicSubject(
+            buyer_id="860034313", year=2001, month=1, broker=f"brokers/{tenant}"
+        )
+        with pytest.raises(grpc.RpcError) as nothing:
+            cert.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(periodic=empty))
+    with certificates(certified.settings, "broker", _tenant()) as stranger, pytest.raises(grpc.RpcError) as denied:
+        stranger.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(periodic=periodic))
+    assert again.name == issued.name
+    assert (issued.kind, issued.period.year, issued.period.month, issued.broker) == (
+        certificate_pb2.CERTIFICATE_KIND_PERIODIC,
+        today.year,
+        today.month,
+        f"brokers/{tenant}",
+    )
+    assert "CERTIFICADO DE OPERACIONES REGISTRADAS" in text
+    assert all(i.number in text for i in kept)
+    assert annulled.number not in text, "annulled invoices are not certified"
+    assert f"Operaciones {len(kept)}" in text
+    assert (nothing.value.code(), reason(nothing.value)) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_OPERATIONS")
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -21,7 +21,9 @@ from pyhanko_certvalidator import ValidationContext
 from services.certificate.domain import (
     InvoiceFacts,
     LineFacts,
+    OperationFacts,
     PartyFacts,
+    PeriodicFacts,
     certificate_number,
     normalise_code,
     pesos,
@@ -162,3 +164,28 @@ def test_codes_numbers_and_amounts() -> None:
     assert pesos(D("1234567.5")) == "$ 1.234.567,50"
     assert pesos(D(0)) == "$ 0,00"
     assert facts().digest() == facts().digest() != facts(3).digest()
+
+
+def test_a_periodic_certificate_lists_every_operation(signing: tuple[Sealer, Path]) -> None:
+    buyer = PartyFacts("Molinos del Centro S.A.", "NIT", "860034313", "7")
+    seller = PartyFacts("Agropecuaria El Llano S.A.S.", "NIT", "900508908", "9")
+    operations = [
+        OperationFacts(
+            f"SETP99{n:04d}", dt.date(2026, 11, 2), seller, f"2026-{n:08d}", dt.date(2026, 11, 3), D(1000 * n), D(n)
+        )
+        for n in range(1, 61)
+    ]
+    periodic = PeriodicFacts("brokers/acme", buyer, 2026, 11, operations)
+    code = verification_code(bytes(8))
+    sheet = CertificateSheet(
+        "BMC-CR-2026-00000043", dt.datetime(2026, 12, 1, tzinfo=dt.UTC), code, f"https://x/{code}", periodic
+    )
+    pdf = signing[0].sign(render(sheet), sheet.number, periodic.summary)
+    text = " ".join(text_of(pdf).split())
+    assert "CERTIFICADO DE OPERACIONES REGISTRADAS" in text
+    assert "noviembre de 2026" in text
+    assert all(o.invoice_number in text for o in operations)
+    assert pesos(periodic.total) in text  # 1,830,000: the sum of 1,000 × 1..60
+    assert periodic.total == D(1_830_000)
+    assert validation(pdf, signing[1]) == (True, True, True)
+    assert len(pdfium.PdfDocument(pdf, password="")) >= 2

@@ -8,7 +8,7 @@ from google.rpc import code_pb2, error_details_pb2
 from bmc.common.v1 import party_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from bmc.product.v1 import product_service_pb2
-from services.kit.errors import FieldViolation, InvalidArgument, NotFound, internal_status, to_status
+from services.kit.errors import FieldViolation, InvalidArgument, NotFound, from_remote, internal_status, to_status
 from services.kit.validation import RequestValidator
 
 
@@ -59,3 +59,22 @@ def test_validator_reports_every_violation_with_indexed_paths() -> None:
 
 def test_validator_accepts_a_valid_request() -> None:
     assert RequestValidator().violations(product_service_pb2.GetProductRequest(name="products/CAFE-PERGAMINO")) == []
+
+
+def test_an_error_from_another_service_keeps_its_code_and_reason() -> None:
+    status = to_status(NotFound("invoice x not found", reason="INVOICE_NOT_FOUND", metadata={"name": "x"}))
+    remote = grpc.aio.AioRpcError(
+        grpc.StatusCode.NOT_FOUND,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString())),
+        details="invoice x not found",
+    )
+    error = from_remote(remote)
+    assert isinstance(error, NotFound)
+    assert (error.reason, dict(error.metadata), error.message) == (
+        "INVOICE_NOT_FOUND",
+        {"name": "x"},
+        "invoice x not found",
+    )
+    unmapped = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata())
+    assert from_remote(unmapped) is None
