@@ -34,7 +34,7 @@ from services.certificate.sealing import Sealer, SigningKey
 from services.certificate.store import CertificateStore, NewCertificate
 from services.dian.calendar import COLOMBIA, local_date
 from services.kit.errors import FailedPrecondition, NotFound
-from services.kit.objects import LocalObjectStore
+from services.kit.objects import object_store
 from services.kit.pki import DevPki
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
@@ -112,7 +112,7 @@ class Issuer:
     ) -> None:
         self._settings, self._store = settings, store
         self._invoices, self._commissions = invoices, commissions
-        self.objects = LocalObjectStore(settings.object_store_dir or settings.data_dir / "objects")
+        self.objects = object_store(settings, "certificates/")
         self._key = signing_key(settings)
         self._pool = self._new_pool()
 

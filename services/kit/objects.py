@@ -1,15 +1,25 @@
 """Content-addressed object storage: an object's name is the SHA-256 of its
 bytes, so what is read back is checked against its name.
 
-The local directory is the default; in AWS the same interface sits on S3
-with server-side encryption (infra/terraform)."""
+A local directory by default; an S3 bucket, encrypted at rest, when
+`BMC_OBJECT_STORE_S3_BUCKET` is set (in AWS: the bucket of infra/terraform)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Protocol
+
+from services.kit.settings import Settings
+
+
+class ObjectStore(Protocol):
+    def put(self, content: bytes) -> str: ...
+
+    def get(self, digest: str) -> bytes: ...
 
 
 class CorruptObject(Exception):
@@ -44,3 +54,56 @@ class LocalObjectStore:
         if hashlib.sha256(content).hexdigest() != digest:
             raise CorruptObject(f"object {digest} does not match its hash")
         return content
+
+
+class S3ObjectStore:
+    """Objects under `prefix` in an S3 bucket, each written with server-side
+    encryption (SSE-KMS with `kms_key`, else SSE-S3) and S3's own SHA-256
+    checksum, so a corrupted upload is refused by S3 itself."""
+
+    def __init__(
+        self, bucket: str, prefix: str = "", kms_key: str = "", endpoint_url: str | None = None, client: Any = None
+    ) -> None:
+        import boto3  # only deployments that use S3 pay for importing it
+
+        self.bucket, self.prefix, self._kms_key = bucket, prefix, kms_key
+        self._client = client or boto3.client("s3", endpoint_url=endpoint_url)
+
+    def key(self, digest: str) -> str:
+        return f"{self.prefix}{digest}"
+
+    def put(self, content: bytes) -> str:
+        digest = hashlib.sha256(content).hexdigest()
+        encryption: dict[str, str] = {"ServerSideEncryption": "AES256"}
+        if self._kms_key:
+            encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms_key}
+        self._client.put_object(
+            Bucket=self.bucket,
+            Key=self.key(digest),
+            Body=content,
+            ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
+            **encryption,
+        )
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self.key(digest))
+        except self._client.exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(f"object {digest} is not in s3://{self.bucket}/{self.prefix}") from exc
+        content: bytes = response["Body"].read()
+        if hashlib.sha256(content).hexdigest() != digest:
+            raise CorruptObject(f"object {digest} does not match its hash")
+        return content
+
+
+def object_store(settings: Settings, prefix: str) -> ObjectStore:
+    """The configured store for a kind of object (`prefix`, e.g. `certificates/`)."""
+    if settings.object_store_s3_bucket:
+        return S3ObjectStore(
+            settings.object_store_s3_bucket,
+            prefix,
+            settings.object_store_s3_kms_key,
+            settings.object_store_s3_endpoint or None,
+        )
+    return LocalObjectStore(settings.object_store_dir or settings.data_dir / "objects")

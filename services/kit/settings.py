@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     object_store_dir: Path | None = Field(
         default=None, description="Where issued certificates are kept, by SHA-256; default <data_dir>/objects."
     )
+    object_store_s3_bucket: str = Field(default="", description="Keep objects in this S3 bucket instead.")
+    object_store_s3_kms_key: str = Field(default="", description="KMS key for SSE-KMS; SSE-S3 (AES256) when empty.")
+    object_store_s3_endpoint: str = Field(default="", description="S3 endpoint (a VPC endpoint, or a test server).")
 
     def as_environment(self) -> dict[str, str]:
         """These settings as `BMC_*` variables, for the processes this one starts."""
