@@ -36,7 +36,7 @@ async def build(resources: Resources) -> CertificateApi:
         "certificate",
         f"certificate-{os.getpid()}",
         concurrently(CertificateConsumer(issuer).handle),
-        count=20,
+        count=64,  # a read is applied concurrently: enough to keep every render process busy
     )
     await relay.start()
     await consumer.start()
