@@ -44,7 +44,7 @@ GREEN = colors.HexColor("#2E7D32")
 _FONTS = Path(reportlab.__file__).parent / "fonts"
 
 
-def _register_fonts() -> None:
+def register_fonts() -> None:
     if "Vera" in pdfmetrics.getRegisteredFontNames():
         return
     # Binary (compressed) streams: ASCII85 only makes files bigger and slower to write.
@@ -224,7 +224,7 @@ def _periodic_body(f: PeriodicFacts, s: dict[str, ParagraphStyle], width: float)
 
 def render(sheet: CertificateSheet) -> bytes:
     """The unsigned PDF."""
-    _register_fonts()
+    register_fonts()
     s, f = _styles(), sheet.facts
     size = PAGE_SIZES[sheet.page_size]
     width = size[0] - 36 * mm

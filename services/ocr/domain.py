@@ -1,0 +1,324 @@
+"""Reading a DIAN invoice's fields out of text, free of I/O: the QR payload,
+Colombian amounts, labelled fields on a page, line items, and the
+cross-checks that raise or lower the confidence in what was read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+from services.dian.nit import check_digit
+
+
+class Source(StrEnum):
+    QR = "QR"
+    TEXT_LAYER = "TEXT_LAYER"
+    OCR = "OCR"
+    DERIVED = "DERIVED"
+
+
+# Base confidence of a value by where it was read.
+BASE_CONFIDENCE = {Source.QR: 0.99, Source.TEXT_LAYER: 0.95, Source.OCR: 0.75, Source.DERIVED: 0.9}
+
+# QR keys (current form and the older `NroFactura=` form) → field names.
+QR_KEYS = {
+    "numfac": "number", "nrofactura": "number",
+    "fecfac": "issue_date", "fechafactura": "issue_date",
+    "horfac": "issue_time",
+    "nitfac": "seller_nit", "nitfacturador": "seller_nit",
+    "docadq": "buyer_id", "nitadquiriente": "buyer_id",
+    "valfac": "subtotal", "valorfactura": "subtotal",
+    "valiva": "vat", "valoriva": "vat",
+    "valotroim": "other_taxes", "valorotrosimpuestos": "other_taxes",
+    "valtolfac": "total", "valortotalfactura": "total",
+    "cufe": "cufe",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    value: str
+    source: Source
+    confidence: float
+    raw: str = ""
+    page: int = 0
+    box: tuple[float, float, float, float] | None = None  # left, top, width, height (fractions of the page)
+
+
+@dataclass(frozen=True)
+class Line:
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    total: Decimal
+    source: Source
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Warning:
+    code: str
+    fields: tuple[str, ...]
+    message: str
+
+
+@dataclass
+class Reading:
+    """Every field read so far, the best per name, and the line items."""
+
+    fields: dict[str, Field] = field(default_factory=dict)
+    lines: list[Line] = field(default_factory=list)
+    warnings: list[Warning] = field(default_factory=list)
+
+    def offer(self, candidate: Field) -> None:
+        """Keeps the candidate if no better-sourced value is known."""
+        current = self.fields.get(candidate.name)
+        if current is None or candidate.confidence > current.confidence:
+            self.fields[candidate.name] = candidate
+
+    def value(self, name: str) -> str:
+        found = self.fields.get(name)
+        return found.value if found else ""
+
+
+# ---------------------------------------------------------------- values
+
+
+def parse_amount(text: str) -> Decimal | None:
+    """`$ 1.190.000,00`, `1,190,000.00`, `1190000`, `COP 1.190.000` → Decimal;
+    the last separator followed by exactly two digits is the decimal one."""
+    cleaned = re.sub(r"[^\d,.\-]", "", text)
+    if not re.search(r"\d", cleaned):
+        return None
+    last = max(cleaned.rfind(","), cleaned.rfind("."))
+    if last >= 0 and len(cleaned) - last - 1 == 2:
+        whole, cents = cleaned[:last], cleaned[last + 1 :]
+    else:
+        whole, cents = cleaned, "00"
+    whole = whole.replace(",", "").replace(".", "")
+    try:
+        return Decimal(f"{whole or '0'}.{cents}")
+    except InvalidOperation:
+        return None
+
+
+def parse_date(text: str) -> dt.date | None:
+    """ISO, `dd/mm/yyyy`, `dd-mm-yyyy` and `dd de <mes> de yyyy`."""
+    text = fold(text)
+    if m := re.search(r"(\d{4})-(\d{2})-(\d{2})", text):
+        year, month, day = int(m[1]), int(m[2]), int(m[3])
+    elif m := re.search(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", text):
+        day, month, year = int(m[1]), int(m[2]), int(m[3])
+    elif m := re.search(r"(\d{1,2}) de ([a-z]+) de (\d{4})", text):
+        months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre",
+                  "octubre", "noviembre", "diciembre"]  # fmt: skip
+        if m[2] not in months:
+            return None
+        day, month, year = int(m[1]), months.index(m[2]) + 1, int(m[3])
+    else:
+        return None
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: labels are matched on this form."""
+    return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+
+
+def split_nit(text: str) -> tuple[str, str]:
+    """`900.508.908-9` → (`900508908`, `9`); a bare number → (number, "")."""
+    m = re.search(r"(\d[\d.]{4,17}\d)\s*-\s*(\d)\b", text)
+    if m:
+        return m[1].replace(".", ""), m[2]
+    m = re.search(r"\b(\d[\d.]{2,18}\d)\b", text)
+    return (m[1].replace(".", ""), "") if m else ("", "")
+
+
+# ---------------------------------------------------------------- the QR
+
+
+def parse_dian_qr(text: str) -> dict[str, str] | None:
+    """The fields of a DIAN QR payload, or None when the text is not one."""
+    found: dict[str, str] = {}
+    for part in re.split(r"[\r\n]+", text.strip()):
+        key, sep, value = part.partition(":") if ":" in part.split("=")[0] else part.partition("=")
+        if not sep:
+            continue
+        name = QR_KEYS.get(re.sub(r"[^a-z]", "", key.lower()))
+        if name:
+            found[name] = value.strip()
+    if "cufe" not in found and (m := re.search(r"documentkey=([0-9a-fA-F]{96})", text)):
+        found["cufe"] = m[1]
+    return found if {"number", "cufe"} <= found.keys() or {"number", "total"} <= found.keys() else None
+
+
+def qr_fields(payload: Mapping[str, str], page: int) -> list[Field]:
+    fields = []
+    for name, raw in payload.items():
+        value = raw
+        if name in ("subtotal", "vat", "other_taxes", "total"):
+            amount = parse_amount(raw)
+            if amount is None:
+                continue
+            value = str(amount)
+        elif name == "issue_date":
+            day = parse_date(raw)
+            if day is None:
+                continue
+            value = day.isoformat()
+        elif name == "cufe":
+            value = raw.lower()
+        fields.append(Field(name, value, Source.QR, BASE_CONFIDENCE[Source.QR], raw, page))
+    return fields
+
+
+# ---------------------------------------------------------------- labelled text
+
+# Each field: label patterns (on the folded text) and how to read the value after them.
+_LABELS: Sequence[tuple[str, str, str]] = (
+    ("number", r"(?:factura(?: electronica)?(?: de venta)?|fe)\s*(?:no\.?|n[°º]|numero|#)?\s*[:.]?\s*([a-z]{0,6}\s?-?\d{1,12})", "code"),
+    ("issue_date", r"fecha (?:de )?(?:emision|expedicion|factura)\s*[:.]?\s*([0-9a-z /.-]{8,24})", "date"),
+    ("cufe", r"cufe\s*[:.]?\s*([0-9a-f\s]{96,140})", "hex"),
+    ("subtotal", r"(?:subtotal|sub total|valor bruto|total bruto)\s*[:.]?\s*\$?\s*([\d.,]+)", "amount"),
+    ("vat", r"(?:iva|impuesto al valor agregado)(?:\s*\d{1,2}\s*%)?\s*[:.]?\s*\$?\s*([\d.,]+)", "amount"),
+    ("total", r"(?:total a pagar|valor total|total factura|total)\s*[:.]?\s*\$?\s*([\d.,]+)", "amount"),
+)  # fmt: skip
+
+
+def _value(kind: str, raw: str) -> str | None:
+    if kind == "amount":
+        amount = parse_amount(raw)
+        return str(amount) if amount is not None and amount >= 0 else None
+    if kind == "date":
+        day = parse_date(raw)
+        return day.isoformat() if day else None
+    if kind == "hex":
+        digits = re.sub(r"\s", "", raw)[:96]
+        return digits if re.fullmatch(r"[0-9a-f]{96}", digits) else None
+    return re.sub(r"\s", "", raw).upper() or None
+
+
+def text_fields(text: str, source: Source, page: int = 0) -> list[Field]:
+    """Labelled fields of a page's text (the first match of each label)."""
+    folded = fold(text)
+    fields = []
+    for name, pattern, kind in _LABELS:
+        for m in re.finditer(pattern, folded):
+            value = _value(kind, m[1])
+            if value:
+                fields.append(Field(name, value, source, BASE_CONFIDENCE[source], m[0].strip(), page))
+                break
+    fields += _party_fields(folded, source, page)
+    return fields
+
+
+def _party_fields(folded: str, source: Source, page: int) -> list[Field]:
+    """The seller is the first NIT on the page (the issuer's letterhead), the
+    buyer the one after a buyer label."""
+    fields = []
+    nits = list(re.finditer(r"nit\s*[:.]?\s*(\d[\d.]{4,17}\d\s*-\s*\d)", folded))
+    buyer_label = re.search(r"(?:cliente|adquiriente|adquirente|comprador|senor(?:es)?)\b", folded)
+    buyer = next((n for n in nits if buyer_label and n.start() > buyer_label.start()), None)
+    seller = next((n for n in nits if n is not buyer), None)
+    for name, match in (("seller_nit", seller), ("buyer_id", buyer)):
+        if match is not None:
+            number, dv = split_nit(match[1])
+            fields.append(Field(name, number, source, BASE_CONFIDENCE[source], match[0], page))
+            if dv:
+                fields.append(Field(f"{name}_dv", dv, source, BASE_CONFIDENCE[source], match[0], page))
+    return fields
+
+
+_LINE = re.compile(
+    r"^\s*(?:\d{1,3}\s+)?(?P<description>[^\d$\n][^\n$]{2,}?)\s+(?P<quantity>\d+(?:[.,]\d+)?)\s*(?P<unit>[a-z]{1,4})?\s+"
+    r"\$?\s*(?P<price>\d[\d.,]*)\s+\$?\s*(?P<total>\d[\d.,]*)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def line_items(text: str, source: Source) -> list[Line]:
+    """Rows `description quantity [unit] unit-price total` whose arithmetic
+    holds (quantity × price = total to the peso): the check filters out the
+    other lines of the page that happen to look like a row."""
+    items = []
+    for m in _LINE.finditer(text):
+        quantity, price, total = parse_amount(m["quantity"]), parse_amount(m["price"]), parse_amount(m["total"])
+        if quantity is None or price is None or total is None:
+            continue
+        if m["quantity"].count(".") == 1 and len(m["quantity"].split(".")[1]) != 2:
+            quantity = Decimal(m["quantity"].replace(",", "."))
+        if abs(quantity * price - total) > 1:
+            continue
+        items.append(
+            Line(m["description"].strip(), quantity, (m["unit"] or "").upper(), price, total, source,
+                 BASE_CONFIDENCE[source])
+        )  # fmt: skip
+    return items
+
+
+# ---------------------------------------------------------------- checks
+
+
+def cross_check(reading: Reading) -> Reading:
+    """Raises the confidence of values that agree with each other and lowers
+    (and warns about) those that do not."""
+    fields, warnings = dict(reading.fields), list(reading.warnings)
+
+    def adjust(names: Iterable[str], factor: float) -> None:
+        for name in names:
+            if name in fields:
+                fields[name] = replace(fields[name], confidence=max(0.0, min(0.999, fields[name].confidence * factor)))
+
+    for party in ("seller_nit", "buyer_id"):
+        number, dv = reading.value(party), reading.value(f"{party}_dv")
+        if number and dv:
+            if check_digit(number) == int(dv):
+                adjust((party, f"{party}_dv"), 1.05)
+            else:
+                adjust((party, f"{party}_dv"), 0.5)
+                warnings.append(
+                    Warning(
+                        "NIT_CHECK_DIGIT", (party,), f"{number}-{dv}: the check digit should be {check_digit(number)}"
+                    )
+                )
+    amounts = {n: Decimal(reading.value(n)) for n in ("subtotal", "vat", "total", "other_taxes") if reading.value(n)}
+    if {"subtotal", "vat", "total"} <= amounts.keys():
+        if amounts["subtotal"] + amounts["vat"] + amounts.get("other_taxes", Decimal(0)) == amounts["total"]:
+            adjust(("subtotal", "vat", "total"), 1.05)
+        else:
+            adjust(("subtotal", "vat", "total"), 0.7)
+            warnings.append(Warning("TOTALS_MISMATCH", ("subtotal", "vat", "total"),
+                                    f"{amounts['subtotal']} + {amounts['vat']} ≠ {amounts['total']}"))  # fmt: skip
+    if reading.lines and "subtotal" in amounts:
+        lines_total = sum((line.total for line in reading.lines), Decimal(0))
+        if lines_total != amounts["subtotal"]:
+            warnings.append(Warning("LINES_MISMATCH", ("lines", "subtotal"),
+                                    f"the lines add up to {lines_total}, the subtotal says {amounts['subtotal']}"))  # fmt: skip
+    return Reading(fields, list(reading.lines), warnings)
+
+
+def disagreements(qr: Sequence[Field], text: Sequence[Field]) -> list[Warning]:
+    """Where the QR and the printed text say different things."""
+    printed = {f.name: f for f in text}
+    return [
+        Warning("QR_TEXT_MISMATCH", (f.name,), f"the QR says {f.value}, the page says {printed[f.name].value}")
+        for f in qr
+        if f.name in printed and printed[f.name].value != f.value
+    ]
+
+
+def overall(
+    reading: Reading, required: Sequence[str] = ("number", "issue_date", "seller_nit", "total", "cufe")
+) -> float:
+    """The extraction's confidence: the mean over the key fields (0 for a missing one)."""
+    return sum(reading.fields[n].confidence if n in reading.fields else 0.0 for n in required) / len(required)
