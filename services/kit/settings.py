@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     certificate_renderers: int = Field(
         default=2, ge=1, le=32, description="Processes rendering and signing certificates in parallel."
     )
+    ocr_engines: int = Field(default=2, ge=1, le=16, description="Tesseract engines (documents read at once).")
+    ocr_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest upload the OCR service reads.")
+    ocr_max_pages: int = Field(default=10, ge=1, le=500, description="Most pages (PDF or TIFF) it reads.")
     object_store_dir: Path | None = Field(
         default=None, description="Where issued certificates are kept, by SHA-256; default <data_dir>/objects."
     )

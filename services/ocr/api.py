@@ -1,14 +1,118 @@
-"""The `OcrService` servicer: maps protos to the domain and back.
-
-Until issue #7 implements it, every RPC answers UNIMPLEMENTED (the
-generated base class raises `NotImplementedError`, which the kit maps),
-after authentication, authorisation and validation have run.
-"""
+"""The `OcrService` servicer: uploads in, extractions out."""
 
 from __future__ import annotations
 
-from bmc.ocr.v1 import ocr_service_pb2_grpc
+import asyncio
+import datetime as dt
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+from services.kit.auth import require_principal, tenant_scope
+from services.kit.errors import NotFound, ResourceExhausted
+from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.ocr.conversion import SOURCES, draft_invoice, fields_to_proto
+from services.ocr.domain import overall
+from services.ocr.reading import Limits, TesseractPool, invalid, read
+from services.ocr.store import ExtractionStore
 
 
 class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
     """RPCs of `bmc.ocr.v1.OcrService`."""
+
+    def __init__(self, store: ExtractionStore, engines: TesseractPool, limits: Limits, workers: int) -> None:
+        self._store, self._engines, self._limits = store, engines, limits
+        self._slots = asyncio.Semaphore(workers)  # documents read at once (each on a thread, an engine each)
+
+    async def _extract(self, content: bytes, filename: str, password: str) -> ocr_pb2.Extraction:
+        started = time.perf_counter()
+        async with self._slots:
+            reading, pages, kind = await asyncio.to_thread(read, content, self._engines, self._limits, password)
+        extraction = ocr_pb2.Extraction(
+            name=f"extractions/{uuid.uuid4().hex}",
+            filename=filename,
+            content_type=kind,
+            sha256=hashlib.sha256(content).hexdigest(),
+            fields=fields_to_proto(reading),
+            draft=draft_invoice(reading),
+            warnings=[
+                ocr_pb2.ExtractionWarning(code=w.code, fields=w.fields, message=w.message) for w in reading.warnings
+            ],
+            confidence=round(overall(reading), 3),
+            broker=tenant_scope(require_principal()),
+        )
+        if not reading.lines:
+            extraction.warnings.add(code="NO_LINES", fields=["lines"], message="no line items could be read")
+        extraction.warnings.add(
+            code="PRODUCTS_TO_CHOOSE",
+            fields=["lines"],
+            message="pick the catalog product of each line before registering",
+        )
+        for page in pages:
+            report = extraction.pages.add(
+                page=page.page,
+                source=SOURCES[page.source],
+                skew=page.skew,
+                ocr_confidence=round(page.ocr_confidence, 3),
+            )
+            report.duration.FromTimedelta(dt.timedelta(seconds=page.seconds))
+        extraction.create_time.GetCurrentTime()
+        extraction.duration.FromTimedelta(dt.timedelta(seconds=time.perf_counter() - started))
+        await self._store.save(extraction)
+        return extraction
+
+    async def ExtractInvoice(self, request: ocr_service_pb2.ExtractInvoiceRequest, context: Any) -> ocr_pb2.Extraction:
+        return await self._extract(request.content, request.filename, request.password)
+
+    async def StreamExtractInvoice(
+        self, request_iterator: AsyncIterator[ocr_service_pb2.StreamExtractInvoiceRequest], context: Any
+    ) -> ocr_pb2.Extraction:
+        header: ocr_service_pb2.UploadHeader | None = None
+        chunks: list[bytes] = []
+        received = 0
+        async for part in request_iterator:
+            if part.WhichOneof("part") == "header":
+                if header is not None or chunks:
+                    raise invalid("HEADER_NOT_FIRST", "the header comes once, before any chunk", "header")
+                header = part.header
+                if header.size_bytes > self._limits.max_bytes:
+                    raise ResourceExhausted(
+                        f"{header.size_bytes} bytes announced; at most {self._limits.max_bytes}",
+                        reason="FILE_TOO_LARGE",
+                    )
+                continue
+            received += len(part.chunk)
+            if received > self._limits.max_bytes:
+                raise ResourceExhausted(f"more than {self._limits.max_bytes} bytes", reason="FILE_TOO_LARGE")
+            chunks.append(part.chunk)
+        if header is None:
+            raise invalid("HEADER_REQUIRED", "the first message must be the upload header", "header")
+        if not received:
+            raise invalid("EMPTY_UPLOAD", "no bytes were sent", "chunk")
+        if header.size_bytes and header.size_bytes != received:
+            raise invalid("SIZE_MISMATCH", f"{received} bytes received, {header.size_bytes} announced", "chunk")
+        return await self._extract(b"".join(chunks), header.filename, header.password)
+
+    async def GetExtraction(self, request: ocr_service_pb2.GetExtractionRequest, context: Any) -> ocr_pb2.Extraction:
+        found = await self._store.get(request.name.removeprefix("extractions/"), tenant_scope(require_principal()))
+        if found is None:
+            raise NotFound(f"{request.name} not found", reason="EXTRACTION_NOT_FOUND")
+        return found
+
+    async def ListExtractions(
+        self, request: ocr_service_pb2.ListExtractionsRequest, context: Any
+    ) -> ocr_service_pb2.ListExtractionsResponse:
+        size = page_size(request.page_size, 20, 100)
+        after = decode_page_token(request.page_token, request)
+        page = await self._store.page(
+            size + 1,
+            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
+            tenant_scope(require_principal()),
+        )
+        response = ocr_service_pb2.ListExtractionsResponse(extractions=[e for e, _ in page[:size]])
+        if len(page) > size:
+            response.next_page_token = encode_page_token(list(page[size - 1][1]), request)
+        return response

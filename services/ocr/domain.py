@@ -184,15 +184,23 @@ def qr_fields(payload: Mapping[str, str], page: int) -> list[Field]:
 
 # ---------------------------------------------------------------- labelled text
 
-# Each field: label patterns (on the folded text) and how to read the value after them.
+_GAP = r"[^\S\n]*[:.]?[^\S\n]*"  # between a label and its value, on the same row
+_MONEY = r"\$?[^\S\n]*(\d[\d.,]*)"
+# Label patterns on the folded text, most specific first; each captures the value after it.
 _LABELS: Sequence[tuple[str, str, str]] = (
-    ("number", r"(?:factura(?: electronica)?(?: de venta)?|fe)\s*(?:no\.?|n[°º]|numero|#)?\s*[:.]?\s*([a-z]{0,6}\s?-?\d{1,12})", "code"),
-    ("issue_date", r"fecha (?:de )?(?:emision|expedicion|factura)\s*[:.]?\s*([0-9a-z /.-]{8,24})", "date"),
-    ("cufe", r"cufe\s*[:.]?\s*([0-9a-f\s]{96,140})", "hex"),
-    ("subtotal", r"(?:subtotal|sub total|valor bruto|total bruto)\s*[:.]?\s*\$?\s*([\d.,]+)", "amount"),
-    ("vat", r"(?:iva|impuesto al valor agregado)(?:\s*\d{1,2}\s*%)?\s*[:.]?\s*\$?\s*([\d.,]+)", "amount"),
-    ("total", r"(?:total a pagar|valor total|total factura|total)\s*[:.]?\s*\$?\s*([\d.,]+)", "amount"),
+    # After the title, an optional "No." / "N°" / "Nro." (OCR turns ° into *, o or ?), then prefix and digits.
+    ("number", r"factura(?: electronica)?(?: de venta)?[^\S\n]*(?:(?:nro|no|numero|n)[^\w\n]{0,3})?"
+               r"[^\S\n]*([a-z]{0,6}-?\d{4,12})\b", "code"),
+    ("issue_date", r"fecha (?:de )?(?:emision|expedicion|factura)" + _GAP + r"([0-9a-z /.-]{8,24})", "date"),
+    ("cufe", r"cufe" + _GAP + r"([0-9a-z\s]{96,150})", "hex"),
+    ("subtotal", r"(?:subtotal|sub total|valor bruto|total bruto)" + _GAP + _MONEY, "amount"),
+    ("vat", r"(?:\biva|impuesto al valor agregado)(?:[^\S\n]*\d{1,2}(?:[.,]\d{1,2})?[^\S\n]*[%o°]?)?" + _GAP
+            + r"\$[^\S\n]*(\d[\d.,]*)", "amount"),
+    ("total", r"(?:total a pagar|valor a pagar|total factura|valor total factura|(?<!sub)(?<!sub )\btotal\b(?! bruto))"
+              + _GAP + _MONEY, "amount"),
 )  # fmt: skip
+# Characters OCR confuses with hexadecimal digits.
+_HEX_LOOKALIKES = str.maketrans({"l": "1", "i": "1", "o": "0", "s": "5", "g": "9", "z": "2", "q": "9"})
 
 
 def _value(kind: str, raw: str) -> str | None:
@@ -203,7 +211,7 @@ def _value(kind: str, raw: str) -> str | None:
         day = parse_date(raw)
         return day.isoformat() if day else None
     if kind == "hex":
-        digits = re.sub(r"\s", "", raw)[:96]
+        digits = re.sub(r"\s", "", raw).translate(_HEX_LOOKALIKES)[:96]
         return digits if re.fullmatch(r"[0-9a-f]{96}", digits) else None
     return re.sub(r"\s", "", raw).upper() or None
 
@@ -219,6 +227,31 @@ def text_fields(text: str, source: Source, page: int = 0) -> list[Field]:
                 fields.append(Field(name, value, source, BASE_CONFIDENCE[source], m[0].strip(), page))
                 break
     fields += _party_fields(folded, source, page)
+    fields += names(text, source, page)
+    return fields
+
+
+_BUYER_NAME = re.compile(
+    r"(?:adquiriente|adquirente|cliente|comprador|señor(?:es)?|senor(?:es)?)[^\S\n]*:[^\S\n]*(.+?)(?:[^\S\n]+(?:—[^\S\n]*)?nit\b.*)?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def names(text: str, source: Source, page: int = 0) -> list[Field]:
+    """The parties' names: the buyer's after its label, the seller's on its
+    NIT line ("Name — NIT ...") or as the first line of the letterhead."""
+    fields = []
+    if m := _BUYER_NAME.search(text):
+        fields.append(Field("buyer_name", m[1].strip(" .—-"), source, BASE_CONFIDENCE[source] * 0.95, m[0], page))
+    rows = [r.strip() for r in text.splitlines() if r.strip()]
+    for row in rows[:8]:
+        if m := re.match(r"(.+?)[^\S\n]+[—-][^\S\n]+nit\b", row, re.IGNORECASE):
+            fields.append(Field("seller_name", m[1].strip(), source, BASE_CONFIDENCE[source] * 0.9, row, page))
+            break
+    else:
+        first = next((r for r in rows if not fold(r).startswith(("factura", "nit", "fecha"))), "")
+        if first:
+            fields.append(Field("seller_name", first, source, BASE_CONFIDENCE[source] * 0.8, first, page))
     return fields
 
 
@@ -302,8 +335,8 @@ def cross_check(reading: Reading) -> Reading:
     if reading.lines and "subtotal" in amounts:
         lines_total = sum((line.total for line in reading.lines), Decimal(0))
         if lines_total != amounts["subtotal"]:
-            warnings.append(Warning("LINES_MISMATCH", ("lines", "subtotal"),
-                                    f"the lines add up to {lines_total}, the subtotal says {amounts['subtotal']}"))  # fmt: skip
+            message = f"the lines add up to {lines_total}, the subtotal says {amounts['subtotal']}"
+            warnings.append(Warning("LINES_MISMATCH", ("lines", "subtotal"), message))
     return Reading(fields, list(reading.lines), warnings)
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bmc.ocr.v1 import ocr_service_pb2_grpc
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.ocr.api import OcrApi
+from services.ocr.reading import Limits, TesseractPool
+from services.ocr.store import ExtractionStore
 
 
 async def build(resources: Resources) -> OcrApi:
-    # Until its issue lands every RPC falls through to the generated base
-    # class, which the kit answers with UNIMPLEMENTED.
-    return OcrApi()  # type: ignore[abstract]
+    settings = resources.settings
+    store = ExtractionStore(resources.engine)
+    await store.open()
+    engines = await asyncio.to_thread(TesseractPool, settings.ocr_engines)  # loading the Spanish model takes a while
+    limits = Limits(max_bytes=settings.ocr_max_bytes, max_pages=settings.ocr_max_pages)
+
+    async def close_engines() -> None:
+        engines.close()
+
+    resources.on_stop += [store.close, close_engines]
+    return OcrApi(store, engines, limits, settings.ocr_engines)
 
 
 DEFINITION = ServiceDefinition(

@@ -149,7 +149,7 @@ def render_pdf(invoice: SampleInvoice) -> bytes:
     register_fonts()
     size = LETTER if invoice.layout == "letter" else A4
     buffer = io.BytesIO()
-    canvas = Canvas(buffer, pagesize=size, initialFontName="Vera")
+    canvas = Canvas(buffer, pagesize=size)
     width, height = size
     left, y = 18 * mm, height - 20 * mm
     seller_name, seller_nit = invoice.seller
@@ -218,7 +218,8 @@ def render_pdf(invoice: SampleInvoice) -> bytes:
 
 
 def page_image(pdf: bytes, dpi: int) -> Image.Image:
-    return pdfium.PdfDocument(pdf)[0].render(scale=dpi / 72).to_pil().convert("RGB")
+    image: Image.Image = pdfium.PdfDocument(pdf)[0].render(scale=dpi / 72).to_pil().convert("RGB")
+    return image
 
 
 def scan(pdf: bytes, seed: int, dpi: int = 200) -> bytes:

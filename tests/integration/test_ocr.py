@@ -1,0 +1,164 @@
+"""The OCR service over gRPC: field accuracy on a generated set of
+Colombian-style invoices (vector PDFs, 200-dpi scans, phone photos), the
+draft it returns, streamed uploads, and every kind of upload it refuses."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pikepdf
+import pytest
+from PIL import Image
+
+from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+from services.ocr.samples import render_pdf, sample_invoices, write
+from tests.conftest import Platform
+from tests.integration.clients import Client
+from tests.integration.product_helpers import reason
+
+KEY_FIELDS = ("number", "issue_date", "seller_nit", "buyer_id", "total", "cufe")
+ALL_FIELDS = (*KEY_FIELDS, "seller_nit_dv", "subtotal", "vat")
+
+
+@pytest.fixture(scope="module")
+def reader(platform: Platform) -> Iterator[Client]:
+    client = Client(platform.settings, "ocr", ocr_service_pb2_grpc.OcrServiceStub, "broker", "acme")
+    yield client
+    client.close()
+
+
+def extract(reader: Client, content: bytes, filename: str = "f", password: str = "") -> ocr_pb2.Extraction:
+    request = ocr_service_pb2.ExtractInvoiceRequest(content=content, filename=filename, password=password)
+    extraction: ocr_pb2.Extraction = reader.ExtractInvoice(request, timeout=120)
+    return extraction
+
+
+def refused(reader: Client, content: bytes, **kw: str) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        extract(reader, content, **kw)
+    return caught.value.code(), reason(caught.value)
+
+
+def test_fields_are_read_from_pdfs_scans_and_photos(platform: Platform, reader: Client, tmp_path: Path) -> None:
+    if platform.backend != "embedded":
+        pytest.skip("reading does not depend on the database: measured once")
+    manifest = write(tmp_path, 12)
+    right: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    for item in manifest:
+        for kind, name in item["files"].items():  # type: ignore[attr-defined]
+            extraction = extract(reader, (tmp_path / name).read_bytes(), name)
+            found = {f.field: f.value for f in extraction.fields}
+            source = "qr" if item["with_qr"] else kind
+            for field in ALL_FIELDS:
+                seen[source] += 1
+                right[source] += found.get(field) == item["expected"][field]  # type: ignore[index]
+                if field in KEY_FIELDS and kind == "scan":
+                    seen["scan key fields"] += 1
+                    right["scan key fields"] += found.get(field) == item["expected"][field]  # type: ignore[index]
+    accuracy = {k: right[k] / seen[k] for k in seen}
+    print("field accuracy:", {k: f"{v:.1%} of {seen[k]}" for k, v in accuracy.items()})
+    assert accuracy["qr"] == 1.0, "every field from the QR"
+    assert accuracy["pdf"] >= 0.98, "text layers"
+    assert accuracy["scan key fields"] >= 0.90, "key fields of 200-dpi scans"
+
+
+def test_the_draft_is_an_invoice_message_with_confidences(reader: Client) -> None:
+    invoice = sample_invoices(3)[2]  # no QR: text layer only
+    extraction = extract(reader, render_pdf(invoice), "factura.pdf")
+    draft = extraction.draft
+    assert extraction.content_type == "application/pdf"
+    assert (draft.number, draft.cufe, draft.seller.id.number, draft.buyer.id.number) == (
+        invoice.number,
+        invoice.cufe,
+        invoice.seller[1],
+        invoice.buyer[1],
+    )
+    assert draft.totals.payable_amount == f"{invoice.total:.2f}"
+    assert len(draft.lines) == len(invoice.lines)
+    assert [line.line_extension_amount for line in draft.lines] == [f"{line.total:.2f}" for line in invoice.lines]
+    assert draft.seller.legal_name == invoice.seller[0]
+    assert all(f.source == ocr_pb2.FIELD_SOURCE_TEXT_LAYER for f in extraction.fields)
+    assert all(0.5 < f.confidence <= 1 for f in extraction.fields)
+    assert "PRODUCTS_TO_CHOOSE" in {w.code for w in extraction.warnings}
+    again = reader.GetExtraction(ocr_service_pb2.GetExtractionRequest(name=extraction.name))
+    assert again == extraction
+
+
+def test_a_large_scan_is_streamed_in_chunks(reader: Client) -> None:
+    invoice = sample_invoices(1)[0]
+    image = io.BytesIO()
+    Image.open(io.BytesIO(_scan(invoice))).convert("RGB").save(image, "TIFF")  # uncompressed colour: ~12 MB
+    content = image.getvalue()
+
+    def parts() -> Iterator[ocr_service_pb2.StreamExtractInvoiceRequest]:
+        header = ocr_service_pb2.UploadHeader(filename="scan.tiff", size_bytes=len(content))
+        yield ocr_service_pb2.StreamExtractInvoiceRequest(header=header)
+        for start in range(0, len(content), 512 * 1024):
+            yield ocr_service_pb2.StreamExtractInvoiceRequest(chunk=content[start : start + 512 * 1024])
+
+    extraction = reader.StreamExtractInvoice(parts(), timeout=120)
+    assert len(content) > 4 * 1024 * 1024, "too big for the unary call"
+    assert extraction.content_type == "image/tiff"
+    assert {f.field: f.value for f in extraction.fields}["number"] == invoice.number
+
+
+def _scan(invoice: object) -> bytes:
+    from services.ocr.samples import scan
+
+    return scan(render_pdf(invoice), 1)  # type: ignore[arg-type]
+
+
+def test_uploads_that_are_not_what_they_claim_are_refused(reader: Client) -> None:
+    pdf = render_pdf(sample_invoices(1)[0])
+    locked = io.BytesIO()
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        document.save(locked, encryption=pikepdf.Encryption(owner="owner", user="secreto"))
+    empty = io.BytesIO()
+    pikepdf.new().save(empty)
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, "PNG")
+    png = io.BytesIO()
+    Image.new("RGB", (50, 50), "white").save(png, "PNG")
+    assert refused(reader, b"GIF89a not an invoice") == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FORMAT")
+    assert refused(reader, locked.getvalue()) == (grpc.StatusCode.INVALID_ARGUMENT, "ENCRYPTED_PDF")
+    assert extract(reader, locked.getvalue(), password="secreto").draft.number
+    assert refused(reader, empty.getvalue()) == (grpc.StatusCode.INVALID_ARGUMENT, "NO_PAGES")
+    assert refused(reader, pdf[: len(pdf) // 3]) == (grpc.StatusCode.INVALID_ARGUMENT, "UNREADABLE_PDF")
+    assert refused(reader, png.getvalue()[:40]) == (grpc.StatusCode.INVALID_ARGUMENT, "UNREADABLE_IMAGE")
+    assert refused(reader, bomb.getvalue()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "IMAGE_TOO_LARGE")
+    assert len(bomb.getvalue()) < 1_000_000, "small on the wire, 400 million pixels decoded"
+
+
+def test_streams_must_announce_themselves_and_stay_within_limits(reader: Client) -> None:
+    def call(*parts: ocr_service_pb2.StreamExtractInvoiceRequest) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as caught:
+            reader.StreamExtractInvoice(iter(parts), timeout=60)
+        return caught.value.code(), reason(caught.value)
+
+    chunk = ocr_service_pb2.StreamExtractInvoiceRequest(chunk=b"%PDF-1.7")
+    header = ocr_service_pb2.StreamExtractInvoiceRequest(header=ocr_service_pb2.UploadHeader(filename="x.pdf"))
+    huge = ocr_service_pb2.StreamExtractInvoiceRequest(
+        header=ocr_service_pb2.UploadHeader(filename="x.pdf", size_bytes=500 * 1024 * 1024)
+    )
+    assert call(chunk) == (grpc.StatusCode.INVALID_ARGUMENT, "HEADER_REQUIRED")
+    assert call(header) == (grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_UPLOAD")
+    assert call(huge) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "FILE_TOO_LARGE")
+    assert call(header, chunk, header) == (grpc.StatusCode.INVALID_ARGUMENT, "HEADER_NOT_FIRST")
+
+
+def test_brokers_see_only_their_own_extractions(platform: Platform, reader: Client) -> None:
+    mine = extract(reader, render_pdf(sample_invoices(1)[0]))
+    other = Client(platform.settings, "ocr", ocr_service_pb2_grpc.OcrServiceStub, "broker", "other")
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            other.GetExtraction(ocr_service_pb2.GetExtractionRequest(name=mine.name))
+        listed = other.ListExtractions(ocr_service_pb2.ListExtractionsRequest())
+    finally:
+        other.close()
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert mine.name not in {e.name for e in listed.extractions}
