@@ -54,3 +54,6 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     signed = summary["certificates"]
     assert (signed["certificates"], signed["files_match_their_hash"], signed["ok"]) == (38, 38, True)
     assert len(list((tmp_path / "out" / "certificates").glob("BMC-CR-*.pdf"))) == 38
+    read = summary["ocr"]
+    assert read["ok"] is True
+    assert read["fields_right"] >= 0.9 * read["fields"]

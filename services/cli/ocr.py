@@ -1,0 +1,107 @@
+"""`bmc ocr FILE...`: read invoices from PDFs and images, show what was read,
+and optionally register the drafts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bmc.invoice.v1 import invoice_service_pb2, invoice_service_pb2_grpc
+from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+from services.kit.clients import bearer, sync_channel
+from services.kit.settings import Settings, get_settings
+from services.kit.tokens import mint_token
+
+console = Console()
+UNARY_LIMIT = 3 * 1024 * 1024  # larger files are streamed
+CHUNK = 512 * 1024
+SOURCES = {v: ocr_pb2.FieldSource.Name(v).removeprefix("FIELD_SOURCE_") for v in ocr_pb2.FieldSource.values()}
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def extract(stub: ocr_service_pb2_grpc.OcrServiceStub, metadata: Metadata, path: Path) -> ocr_pb2.Extraction:
+    content = path.read_bytes()
+    if len(content) <= UNARY_LIMIT:
+        request = ocr_service_pb2.ExtractInvoiceRequest(content=content, filename=path.name)
+        extraction: ocr_pb2.Extraction = stub.ExtractInvoice(request, metadata=metadata, timeout=300)
+        return extraction
+
+    def parts() -> Iterator[ocr_service_pb2.StreamExtractInvoiceRequest]:
+        header = ocr_service_pb2.UploadHeader(filename=path.name, size_bytes=len(content))
+        yield ocr_service_pb2.StreamExtractInvoiceRequest(header=header)
+        for start in range(0, len(content), CHUNK):
+            yield ocr_service_pb2.StreamExtractInvoiceRequest(chunk=content[start : start + CHUNK])
+
+    streamed: ocr_pb2.Extraction = stub.StreamExtractInvoice(parts(), metadata=metadata, timeout=300)
+    return streamed
+
+
+def extraction_table(extraction: ocr_pb2.Extraction) -> Table:
+    seconds = extraction.duration.ToTimedelta().total_seconds()
+    table = Table(title=f"{extraction.filename}: confidence {extraction.confidence:.0%}, {seconds:.1f} s")
+    for column in ("field", "value", "confidence", "source"):
+        table.add_column(column)
+    for f in extraction.fields:
+        colour = "green" if f.confidence >= 0.9 else "yellow" if f.confidence >= 0.7 else "red"
+        table.add_row(f.field, f.value, f"[{colour}]{f.confidence:.0%}[/]", SOURCES[f.source])
+    for line in extraction.draft.lines:
+        table.add_row(
+            f"line {line.line_number}",
+            f"{line.description} · {line.quantity} {line.unit_code} · {line.line_extension_amount}",
+            "",
+            "",
+        )
+    for w in extraction.warnings:
+        table.add_row("[yellow]warning[/]", f"{w.code}: {w.message}", "", "")
+    return table
+
+
+def read_files(
+    settings: Settings, files: list[Path], submit: bool = False, product: str = "", broker: str = ""
+) -> list[ocr_pb2.Extraction]:
+    token = bearer(mint_token(settings, subject="bmc-cli", roles=["operator"]))
+    found = []
+    with sync_channel(settings, "ocr") as channel, sync_channel(settings, "invoice") as invoices:
+        stub = ocr_service_pb2_grpc.OcrServiceStub(channel)
+        registry = invoice_service_pb2_grpc.InvoiceServiceStub(invoices)
+        for path in files:
+            extraction = extract(stub, token, path)
+            found.append(extraction)
+            console.print(extraction_table(extraction))
+            if submit:
+                draft = extraction.draft
+                draft.broker = broker
+                for line in draft.lines:
+                    line.product_code = product
+                try:
+                    registered = registry.RegisterInvoice(
+                        invoice_service_pb2.RegisterInvoiceRequest(invoice=draft, request_id=extraction.name[-32:]),
+                        metadata=token,
+                        timeout=30,
+                    )
+                    console.print(f"[green]registered[/] {registered.registration_number} ({registered.name})")
+                except grpc.RpcError as exc:
+                    console.print(f"[red]not registered[/]: {exc.code().name} {exc.details()}")
+    return found
+
+
+def ocr(
+    files: Annotated[list[Path], typer.Argument(help="PDF, PNG, JPEG or TIFF invoices.")],
+    submit: Annotated[bool, typer.Option(help="Register each draft after reading it.")] = False,
+    product: Annotated[str, typer.Option(help="Catalog code for the drafts' lines (with --submit).")] = "",
+    broker: Annotated[str, typer.Option(help="Broker the drafts are registered for.")] = "brokers/demo",
+) -> None:
+    """Read invoices from PDFs and images: fields, confidence, source, warnings."""
+    try:
+        read_files(get_settings(), files, submit, product, broker)
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/] {exc.details()}")
+        raise typer.Exit(1) from exc
