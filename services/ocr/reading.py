@@ -133,7 +133,7 @@ def deskew_angle(image: Image.Image) -> float:
 
     def sharpness(angle: float) -> float:
         rotated = binary.rotate(angle, resample=Image.Resampling.NEAREST, expand=False, fillcolor=0)
-        profile: list[float] = list(rotated.resize((1, rotated.height), Image.Resampling.BOX).getdata())
+        profile = list(rotated.resize((1, rotated.height), Image.Resampling.BOX).tobytes())  # one byte per row (mode L)
         mean = sum(profile) / len(profile)
         return float(sum((v - mean) ** 2 for v in profile))
 
