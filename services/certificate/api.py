@@ -16,7 +16,7 @@ from services.certificate.store import CertificateStore
 from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.errors import DataLoss, FieldViolation, InvalidArgument, NotFound
 from services.kit.objects import CorruptObject
-from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.paging import decode_page_token, next_token, page_size
 from services.kit.telemetry import request_id_var
 
 CHUNK = 256 * 1024
@@ -101,9 +101,9 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
             "" if state == "UNSPECIFIED" else state,
             request.issue_time_from.ToDatetime(dt.UTC) if request.HasField("issue_time_from") else None,
         )
-        response = certificate_service_pb2.ListCertificatesResponse(certificates=[c for c, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(list(page[size - 1][1]), request)
+        response = certificate_service_pb2.ListCertificatesResponse(
+            certificates=[c for c, _ in page[:size]], next_page_token=next_token(page, size, request)
+        )
         return response
 
     async def RevokeCertificate(

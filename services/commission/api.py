@@ -30,7 +30,7 @@ from services.dian import calendar
 from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.paging import decode_page_token, encode_page_token, next_token, page_size
 from services.kit.service_clients import ServiceClient
 
 BOOK_TTL_SECONDS = 2.0  # how stale another worker's new tariff version may be for quotes
@@ -143,9 +143,9 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
             request.period,
             request.invoice.removeprefix("invoices/"),
         )
-        response = commission_service_pb2.ListCommissionsResponse(commissions=[c for c, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(list(page[size - 1][1]), request)
+        response = commission_service_pb2.ListCommissionsResponse(
+            commissions=[c for c, _ in page[:size]], next_page_token=next_token(page, size, request)
+        )
         return response
 
     # ------------------------------------------------------------ tariffs and UVT
@@ -262,9 +262,9 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
         page = await self._store.list_settlements(
             size + 1, (after[0], after[1]) if after else None, request.period, broker, not tenant_scope(principal)
         )
-        response = commission_service_pb2.ListSettlementsResponse(settlements=[s for s, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(list(page[size - 1][1]), request)
+        response = commission_service_pb2.ListSettlementsResponse(
+            settlements=[s for s, _ in page[:size]], next_page_token=next_token(page, size, request)
+        )
         return response
 
     async def ExportSettlement(

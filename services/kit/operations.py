@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.errors import FieldViolation, InvalidArgument, NotFound
-from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.paging import decode_page_token, next_token, page_size
 
 metadata = sa.MetaData()
 
@@ -247,9 +247,9 @@ class OperationRpcs:
         page = await self.operations.page(
             tenant=self.operations_tenant(), page_size=size + 1, after=[str(k) for k in after] if after else None
         )
-        response = operations_pb2.ListOperationsResponse(operations=[operation for operation, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(page[size - 1][1], request)
+        response = operations_pb2.ListOperationsResponse(
+            operations=[operation for operation, _ in page[:size]], next_page_token=next_token(page, size, request)
+        )
         return response
 
     async def CancelOperation(  # noqa: N802 - the RPC's name

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -70,3 +71,9 @@ def decode_page_token(token: str, request: Message) -> list[Any] | None:
 
 def page_size(requested: int, default: int, maximum: int) -> int:
     return default if requested <= 0 else min(requested, maximum)
+
+
+def next_token(page: Sequence[tuple[Any, Sequence[Any]]], size: int, request: Message) -> str:
+    """For a page fetched with one row more than `size` (each row an item and
+    its sort key): the token of the next page, or "" when this is the last."""
+    return encode_page_token(list(page[size - 1][1]), request) if len(page) > size else ""

@@ -13,7 +13,7 @@ from typing import Any
 from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
 from services.kit.auth import require_principal, tenant_scope
 from services.kit.errors import NotFound, ResourceExhausted
-from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.paging import decode_page_token, next_token, page_size
 from services.ocr.conversion import SOURCES, draft_invoice, fields_to_proto
 from services.ocr.domain import overall
 from services.ocr.reading import Limits, TesseractPool, invalid, read
@@ -112,7 +112,7 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
             (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
             tenant_scope(require_principal()),
         )
-        response = ocr_service_pb2.ListExtractionsResponse(extractions=[e for e, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(list(page[size - 1][1]), request)
+        response = ocr_service_pb2.ListExtractionsResponse(
+            extractions=[e for e, _ in page[:size]], next_page_token=next_token(page, size, request)
+        )
         return response

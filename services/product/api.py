@@ -10,7 +10,7 @@ from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2
 from services.kit.auth import require_principal
 from services.kit.errors import FieldViolation, InvalidArgument, NotFound
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.paging import decode_page_token, encode_page_token, next_token, page_size
 from services.product.cache import ProductCache
 from services.product.domain import (
     InvalidProduct,
@@ -115,9 +115,9 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
             show_inactive=request.show_inactive,
         )
         page = await self._store.search(query, size + 1, after)
-        response = product_service_pb2.ListProductsResponse(products=[to_proto(p) for p, _ in page[:size]])
-        if len(page) > size:
-            response.next_page_token = encode_page_token(page[size - 1][1], request)
+        response = product_service_pb2.ListProductsResponse(
+            products=[to_proto(p) for p, _ in page[:size]], next_page_token=next_token(page, size, request)
+        )
         return response
 
     async def CreateProduct(

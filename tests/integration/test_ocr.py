@@ -162,3 +162,34 @@ def test_brokers_see_only_their_own_extractions(platform: Platform, reader: Clie
         other.close()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert mine.name not in {e.name for e in listed.extractions}
+
+
+def test_limits_on_pages_and_time_are_enforced() -> None:
+    """In process (the limits are the service's configuration): too many pages,
+    and a page that would take longer than allowed to read."""
+    from services.kit.errors import ResourceExhausted
+    from services.ocr.reading import Limits, TesseractPool, read
+    from services.ocr.samples import scan
+
+    invoice = sample_invoices(1)[0]
+    pdf = render_pdf(invoice)
+    many = io.BytesIO()
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        for _ in range(3):
+            document.pages.append(document.pages[0])
+        document.save(many)
+    engines = TesseractPool(1)
+    try:
+        with pytest.raises(ResourceExhausted) as pages:
+            read(many.getvalue(), engines, Limits(max_pages=3))
+        with pytest.raises(ResourceExhausted) as slow:
+            read(scan(pdf, 3), engines, Limits(page_seconds=0.001))
+        with pytest.raises(ResourceExhausted) as big:
+            read(pdf, engines, Limits(max_bytes=1024))
+    finally:
+        engines.close()
+    assert (pages.value.reason, slow.value.reason, big.value.reason) == (
+        "TOO_MANY_PAGES",
+        "PAGE_TIMEOUT",
+        "FILE_TOO_LARGE",
+    )
