@@ -55,6 +55,7 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
             report = extraction.pages.add(
                 page=page.page,
                 source=SOURCES[page.source],
+                rotation=page.rotation,
                 skew=page.skew,
                 ocr_confidence=round(page.ocr_confidence, 3),
             )

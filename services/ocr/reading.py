@@ -40,6 +40,7 @@ MAGIC = {
     b"MM\x00*": "image/tiff",
 }
 MIN_TEXT_LAYER = 40  # characters: fewer means a scanned page with a stray word
+UPRIGHT_FIELDS = 3  # labelled fields read on a page the right way up; fewer and the other turns are tried
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Limits:
 class PageResult:
     page: int
     source: Source
+    rotation: float  # quarter turns applied to read the page, in degrees
     skew: float
     seconds: float
     ocr_confidence: float
@@ -121,6 +123,14 @@ def ocr_text(api: tesserocr.PyTessBaseAPI) -> str:
         else:
             rows.append([word])
     return "\n".join(" ".join(w[3] for w in sorted(row, key=lambda w: w[2])) for row in rows)
+
+
+def _recognise(api: tesserocr.PyTessBaseAPI, image: Image.Image, limits: Limits, page: int) -> tuple[str, float]:
+    """The page's text (in rows) and Tesseract's mean confidence (0-1)."""
+    api.SetImage(image)
+    if not api.Recognize(timeout=int(limits.page_seconds * 1000)):
+        raise ResourceExhausted(f"page {page} took too long to read", reason="PAGE_TIMEOUT")
+    return ocr_text(api), api.MeanTextConf() / 100
 
 
 def deskew_angle(image: Image.Image) -> float:
@@ -192,7 +202,7 @@ def read(
     qr_seen, text_seen = [], []
     for number, (image, layer) in enumerate(_pages(content, kind, limits, password), start=1):
         started = time.perf_counter()
-        skew, confidence = 0.0, 0.0
+        skew, confidence, rotation = 0.0, 0.0, 0.0
         if image is not None:
             for code in zxingcpp.read_barcodes(image):
                 payload = parse_dian_qr(code.text)
@@ -208,10 +218,17 @@ def read(
             skew = deskew_angle(image)
             straight = image.rotate(skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
             with engines.engine() as api:
-                api.SetImage(straight)
-                if not api.Recognize(timeout=int(limits.page_seconds * 1000)):
-                    raise ResourceExhausted(f"page {number} took too long to read", reason="PAGE_TIMEOUT")
-                text, confidence = ocr_text(api), api.MeanTextConf() / 100
+                text, confidence = _recognise(api, straight, limits, number)
+                # A page scanned sideways or upside down yields few labelled fields: try the other turns.
+                # A landscape image of a (portrait) invoice is sideways, so both quarter turns are always tried.
+                score = len(text_fields(text, Source.OCR))
+                landscape = straight.width > straight.height
+                for turn in (90, 270, 180) if landscape else (180, 90, 270):
+                    if score >= UPRIGHT_FIELDS and not (landscape and turn in (90, 270)):
+                        break
+                    candidate = _recognise(api, straight.rotate(turn, expand=True), limits, number)
+                    if (labelled := len(text_fields(candidate[0], Source.OCR))) > score:
+                        (text, confidence), rotation, score = candidate, float(turn), labelled
         else:
             continue
         found = text_fields(text, source, number)
@@ -220,7 +237,9 @@ def read(
             reading.offer(f)
         reading.lines += line_items(text, source)
         pages.append(
-            PageResult(number, Source.QR if qr_seen else source, skew, time.perf_counter() - started, confidence)
+            PageResult(
+                number, Source.QR if qr_seen else source, rotation, skew, time.perf_counter() - started, confidence
+            )
         )
     reading.warnings += disagreements(qr_seen, text_seen)
     return cross_check(reading), pages, kind

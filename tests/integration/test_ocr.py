@@ -193,3 +193,21 @@ def test_limits_on_pages_and_time_are_enforced() -> None:
         "PAGE_TIMEOUT",
         "FILE_TOO_LARGE",
     )
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_pages_scanned_sideways_or_upside_down_are_turned(turn: int) -> None:
+    from services.ocr.reading import TesseractPool, read
+    from services.ocr.samples import scan
+
+    invoice = next(i for i in sample_invoices(6) if not i.with_qr)
+    upright = Image.open(io.BytesIO(scan(render_pdf(invoice), 2)))
+    turned = io.BytesIO()
+    upright.rotate(turn, expand=True).save(turned, "PNG")
+    engines = TesseractPool(1)
+    try:
+        reading, pages, _ = read(turned.getvalue(), engines)
+    finally:
+        engines.close()
+    assert (reading.value("number"), reading.value("total")) == (invoice.number, f"{invoice.total:.2f}")
+    assert pages[0].rotation == (360 - turn) % 360
