@@ -52,8 +52,9 @@ def test_registrations_are_published_in_order(registration: Platform) -> None:
     events = _stream(registration.settings, url, "invoice")
     positions = [e.position for e in events if e.position]  # other tests inject events of position 0
     assert positions == sorted(positions)
-    mine = [e for e in events if e.stream_id in names]
-    assert [e.type for e in mine] == ["InvoiceRegistered"] * 3
+    # Each invoice's stream starts with its registration (the commission service may already have moved it on).
+    mine = [e for e in events if e.stream_id in names and e.version == 1]
+    assert [(e.stream_id, e.type) for e in mine] == [(name, "InvoiceRegistered") for name in names]
     assert mine[0].tenant == "brokers/acme"
     assert mine[0].data["registration_number"]
 
