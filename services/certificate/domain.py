@@ -78,7 +78,12 @@ class InvoiceFacts:
         """SHA-256 of the facts in canonical JSON: printed on the certificate
         (a PDF cannot contain the hash of its own bytes; that one is kept by
         the registry and checked by `VerifyCertificate`)."""
-        return hashlib.sha256(orjson.dumps(asdict(self), default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return content_digest(self)
+
+
+def content_digest(facts: InvoiceFacts | PeriodicFacts) -> str:
+    """SHA-256 of a facts dataclass in canonical JSON (sorted keys; dates and decimals as text)."""
+    return hashlib.sha256(orjson.dumps(asdict(facts), default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def verification_code(entropy: bytes) -> str:
@@ -154,7 +159,7 @@ class PeriodicFacts:
         return sum((o.commission for o in self.operations), Decimal(0))
 
     def digest(self) -> str:
-        return hashlib.sha256(orjson.dumps(asdict(self), default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return content_digest(self)
 
 
 def period_bounds(year: int, month: int) -> tuple[dt.date, dt.date]:

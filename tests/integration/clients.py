@@ -4,7 +4,8 @@ RPC as a method (`client.GetInvoice(request)`), wait for an operation."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 
 from google.longrunning import operations_pb2
 
@@ -35,3 +36,17 @@ class Client:
 
     def close(self) -> None:
         self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float) -> None:
+    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)

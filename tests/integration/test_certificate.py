@@ -7,8 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -20,7 +19,7 @@ from services.dian import calendar
 from services.kit.events import Event, stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform
-from tests.integration.clients import Client
+from tests.integration.clients import Client, wait_until
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 from tests.integration.product_helpers import reason
 from tests.unit.test_certificate_document import text_of
@@ -51,20 +50,8 @@ class Certificates(Client):
         return response
 
 
-@contextmanager
-def certificates(settings: Settings, role: str = "operator", tenant: str = "") -> Iterator[Certificates]:
-    client = Certificates(settings, role, tenant)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
+def _wait(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    wait_until(condition, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +66,7 @@ def _tenant() -> str:
 
 def test_a_registered_invoice_is_certified_once_its_commission_is_charged(certified: Platform) -> None:
     tenant = _tenant()
-    with registry(certified.settings, tenant=tenant) as reg, certificates(certified.settings) as cert:
+    with registry(certified.settings, tenant=tenant) as reg, Certificates(certified.settings) as cert:
         registered = reg.register(invoice(quantity="10", price="1250000"))
         (issued,) = cert.of(registered.name)
         _wait(
@@ -120,7 +107,7 @@ def test_redelivered_commission_events_never_make_a_second_certificate(certified
     assert certified.cluster.infrastructure is not None
     client = redis.Redis.from_url(certified.cluster.infrastructure.redis_url)
     stream = stream_name(certified.settings.redis_prefix, "commission")
-    with registry(certified.settings, tenant=_tenant()) as reg, certificates(certified.settings) as cert:
+    with registry(certified.settings, tenant=_tenant()) as reg, Certificates(certified.settings) as cert:
         registered = reg.register(invoice())
         (first,) = cert.of(registered.name)
         original = next(
@@ -137,7 +124,7 @@ def test_redelivered_commission_events_never_make_a_second_certificate(certified
 
 
 def test_reissue_supersedes_and_revocation_is_public(certified: Platform) -> None:
-    with registry(certified.settings, tenant=_tenant()) as reg, certificates(certified.settings) as cert:
+    with registry(certified.settings, tenant=_tenant()) as reg, Certificates(certified.settings) as cert:
         registered = reg.register(invoice())
         (first,) = cert.of(registered.name)
         same = cert.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(invoice=registered.name))
@@ -148,7 +135,7 @@ def test_reissue_supersedes_and_revocation_is_public(certified: Platform) -> Non
         revoked = cert.RevokeCertificate(
             certificate_service_pb2.RevokeCertificateRequest(name=second.name, reason="issued in error")
         )
-    with certificates(certified.settings, "public") as anyone:
+    with Certificates(certified.settings, "public") as anyone:
         public = anyone.verify(sha256=second.sha256)
         unknown = anyone.verify(code="0000-0000-0000")
     assert same.name == first.name, "issuing again returns the valid certificate"
@@ -161,7 +148,7 @@ def test_reissue_supersedes_and_revocation_is_public(certified: Platform) -> Non
 
 
 def test_a_damaged_file_is_never_handed_out_as_valid(certified: Platform) -> None:
-    with registry(certified.settings, tenant=_tenant()) as reg, certificates(certified.settings) as cert:
+    with registry(certified.settings, tenant=_tenant()) as reg, Certificates(certified.settings) as cert:
         registered = reg.register(invoice())
         (issued,) = cert.of(registered.name)
         pdf = bytearray(cert.download(issued.name))
@@ -177,10 +164,10 @@ def test_a_damaged_file_is_never_handed_out_as_valid(certified: Platform) -> Non
 
 def test_brokers_reach_only_their_own_certificates(certified: Platform) -> None:
     owner, other = _tenant(), _tenant()
-    with registry(certified.settings, tenant=owner) as reg, certificates(certified.settings) as operator:
+    with registry(certified.settings, tenant=owner) as reg, Certificates(certified.settings) as operator:
         registered = reg.register(invoice())
         (issued,) = operator.of(registered.name)
-    with certificates(certified.settings, "broker", other) as stranger:
+    with Certificates(certified.settings, "broker", other) as stranger:
         errors = []
         for call in (
             lambda: stranger.GetCertificate(certificate_service_pb2.GetCertificateRequest(name=issued.name)),
@@ -195,7 +182,7 @@ def test_brokers_reach_only_their_own_certificates(certified: Platform) -> None:
             errors.append(caught.value.code())
         listed = stranger.ListCertificates(certificate_service_pb2.ListCertificatesRequest())
         public = stranger.verify(code=issued.verification_code)
-    with certificates(certified.settings, "broker", owner) as own:
+    with Certificates(certified.settings, "broker", owner) as own:
         mine = own.GetCertificate(certificate_service_pb2.GetCertificateRequest(name=issued.name))
     assert errors == [grpc.StatusCode.NOT_FOUND] * 3 + [grpc.StatusCode.PERMISSION_DENIED]
     assert list(listed.certificates) == []
@@ -207,7 +194,7 @@ def test_brokers_reach_only_their_own_certificates(certified: Platform) -> None:
 def test_a_periodic_certificate_lists_a_buyers_operations_of_the_month(certified: Platform) -> None:
     tenant = _tenant()
     today = calendar.today()
-    with registry(certified.settings, tenant=tenant) as reg, certificates(certified.settings) as cert:
+    with registry(certified.settings, tenant=tenant) as reg, Certificates(certified.settings) as cert:
         kept = [reg.register(invoice(price=str(1_000_000 * (n + 1)))) for n in range(2)]
         annulled = reg.register(invoice())
         reg.AnnulInvoice(invoice_service_pb2.AnnulInvoiceRequest(name=annulled.name, reason="duplicated"))
@@ -222,7 +209,7 @@ def test_a_periodic_certificate_lists_a_buyers_operations_of_the_month(certified
         )
         with pytest.raises(grpc.RpcError) as nothing:
             cert.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(periodic=empty))
-    with certificates(certified.settings, "broker", _tenant()) as stranger, pytest.raises(grpc.RpcError) as denied:
+    with Certificates(certified.settings, "broker", _tenant()) as stranger, pytest.raises(grpc.RpcError) as denied:
         stranger.IssueCertificate(certificate_service_pb2.IssueCertificateRequest(periodic=periodic))
     assert again.name == issued.name
     assert (issued.kind, issued.period.year, issued.period.month, issued.broker) == (

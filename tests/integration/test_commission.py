@@ -11,8 +11,7 @@ import hashlib
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +27,7 @@ from services.kit.events import Event, stream_name
 from services.kit.protojson import to_dict
 from services.kit.settings import Settings
 from tests.conftest import Platform
-from tests.integration.clients import Client
+from tests.integration.clients import Client, wait_until
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 from tests.integration.product_helpers import reason, violations
 
@@ -67,20 +66,8 @@ class Commissions(Client):
             time.sleep(0.1)
 
 
-@contextmanager
-def commissions(settings: Settings, role: str = "operator", tenant: str = "") -> Iterator[Commissions]:
-    client = Commissions(settings, role, tenant)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+def _wait(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    wait_until(condition, timeout)
 
 
 def _redis(platform: Platform) -> redis.Redis:
@@ -140,7 +127,7 @@ def priced(platform: Platform) -> Platform:
 
 def test_a_registered_invoice_is_charged_its_commission_and_moves_on(priced: Platform) -> None:
     tenant = _tenant()
-    with registry(priced.settings, tenant=tenant) as reg, commissions(priced.settings) as com:
+    with registry(priced.settings, tenant=tenant) as reg, Commissions(priced.settings) as com:
         registered = reg.register(invoice(quantity="10", price="1250000"))
         charged = com.commission_of(registered.name)
         _wait(
@@ -178,7 +165,7 @@ def test_a_registered_invoice_is_charged_its_commission_and_moves_on(priced: Pla
 
 def test_an_annulled_invoice_has_its_commission_reversed(priced: Platform) -> None:
     tenant = _tenant()
-    with registry(priced.settings, tenant=tenant) as reg, commissions(priced.settings) as com:
+    with registry(priced.settings, tenant=tenant) as reg, Commissions(priced.settings) as com:
         registered = reg.register(invoice())
         com.commission_of(registered.name)
         reg.AnnulInvoice(invoice_service_pb2.AnnulInvoiceRequest(name=registered.name, reason="sold twice"))
@@ -201,7 +188,7 @@ def test_an_event_delivered_twice_is_charged_once(priced: Platform) -> None:
     event = _registered(broker, dt.datetime.now(dt.UTC))
     _inject(priced, event)
     _inject(priced, event)  # redelivery: same event id
-    with commissions(priced.settings) as com:
+    with Commissions(priced.settings) as com:
         com.commission_of(f"invoices/{event.stream_id}")
         time.sleep(1.0)
         page = com.ListCommissions(commission_service_pb2.ListCommissionsRequest(broker=broker))
@@ -217,7 +204,7 @@ def test_an_event_delivered_twice_is_charged_once(priced: Platform) -> None:
 
 
 def test_quotes_show_the_arithmetic_and_refuse_what_they_cannot_price(priced: Platform) -> None:
-    with commissions(priced.settings, "broker", "acme") as com:
+    with Commissions(priced.settings, "broker", "acme") as com:
         quote = com.QuoteCommission(
             commission_service_pb2.QuoteCommissionRequest(
                 lines=[
@@ -270,7 +257,7 @@ def _schedule(effective: dt.date, **rule: Any) -> commission_pb2.TariffSchedule:
 def test_tariff_versions_are_added_never_edited(priced: Platform) -> None:
     future = TODAY + dt.timedelta(days=400 + uuid.uuid4().int % 3000)
     version = f"t-{uuid.uuid4().hex[:8]}"
-    with commissions(priced.settings, "admin") as admin:
+    with Commissions(priced.settings, "admin") as admin:
         created = admin.CreateTariffSchedule(
             commission_service_pb2.CreateTariffScheduleRequest(
                 tariff_schedule=_schedule(future), tariff_schedule_id=version
@@ -303,7 +290,7 @@ def test_tariff_versions_are_added_never_edited(priced: Platform) -> None:
             with pytest.raises(grpc.RpcError) as caught:
                 admin.CreateTariffSchedule(request)
             errors[label] = (caught.value.code(), reason(caught.value))
-    with commissions(priced.settings, "broker", "acme") as broker, pytest.raises(grpc.RpcError) as denied:
+    with Commissions(priced.settings, "broker", "acme") as broker, pytest.raises(grpc.RpcError) as denied:
         broker.CreateTariffSchedule(
             commission_service_pb2.CreateTariffScheduleRequest(tariff_schedule=_schedule(future + dt.timedelta(days=4)))
         )
@@ -321,7 +308,7 @@ def test_tariff_versions_are_added_never_edited(priced: Platform) -> None:
 
 def test_uvt_values_are_recorded_once_per_year(priced: Platform) -> None:
     year = 2060 + uuid.uuid4().int % 40
-    with commissions(priced.settings, "admin") as admin:
+    with Commissions(priced.settings, "admin") as admin:
         created = admin.CreateUvtValue(
             commission_service_pb2.CreateUvtValueRequest(
                 year=year, uvt_value=commission_pb2.UvtValue(value="99999", source="test")
@@ -343,7 +330,7 @@ def test_settlements_rerun_identically_and_export(priced: Platform) -> None:
     with registry(priced.settings, tenant=tenant) as reg, registry(priced.settings, tenant=other) as reg2:
         mine = [reg.register(invoice(price=str(1_000_000 * (i + 1)), quantity="100")) for i in range(3)]
         theirs = reg2.register(invoice())
-    with commissions(priced.settings) as com:
+    with Commissions(priced.settings) as com:
         for registered in [*mine, theirs]:
             com.commission_of(registered.name)
         first = com.settle(PERIOD, f"brokers/{tenant}")
@@ -373,11 +360,11 @@ def test_brokers_see_only_their_own_commissions_and_settlements(priced: Platform
     tenant, other = _tenant(), _tenant()
     with registry(priced.settings, tenant=other) as reg2:
         theirs = reg2.register(invoice())
-    with commissions(priced.settings) as operator:
+    with Commissions(priced.settings) as operator:
         operator.commission_of(theirs.name)
         operator.settle(PERIOD, f"brokers/{other}")
         everyone = operator.settle(PERIOD)
-    with commissions(priced.settings, "broker", tenant) as broker:
+    with Commissions(priced.settings, "broker", tenant) as broker:
         errors = []
         for call in (
             lambda: broker.GetCommission(
@@ -406,7 +393,7 @@ def test_a_closed_period_is_immutable_and_late_corrections_become_adjustments(pr
     early, annulled_later = _registered(broker, last_month), _registered(broker, last_month, "20000000.00")
     for event in (early, annulled_later):
         _inject(priced, event)
-    with commissions(priced.settings) as com, commissions(priced.settings, "admin") as admin:
+    with Commissions(priced.settings) as com, Commissions(priced.settings, "admin") as admin:
         for event in (early, annulled_later):
             assert com.commission_of(f"invoices/{event.stream_id}").registration_date.month == last_month.month
         draft = com.settle(PREVIOUS, broker)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,22 +28,37 @@ from tests.integration.test_commission import _annulled, _registered
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "commission" / "migrations"
 
 
-def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, tmp_path: Path) -> None:
+@asynccontextmanager
+async def commission_database(platform: Platform, tmp_path: Path) -> AsyncIterator[CommissionStore]:
+    """A fresh, migrated and seeded commission database of its own, dropped afterwards."""
     assert platform.cluster.infrastructure is not None
     url = platform.cluster.infrastructure.database_url
     config = make_settings(tmp_path, "embedded", db_prefix=f"bmcc{uuid.uuid4().hex[:8]}_")
+    engine = await open_database(config, url, "commission", MIGRATIONS)
+    store = CommissionStore(engine)
+    await store.open()
+    try:
+        await store.seed(reference.schedules(), reference.uvt_values())
+        yield store
+    finally:
+        await store.close()
+        await engine.dispose()
+        await drop_database(url, f"{config.db_prefix}commission")
+
+
+def consumer_of(store: CommissionStore) -> CommissionConsumer:
+    rules = reference.withholding_rules()
+    return CommissionConsumer(store, lambda: store.book(rules))
+
+
+def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, tmp_path: Path) -> None:
     broker, now = "brokers/acme", dt.datetime.now(dt.UTC)
     registered = _registered(broker, now)
     annulled = _annulled(registered.stream_id, broker, now)
 
     async def scenario() -> tuple[str, ...]:
-        engine = await open_database(config, url, "commission", MIGRATIONS)
-        store = CommissionStore(engine)
-        await store.open()
-        try:
-            await store.seed(reference.schedules(), reference.uvt_values())
-            rules = reference.withholding_rules()
-            consumer = CommissionConsumer(store, lambda: store.book(rules))
+        async with commission_database(platform, tmp_path) as store:
+            consumer = consumer_of(store)
             with pytest.raises(EventsNotApplied):
                 await consumer.handle([annulled])  # its charge is not there yet: left for a retry
             before = await store.get_commission(registered.stream_id)
@@ -57,10 +74,6 @@ def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, t
                 str(settlement.total.invoice_count),
                 str(settlement.reversals.invoice_count),
             )
-        finally:
-            await store.close()
-            await engine.dispose()
-            await drop_database(url, f"{config.db_prefix}commission")
 
     assert asyncio.run(scenario()) == ("absent", "2", "0", "-1")
 
@@ -69,22 +82,13 @@ def test_a_settlement_adds_up_to_its_invoices_to_the_peso(platform: Platform, tm
     """Property: whatever the invoices' values, and whichever of them are
     annulled, the settlement computed in SQL equals the sum of the
     commissions the consumer charged (minus those reversed), to the peso."""
-    assert platform.cluster.infrastructure is not None
-    url = platform.cluster.infrastructure.database_url
-    config = make_settings(tmp_path, "embedded", db_prefix=f"bmcp{uuid.uuid4().hex[:8]}_")
     values = st.lists(
         st.tuples(st.decimals(min_value=1, max_value=5_000_000_000, places=2), st.booleans()), min_size=1, max_size=25
     )
 
     async def scenario() -> None:
-        engine = await open_database(config, url, "commission", MIGRATIONS)
-        store = CommissionStore(engine)
-        await store.open()
-        try:
-            await store.seed(reference.schedules(), reference.uvt_values())
-            rules = reference.withholding_rules()
-            consumer = CommissionConsumer(store, lambda: store.book(rules))
-
+        async with commission_database(platform, tmp_path) as store:
+            consumer = consumer_of(store)
             loop = asyncio.get_running_loop()
 
             # Hypothesis drives from a worker thread; each example runs on this loop (the pool's).
@@ -113,9 +117,5 @@ def test_a_settlement_adds_up_to_its_invoices_to_the_peso(platform: Platform, tm
                 assert sum((t.total for t in settlement.by_category), Decimal(0)) == settlement.total.total
 
             await loop.run_in_executor(None, check)
-        finally:
-            await store.close()
-            await engine.dispose()
-            await drop_database(url, f"{config.db_prefix}commission")
 
     asyncio.run(scenario())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from services.cli.cluster import Cluster
 from services.kit.events import Event, StreamConsumer, one_by_one, stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform, make_settings
+from tests.integration.clients import wait_until
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 
 
@@ -31,11 +32,8 @@ def _stream(settings: Settings, url: str, service: str) -> list[Event]:
     return [Event.from_fields(fields) for _, fields in client.xrange(stream_name(settings.redis_prefix, service))]
 
 
-def _wait(condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+def _wait(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    wait_until(condition, timeout)
 
 
 @pytest.fixture(scope="module")
