@@ -75,11 +75,11 @@ async def drive(
 
 
 @contextmanager
-def platform(services: list[str], **overrides: object) -> Iterator[Cluster]:
-    """The named services on a fresh embedded PostgreSQL/Redis, for one run."""
+def platform(services: list[str], gateway: bool = False, **overrides: object) -> Iterator[Cluster]:
+    """The named services (and the REST gateway) on a fresh embedded PostgreSQL/Redis, for one run."""
     with TemporaryDirectory(prefix="bmc-bench-", dir=overrides.pop("directory", None)) as tmp:  # type: ignore[arg-type]
         settings = make_settings(Path(tmp), "embedded", log_level="WARNING", **overrides)
-        with Cluster(settings, services=services) as cluster:
+        with Cluster(settings, services=services, gateway=gateway) as cluster:
             yield cluster
 
 

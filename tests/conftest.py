@@ -41,10 +41,10 @@ def _port_free(port: int) -> bool:
 
 
 def free_port_base() -> int:
-    """A base whose service ports (base+1..base+9) are all free now."""
+    """A base whose ports (base for the gateway, base+1..base+9 for services) are all free now."""
     for _ in range(200):
         base = random.randrange(20000, 60000, 10)
-        if all(_port_free(base + offset) for offset in range(1, 10)):
+        if all(_port_free(base + offset) for offset in range(10)):
             return base
     raise RuntimeError("no free port range")
 
@@ -73,9 +73,11 @@ class Platform:
 
 
 def make_settings(tmp: Path, backend: str, **overrides: object) -> Settings:
+    base = free_port_base()
     values: dict[str, object] = {
         "data_dir": tmp,
-        "port_base": free_port_base(),
+        "port_base": base,
+        "gateway_port": base,
         "log_format": "json",
         "shutdown_grace_seconds": 1.0,
         "readiness_interval_seconds": 0.5,

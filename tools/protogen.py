@@ -28,6 +28,7 @@ PROTO = ROOT / "proto"
 GEN = ROOT / "gen"
 BUILD = ROOT / "build"
 IMAGE = BUILD / "bmc.binpb"
+DOCS_SET = "bmc/docs.binpb"
 
 # Python modules whose descriptors the contracts import (and, through them,
 # everything those import).
@@ -119,6 +120,8 @@ def generate(out: Path, image: Path, proto: Path = PROTO) -> None:
                 *contract_files(proto),
             ]
         )
+        # The contracts' own comments, for the gateway's OpenAPI document.
+        _protoc([*common, f"--descriptor_set_out={out / DOCS_SET}", "--include_source_info", *contract_files(proto)])
     # Generated imports are absolute (`from bmc.common.v1 import ...`): gen/
     # is an import root and these are ordinary packages under it.
     for directory in [p for p in out.rglob("*") if p.is_dir()]:

@@ -270,7 +270,7 @@ class Issuer:
         number = certificate_number(now.year, await self._store.next_number(now.year))
         code = verification_code(secrets.token_bytes(8))
         sheet = CertificateSheet(
-            number, now, code, f"{self._settings.certificate_verify_url}{code}", facts,
+            number, now, code, f"{self._settings.verify_url}{code}", facts,
             self._settings.certificate_page_size,
         )  # fmt: skip
         pdf = await self._render_and_sign(sheet)

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -54,12 +56,33 @@ def health_of(settings: Settings, spec: ServiceSpec, timeout: float = 1.0) -> st
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
-class Cluster:
-    """`with Cluster(settings) as cluster:` starts every service and stops them on exit."""
+GATEWAY = "gateway"
 
-    def __init__(self, settings: Settings, services: list[str] | None = None) -> None:
+
+def gateway_url(settings: Settings) -> str:
+    host = "localhost" if settings.bind_host in ("0.0.0.0", "127.0.0.1", "::") else settings.bind_host  # noqa: S104
+    return f"http://{host}:{settings.gateway_port}"
+
+
+def gateway_state(settings: Settings, path: str = "/readyz", timeout: float = 1.0) -> str:
+    """`SERVING` when the gateway answers `path` with 200, else why not."""
+    try:
+        with urllib.request.urlopen(gateway_url(settings) + path, timeout=timeout) as response:  # noqa: S310
+            return "SERVING" if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"NOT_SERVING (HTTP {exc.code})"
+    except OSError as exc:
+        return f"UNREACHABLE ({exc})"
+
+
+class Cluster:
+    """`with Cluster(settings) as cluster:` starts every service (and, for the
+    whole platform, the REST gateway) and stops them on exit."""
+
+    def __init__(self, settings: Settings, services: list[str] | None = None, gateway: bool | None = None) -> None:
         self.settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
         self.specs = [SERVICES[name] for name in (services or list(SERVICES))]
+        self.gateway = services is None if gateway is None else gateway
         self.log_dir = self.settings.data_dir / "logs"
         self.infrastructure: EmbeddedInfrastructure | None = None
         # Each service runs `settings.workers` processes on one port (SO_REUSEPORT).
@@ -85,6 +108,15 @@ class Cluster:
                         f"port {spec.port(self.settings)} for {spec.name} is in use (another `bmc up`?); "
                         "stop it or set BMC_PORT_BASE"
                     ) from exc
+        if self.gateway:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.settings.bind_host, self.settings.gateway_port))
+                except OSError as exc:
+                    raise ClusterError(
+                        f"port {self.settings.gateway_port} for the gateway is in use; set BMC_GATEWAY_PORT"
+                    ) from exc
 
     def start(self, timeout: float = 90.0) -> None:
         self._check_ports_free()
@@ -94,19 +126,30 @@ class Cluster:
         ensure_dev_signing_key(self.settings)
         if self.settings.tls:
             pki = DevPki.from_settings(self.settings)
-            for name in [*(s.name for s in self.specs), "bmc-cli"]:
+            for name in [*(s.name for s in self.specs), "bmc-cli", GATEWAY]:
                 pki.identity(name)
         for spec in self.specs:
             self._spawn(spec)
         self.wait_healthy(timeout)
+        if self.gateway:
+            self._spawn_module(GATEWAY, "services.gateway.main", 1)
+            deadline = time.monotonic() + timeout
+            while gateway_state(self.settings, "/healthz") != "SERVING":
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"the gateway did not answer on {gateway_url(self.settings)}")
+                time.sleep(0.1)
 
     def _spawn(self, spec: ServiceSpec) -> None:
-        with (self.log_dir / f"{spec.name}.log").open("ab") as log:
-            self.processes[spec.name] = [
+        self._spawn_module(spec.name, spec.module, self.settings.workers)
+
+    def _spawn_module(self, name: str, module: str, count: int) -> None:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            self.processes[name] = [
                 subprocess.Popen(
-                    [sys.executable, "-m", spec.module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
+                    [sys.executable, "-m", module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
                 )
-                for _ in range(self.settings.workers)
+                for _ in range(count)
             ]
 
     def kill(self, name: str) -> None:
@@ -159,7 +202,20 @@ class Cluster:
                 log=self.log_dir / f"{spec.name}.log",
             )
             for spec in self.specs
-        ]
+        ] + (
+            [
+                ServiceStatus(
+                    name=GATEWAY,
+                    full_name="REST edge (OpenAPI: /docs)",
+                    address=gateway_url(self.settings),
+                    pid=self.processes[GATEWAY][0].pid,
+                    health=gateway_state(self.settings),
+                    log=self.log_dir / f"{GATEWAY}.log",
+                )
+            ]
+            if GATEWAY in self.processes
+            else []
+        )
 
     def stop(self) -> None:
         every = [p for group in self.processes.values() for p in group]

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from rich.table import Table
 
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.cli.app import status_table
-from services.cli.cluster import Cluster, ClusterError
+from services.cli.cluster import Cluster, ClusterError, gateway_url
 from services.dian import calendar
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
@@ -332,6 +335,69 @@ def ocr_step(cluster: Cluster, out: Path, console: Console) -> dict[str, object]
     return {"files": [str(f) for f in files], "fields_right": right, "fields": total, "ok": right >= 0.9 * total}
 
 
+def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def rest_step(cluster: Cluster, out: Path, console: Console, code: str) -> dict[str, object]:
+    """The REST edge as an ERP and a DIAN auditor use it: a token from
+    /oauth/token, invoices listed over REST, a scan uploaded for OCR, the
+    certificate checked anonymously (JSON and the Spanish HTML page), and the
+    OpenAPI document saved."""
+    from services.gateway.oauth import ClientRegistry
+    from services.ocr.samples import render_pdf, sample_invoices
+
+    base = gateway_url(cluster.settings)
+    clients = ClientRegistry(cluster.settings.auth_dir / "clients.json")
+    clients.remove("demo-erp")
+    secret = clients.add("demo-erp", ["broker"], tenant="demo", description="bmc demo")
+    form = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "client_id": "demo-erp", "client_secret": secret}
+    ).encode()
+    status, body = _http("POST", f"{base}/oauth/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    token = json.loads(body).get("access_token", "") if status == 200 else ""
+    auth = {"Authorization": f"Bearer {token}"}
+    _, listed = _http("GET", f"{base}/v1/invoices?state=INVOICE_STATE_CERTIFIED&pageSize=1000", headers=auth)
+    certified = len(json.loads(listed).get("invoices", []))
+    sample = sample_invoices(1)[0]
+    upload_status, extraction = _http(
+        "POST", f"{base}/v1/extractions:upload?filename=scan.pdf", render_pdf(sample),
+        {**auth, "Content-Type": "application/pdf"},
+    )  # fmt: skip
+    draft_number = json.loads(extraction).get("draft", {}).get("number", "") if upload_status == 200 else ""
+    _, verified = _http("GET", f"{base}/v1/verifications/{code}")
+    state = json.loads(verified).get("state", "")
+    page_status, page = _http("GET", f"{base}/verify/{code}")
+    (out / "verify.html").write_bytes(page)
+    _, document = _http("GET", f"{base}/openapi.json")
+    (out / "openapi.json").write_bytes(document)
+    operations = sum(len(item) for item in json.loads(document)["paths"].values())
+    console.print(
+        f"REST edge {base}: token from /oauth/token {'ok' if token else 'FAILED'}; {certified} certified invoices "
+        f"listed; OCR upload read invoice {draft_number or '?'}; certificate {code} is {state} "
+        f"(page /verify/{code}: HTTP {page_status}); OpenAPI with {operations} operations in {out / 'openapi.json'}"
+    )
+    return {
+        "gateway": base,
+        "token": bool(token),
+        "certified_invoices_listed": certified,
+        "ocr_upload_number": draft_number,
+        "verification_state": state,
+        "openapi_operations": operations,
+        "ok": bool(token)
+        and certified > 0
+        and draft_number == sample.number
+        and state == "CERTIFICATE_STATE_VALID"
+        and page_status == 200
+        and "Certificado válido" in page.decode(),
+    }
+
+
 def security_table(checks: list[Check]) -> Table:
     table = Table(title="security chain")
     for column in ("step", "expected", "observed", "detail"):
@@ -363,6 +429,8 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         charges = commission_step(cluster, out, console, invoices)
         signed = certificate_step(cluster, out, console, invoices)
         read = ocr_step(cluster, out, console)
+        example = signed.get("example")
+        rest = rest_step(cluster, out, console, str(example["code"])) if isinstance(example, dict) else {"ok": False}
     finally:
         cluster.stop()
 
@@ -370,7 +438,7 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
     ok = (
         healthy
         and all(c.passed for c in checks)
-        and all(bool(step["ok"]) for step in (catalog, registrations, charges, signed, read))
+        and all(bool(step["ok"]) for step in (catalog, registrations, charges, signed, read, rest))
     )
     summary = {
         "ok": ok,
@@ -381,6 +449,7 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         "commissions": charges,
         "certificates": signed,
         "ocr": read,
+        "rest": rest,
         "seconds": round(time.monotonic() - started, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))

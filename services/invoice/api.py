@@ -272,16 +272,25 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         size = page_size(request.page_size, 50, 1000)
         after = decode_page_token(request.page_token, request)
 
-        def date(value: Any) -> dt.date | None:
-            return dt.date(value.year, value.month, value.day) if value.year else None
+        def date(value: Any, field: str) -> dt.date | None:
+            if not (value.year or value.month or value.day):
+                return None
+            try:
+                return dt.date(value.year, value.month, value.day)
+            except ValueError as exc:
+                raise InvalidArgument(
+                    f"{field} is not a calendar date: {exc}",
+                    reason="INVALID_DATE",
+                    violations=[FieldViolation(field, f"not a calendar date: {exc}", "INVALID_DATE")],
+                ) from exc
 
         where = ListFilter(
             broker=broker,
             state=STATES.get(request.state, ""),
             seller_nit=request.seller_nit,
             buyer_id=request.buyer_id,
-            issue_from=date(request.issue_date_from),
-            issue_to=date(request.issue_date_to),
+            issue_from=date(request.issue_date_from, "issue_date_from"),
+            issue_to=date(request.issue_date_to, "issue_date_to"),
             registered_from=request.register_time_from.ToDatetime(dt.UTC)
             if request.HasField("register_time_from")
             else None,

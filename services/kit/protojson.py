@@ -74,3 +74,63 @@ def to_dict(message: Message) -> dict[str, Any]:
             if value:  # proto3 scalars are absent at their default
                 out[name] = convert(value) if convert else value
     return out
+
+
+# ------------------------------------------------ proto3 JSON as gateways write it
+#
+# lowerCamelCase keys and every field without presence printed at its zero
+# value (grpc-gateway's `EmitUnpopulated`), for the message types made only of
+# scalars, enums, nested messages and Timestamps; `json_plan` is None for the
+# others (maps, bytes, floating point, Any, Struct...), which callers hand to
+# `json_format.MessageToDict` instead.
+
+JsonPlan = list[tuple[str, str, bool, bool, Convert | None]]
+_json_plans: dict[str, JsonPlan | None] = {}
+_UNSUPPORTED = frozenset({FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
+
+
+def json_plan(descriptor: Any) -> JsonPlan | None:
+    """(JSON key, field name, repeated, has presence, conversion) per field, or None."""
+    name = descriptor.full_name
+    if name in _json_plans:
+        return _json_plans[name]
+    _json_plans[name] = None  # a recursive type is unsupported until proven otherwise
+    plan: JsonPlan = []
+    for field in descriptor.fields:
+        convert: Convert | None = None
+        if field.type in _UNSUPPORTED:
+            return None
+        if field.message_type is not None:
+            message = field.message_type
+            if message.GetOptions().map_entry:
+                return None
+            if message.full_name == "google.protobuf.Timestamp":
+                convert = _timestamp
+            elif message.full_name.startswith("google.protobuf.") or json_plan(message) is None:
+                return None
+            else:
+                convert = to_json_dict
+        elif field.enum_type is not None:
+            convert = _enum_names(field)
+        elif field.type in _INT64:
+            convert = str
+        plan.append((field.json_name, field.name, field.is_repeated, field.has_presence, convert))
+    _json_plans[name] = plan
+    return plan
+
+
+def to_json_dict(message: Message) -> dict[str, Any]:
+    """`MessageToDict(message, always_print_fields_with_no_presence=True)`, when `json_plan` allows."""
+    plan = json_plan(message.DESCRIPTOR)
+    assert plan is not None, message.DESCRIPTOR.full_name
+    out: dict[str, Any] = {}
+    for key, name, repeated, presence, convert in plan:
+        if repeated:
+            items = getattr(message, name)
+            out[key] = [convert(item) for item in items] if convert else list(items)
+        elif presence and not message.HasField(name):
+            continue
+        else:
+            value = getattr(message, name)
+            out[key] = convert(value) if convert else value
+    return out

@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes per service (SO_REUSEPORT).")
     certificate_verify_url: str = Field(
-        default="http://localhost:8080/v1/verifications/",
-        description="Public verification address printed (and QR-encoded) on certificates; the code is appended.",
+        default="",
+        description="Public verification address printed (and QR-encoded) on certificates, the code appended; "
+        "default the gateway's page, http://localhost:<gateway port>/verify/.",
     )
     certificate_page_size: Literal["A4", "LETTER"] = Field(default="A4", description="Paper of certificates.")
     certificate_signing_cert: Path | None = Field(
@@ -97,6 +98,24 @@ class Settings(BaseSettings):
     object_store_s3_kms_key: str = Field(default="", description="KMS key for SSE-KMS; SSE-S3 (AES256) when empty.")
     object_store_s3_endpoint: str = Field(default="", description="S3 endpoint (a VPC endpoint, or a test server).")
 
+    gateway_port: int = Field(default=8080, ge=1, le=65535, description="Port of the REST edge (HTTP).")
+    gateway_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest JSON request body the REST edge reads (413 beyond)."
+    )
+    gateway_deadline_seconds: float = Field(
+        default=30.0, gt=0, description="Deadline of a transcoded call when the request sends no Grpc-Timeout."
+    )
+    gateway_max_deadline_seconds: float = Field(default=300.0, gt=0, description="Longest Grpc-Timeout honoured.")
+    gateway_cors_origins: str = Field(
+        default="", description="Comma-separated origins allowed by CORS (`*` for any); empty disables CORS."
+    )
+    gateway_token_endpoint: bool = Field(
+        default=True, description="Serve POST /oauth/token from the dev issuer (off when an external IdP issues)."
+    )
+    gateway_token_ttl_seconds: int = Field(
+        default=3600, ge=60, le=86400, description="Lifetime of /oauth/token tokens."
+    )
+
     def as_environment(self) -> dict[str, str]:
         """These settings as `BMC_*` variables, for the processes this one starts."""
         env: dict[str, str] = {}
@@ -114,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def auth_dir(self) -> Path:
         return self.data_dir / "auth"
+
+    @property
+    def verify_url(self) -> str:
+        return self.certificate_verify_url or f"http://localhost:{self.gateway_port}/verify/"
 
     @property
     def jwks_source(self) -> str:

@@ -105,7 +105,10 @@ def ocr_text(api: tesserocr.PyTessBaseAPI) -> str:
     iterator = api.GetIterator()
     level = tesserocr.RIL.WORD
     while True:
-        text = iterator.GetUTF8Text(level)
+        try:
+            text = iterator.GetUTF8Text(level)
+        except RuntimeError:  # tesserocr's way of saying the page has no words at all
+            break
         box = iterator.BoundingBox(level)
         if text and box:
             left, top, _, bottom = box

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -21,7 +23,13 @@ pytestmark = pytest.mark.e2e
 def test_bmc_up_starts_every_service_and_ctrl_c_stops_them(tmp_path: Path) -> None:
     base = free_port_base()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
-    env.update(BMC_DATA_DIR=str(tmp_path), BMC_PORT_BASE=str(base), BMC_LOG_FORMAT="json", COLUMNS="200")
+    env.update(
+        BMC_DATA_DIR=str(tmp_path),
+        BMC_PORT_BASE=str(base),
+        BMC_GATEWAY_PORT=str(base),
+        BMC_LOG_FORMAT="json",
+        COLUMNS="200",
+    )
     bmc = Path(sys.executable).parent / "bmc"
     process = subprocess.Popen([str(bmc), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
@@ -37,7 +45,10 @@ def test_bmc_up_starts_every_service_and_ctrl_c_stops_them(tmp_path: Path) -> No
         assert "ready; press Ctrl-C" in text, text
         children = psutil.Process(process.pid).children(recursive=True)
         service_pids = [c.pid for c in children if any("services." in part for part in c.cmdline())]
-        assert len(service_pids) == len(SERVICES)
+        assert len(service_pids) == len(SERVICES) + 1  # and the REST gateway
+        assert f"http://localhost:{base}" in text
+        with urllib.request.urlopen(f"http://localhost:{base}/readyz", timeout=5) as ready:
+            assert json.load(ready)["status"] == "ready"
         for spec in SERVICES.values():
             assert f"localhost:{base + spec.port_offset}" in text
             listed = grpcurl("-plaintext", f"localhost:{base + spec.port_offset}", "list")

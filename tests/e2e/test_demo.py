@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
-    env.update(BMC_DATA_DIR=str(tmp_path / "data"), BMC_PORT_BASE=str(free_port_base()), COLUMNS="160")
+    base = free_port_base()
+    env.update(BMC_DATA_DIR=str(tmp_path / "data"), BMC_PORT_BASE=str(base), BMC_GATEWAY_PORT=str(base), COLUMNS="160")
     bmc = Path(sys.executable).parent / "bmc"
     result = subprocess.run(
         [str(bmc), "demo", "--out", str(tmp_path / "out")],
@@ -57,3 +58,8 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     read = summary["ocr"]
     assert read["ok"] is True
     assert read["fields_right"] >= 0.9 * read["fields"]
+    rest = summary["rest"]
+    assert (rest["token"], rest["verification_state"], rest["ok"]) == (True, "CERTIFICATE_STATE_VALID", True)
+    assert rest["certified_invoices_listed"] >= 38
+    assert "Certificado válido" in (tmp_path / "out" / "verify.html").read_text()
+    assert json.loads((tmp_path / "out" / "openapi.json").read_text())["openapi"] == "3.1.0"

@@ -1,0 +1,54 @@
+"""Wiring of the REST edge: `python -m services.gateway.main`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+import uvloop
+from aiohttp import web
+
+from services.gateway.app import build_app
+from services.gateway.upstream import Upstream
+from services.kit.settings import Settings, get_settings
+from services.kit.telemetry import configure_logging, configure_tracing
+
+log = structlog.get_logger("bmc.gateway")
+
+
+async def serve(settings: Settings) -> None:
+    upstream = Upstream(settings)
+    app = build_app(settings, upstream)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind_host, settings.gateway_port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise SystemExit(f"gateway: cannot listen on {settings.bind_host}:{settings.gateway_port} ({exc})") from exc
+    log.info("listening", address=f"http://{settings.bind_host}:{settings.gateway_port}", tls_upstream=settings.tls)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        await upstream.close()
+        log.info("stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings, "gateway")
+    configure_tracing(settings, "gateway")
+    uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
