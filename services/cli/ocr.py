@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bmc.invoice.v1 import invoice_service_pb2, invoice_service_pb2_grpc
+from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
 from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
+from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings, get_settings
 from services.kit.tokens import mint_token
@@ -64,39 +65,84 @@ def extraction_table(extraction: ocr_pb2.Extraction) -> Table:
     return table
 
 
+def choose_products(
+    catalog: product_service_pb2_grpc.ProductServiceStub, metadata: Metadata, draft: invoice_pb2.Invoice
+) -> list[str]:
+    """Gives each line without a product the eligible catalog product whose
+    name is most like the printed description; the lines left without one."""
+    unmatched = []
+    for line in draft.lines:
+        if line.product_code:
+            continue
+        request = product_service_pb2.ListProductsRequest(
+            name_query=line.description[:200], eligible_only=True, page_size=1
+        )
+        found = catalog.ListProducts(request, metadata=metadata, timeout=10).products
+        if found:
+            line.product_code = found[0].code
+            console.print(f"line {line.line_number}: {line.description!r} → {found[0].code} ({found[0].display_name})")
+        else:
+            unmatched.append(f"line {line.line_number} ({line.description!r})")
+    return unmatched
+
+
+def submit(
+    registry: invoice_service_pb2_grpc.InvoiceServiceStub,
+    catalog: product_service_pb2_grpc.ProductServiceStub,
+    metadata: Metadata,
+    extraction: ocr_pb2.Extraction,
+    product: str,
+    broker: str,
+) -> invoice_pb2.Invoice | None:
+    """Registers an extraction's draft (once: the extraction names the request)."""
+    draft = invoice_pb2.Invoice()
+    draft.CopyFrom(extraction.draft)
+    draft.broker = broker
+    for line in draft.lines:
+        line.product_code = product or line.product_code
+    unmatched = choose_products(catalog, metadata, draft)
+    if unmatched:
+        console.print(f"[red]not registered[/]: no eligible catalog product for {', '.join(unmatched)}; use --product")
+        return None
+    request = invoice_service_pb2.RegisterInvoiceRequest(invoice=draft, request_id=extraction.name[-32:])
+    try:
+        registered: invoice_pb2.Invoice = registry.RegisterInvoice(request, metadata=metadata, timeout=30)
+    except grpc.RpcError as exc:
+        console.print(f"[red]not registered[/]: {exc.code().name} {exc.details()}")
+        return None
+    console.print(f"[green]registered[/] {registered.registration_number} ({registered.name})")
+    return registered
+
+
 def read_files(
-    settings: Settings, files: list[Path], submit: bool = False, product: str = "", broker: str = ""
+    settings: Settings, files: list[Path], submit_drafts: bool = False, product: str = "", broker: str = ""
 ) -> list[ocr_pb2.Extraction]:
     token = bearer(mint_token(settings, subject="bmc-cli", roles=["operator"]))
     found = []
-    with sync_channel(settings, "ocr") as channel, sync_channel(settings, "invoice") as invoices:
+    with (
+        sync_channel(settings, "ocr") as channel,
+        sync_channel(settings, "invoice") as invoices,
+        sync_channel(settings, "product") as products,
+    ):
         stub = ocr_service_pb2_grpc.OcrServiceStub(channel)
         registry = invoice_service_pb2_grpc.InvoiceServiceStub(invoices)
+        catalog = product_service_pb2_grpc.ProductServiceStub(products)
         for path in files:
             extraction = extract(stub, token, path)
             found.append(extraction)
             console.print(extraction_table(extraction))
-            if submit:
-                draft = extraction.draft
-                draft.broker = broker
-                for line in draft.lines:
-                    line.product_code = product
-                try:
-                    registered = registry.RegisterInvoice(
-                        invoice_service_pb2.RegisterInvoiceRequest(invoice=draft, request_id=extraction.name[-32:]),
-                        metadata=token,
-                        timeout=30,
-                    )
-                    console.print(f"[green]registered[/] {registered.registration_number} ({registered.name})")
-                except grpc.RpcError as exc:
-                    console.print(f"[red]not registered[/]: {exc.code().name} {exc.details()}")
+            if submit_drafts:
+                submit(registry, catalog, token, extraction, product, broker)
     return found
 
 
 def ocr(
     files: Annotated[list[Path], typer.Argument(help="PDF, PNG, JPEG or TIFF invoices.")],
     submit: Annotated[bool, typer.Option(help="Register each draft after reading it.")] = False,
-    product: Annotated[str, typer.Option(help="Catalog code for the drafts' lines (with --submit).")] = "",
+    product: Annotated[
+        str,
+        typer.Option(help="Catalog code for every line (with --submit); default: the product named most alike."),
+    ] = "",
     broker: Annotated[str, typer.Option(help="Broker the drafts are registered for.")] = "brokers/demo",
 ) -> None:
     """Read invoices from PDFs and images: fields, confidence, source, warnings."""

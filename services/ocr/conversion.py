@@ -31,7 +31,9 @@ def fields_to_proto(reading: Reading) -> list[ocr_pb2.ExtractedField]:
             raw_text=f.raw[:500],
             confidence=round(f.confidence, 3),
             source=SOURCES[f.source],
-            box=ocr_pb2.BoundingBox(page=f.page),
+            box=ocr_pb2.BoundingBox(
+                page=f.page, **dict(zip(("left", "top", "width", "height"), f.box or (), strict=False))
+            ),
         )
         for f in sorted(reading.fields.values(), key=lambda f: f.name)
     ]

@@ -40,6 +40,45 @@ QR_KEYS = {
 }  # fmt: skip
 
 
+Box = tuple[float, float, float, float]  # left, top, width, height, as fractions of the page
+
+
+def union(boxes: Iterable[Box]) -> Box | None:
+    """The smallest box holding all of them."""
+    edges = [(b[0], b[1], b[0] + b[2], b[1] + b[3]) for b in boxes if b[2] > 0 or b[3] > 0]
+    if not edges:
+        return None
+    left, top = min(e[0] for e in edges), min(e[1] for e in edges)
+    right, bottom = max(e[2] for e in edges), max(e[3] for e in edges)
+    return (round(left, 4), round(top, 4), round(right - left, 4), round(bottom - top, 4))
+
+
+def turned_back(box: Box, turn: int) -> Box:
+    """A box found on a page turned `turn` degrees counter-clockwise, on the page as given."""
+    left, top, width, height = box
+    corners = [(left, top), (left + width, top + height)]
+    if turn == 90:
+        corners = [(1 - y, x) for x, y in corners]
+    elif turn == 180:
+        corners = [(1 - x, 1 - y) for x, y in corners]
+    elif turn == 270:
+        corners = [(y, 1 - x) for x, y in corners]
+    (x1, y1), (x2, y2) = corners
+    return (min(x1, x2), min(y1, y2), abs(x2 - x1), abs(y2 - y1))
+
+
+@dataclass(frozen=True)
+class PageText:
+    """A page's text and where its characters are: `(start, end, box)` spans
+    of the text (words for OCR, characters for a text layer)."""
+
+    text: str
+    spans: Sequence[tuple[int, int, Box]] = ()
+
+    def box(self, start: int, end: int) -> Box | None:
+        return union(b for s, e, b in self.spans if s < end and e > start)
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -130,6 +169,21 @@ def parse_date(text: str) -> dt.date | None:
         return None
 
 
+def parse_time(text: str) -> str | None:
+    """`10:15`, `10:15:00`, `3:05 p. m.` → `HH:MM:SS-05:00` (DIAN times are Colombian)."""
+    m = re.search(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*([ap])\.?\s*m\b\.?)?", fold(text))
+    if not m:
+        return None
+    hour, minute, second = int(m[1]), int(m[2]), int(m[3] or 0)
+    if m[4]:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if m[4] == "p" else 0)
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return f"{hour:02d}:{minute:02d}:{second:02d}-05:00"
+
+
 def fold(text: str) -> str:
     """Lower case without accents: labels are matched on this form."""
     return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
@@ -162,7 +216,7 @@ def parse_dian_qr(text: str) -> dict[str, str] | None:
     return found if {"number", "cufe"} <= found.keys() or {"number", "total"} <= found.keys() else None
 
 
-def qr_fields(payload: Mapping[str, str], page: int) -> list[Field]:
+def qr_fields(payload: Mapping[str, str], page: int, box: Box | None = None) -> list[Field]:
     fields = []
     for name, raw in payload.items():
         value = raw
@@ -178,7 +232,7 @@ def qr_fields(payload: Mapping[str, str], page: int) -> list[Field]:
             value = day.isoformat()
         elif name == "cufe":
             value = raw.lower()
-        fields.append(Field(name, value, Source.QR, BASE_CONFIDENCE[Source.QR], raw, page))
+        fields.append(Field(name, value, Source.QR, BASE_CONFIDENCE[Source.QR], raw, page, box))
     return fields
 
 
@@ -191,7 +245,11 @@ _LABELS: Sequence[tuple[str, str, str]] = (
     # After the title, an optional "No." / "N°" / "Nro." (OCR turns ° into *, o or ?), then prefix and digits.
     ("number", r"factura(?: electronica)?(?: de venta)?[^\S\n]*(?:(?:nro|no|numero|n)[^\w\n]{0,3})?"
                r"[^\S\n]*([a-z]{0,6}-?\d{4,12})\b", "code"),
-    ("issue_date", r"fecha (?:de )?(?:emision|expedicion|factura)" + _GAP + r"([0-9a-z /.-]{8,24})", "date"),
+    ("issue_date", r"fecha (?:y hora )?(?:de )?(?:emision|expedicion|factura)" + _GAP
+                   + r"([0-9a-z /.-]{8,24})", "date"),
+    ("issue_time", r"(?:fecha y hora de (?:emision|expedicion|generacion)" + _GAP + r"[0-9/.-]{8,10}[^\S\n]+"
+                   r"|hora(?: de (?:emision|expedicion|generacion))?" + _GAP + ")"
+                   + r"(\d{1,2}:\d{2}(?::\d{2})?(?:[^\S\n]*[ap]\.?[^\S\n]*m\b\.?)?)", "time"),
     ("cufe", r"cufe" + _GAP + r"([0-9a-z\s]{96,150})", "hex"),
     ("subtotal", r"(?:subtotal|sub total|valor bruto|total bruto)" + _GAP + _MONEY, "amount"),
     ("vat", r"(?:\biva|impuesto al valor agregado)(?:[^\S\n]*\d{1,2}(?:[.,]\d{1,2})?[^\S\n]*[%o°]?)?" + _GAP
@@ -210,24 +268,43 @@ def _value(kind: str, raw: str) -> str | None:
     if kind == "date":
         day = parse_date(raw)
         return day.isoformat() if day else None
+    if kind == "time":
+        return parse_time(raw)
     if kind == "hex":
         digits = re.sub(r"\s", "", raw).translate(_HEX_LOOKALIKES)[:96]
         return digits if re.fullmatch(r"[0-9a-f]{96}", digits) else None
     return re.sub(r"\s", "", raw).upper() or None
 
 
-def text_fields(text: str, source: Source, page: int = 0) -> list[Field]:
-    """Labelled fields of a page's text (the first match of each label)."""
+def _used(kind: str, raw: str) -> int:
+    """How much of a captured value the value was made of (a CUFE's 96 digits, not what follows)."""
+    if kind == "hex":
+        seen = 0
+        for index, char in enumerate(raw):
+            seen += not char.isspace()
+            if seen == 96:
+                return index + 1
+    return len(raw.rstrip())
+
+
+def text_fields(content: str | PageText, source: Source, page: int = 0) -> list[Field]:
+    """Labelled fields of a page's text (the first match of each label), each
+    with the box of its value when the page says where its text is."""
+    where = content if isinstance(content, PageText) else PageText(content)
+    text = where.text
     folded = fold(text)
+    if len(folded) != len(text):  # folding moved characters: positions no longer line up
+        where = PageText(text)
     fields = []
     for name, pattern, kind in _LABELS:
         for m in re.finditer(pattern, folded):
             value = _value(kind, m[1])
             if value:
-                fields.append(Field(name, value, source, BASE_CONFIDENCE[source], m[0].strip(), page))
+                box = where.box(m.start(1), m.start(1) + _used(kind, m[1]))
+                fields.append(Field(name, value, source, BASE_CONFIDENCE[source], m[0].strip(), page, box))
                 break
-    fields += _party_fields(folded, source, page)
-    fields += names(text, source, page)
+    fields += _party_fields(folded, source, page, where)
+    fields += names(where, source, page)
     return fields
 
 
@@ -237,25 +314,32 @@ _BUYER_NAME = re.compile(
 )
 
 
-def names(text: str, source: Source, page: int = 0) -> list[Field]:
+def names(where: PageText, source: Source, page: int = 0) -> list[Field]:
     """The parties' names: the buyer's after its label, the seller's on its
     NIT line ("Name — NIT ...") or as the first line of the letterhead."""
+    text = where.text
     fields = []
     if m := _BUYER_NAME.search(text):
-        fields.append(Field("buyer_name", m[1].strip(" .—-"), source, BASE_CONFIDENCE[source] * 0.95, m[0], page))
+        name = m[1].strip(" —-")
+        box = where.box(m.start(1), m.start(1) + len(m[1].rstrip(" —-")))
+        fields.append(Field("buyer_name", name, source, BASE_CONFIDENCE[source] * 0.95, m[0], page, box))
     rows = [r.strip() for r in text.splitlines() if r.strip()]
     for row in rows[:8]:
         if m := re.match(r"(.+?)[^\S\n]+[—-][^\S\n]+nit\b", row, re.IGNORECASE):
-            fields.append(Field("seller_name", m[1].strip(), source, BASE_CONFIDENCE[source] * 0.9, row, page))
+            at = text.find(row)
+            box = where.box(at, at + len(m[1].strip()))
+            fields.append(Field("seller_name", m[1].strip(), source, BASE_CONFIDENCE[source] * 0.9, row, page, box))
             break
     else:
         first = next((r for r in rows if not fold(r).startswith(("factura", "nit", "fecha"))), "")
         if first:
-            fields.append(Field("seller_name", first, source, BASE_CONFIDENCE[source] * 0.8, first, page))
+            at = text.find(first)
+            box = where.box(at, at + len(first))
+            fields.append(Field("seller_name", first, source, BASE_CONFIDENCE[source] * 0.8, first, page, box))
     return fields
 
 
-def _party_fields(folded: str, source: Source, page: int) -> list[Field]:
+def _party_fields(folded: str, source: Source, page: int, where: PageText) -> list[Field]:
     """The seller is the first NIT on the page (the issuer's letterhead), the
     buyer the one after a buyer label."""
     fields = []
@@ -266,9 +350,10 @@ def _party_fields(folded: str, source: Source, page: int) -> list[Field]:
     for name, match in (("seller_nit", seller), ("buyer_id", buyer)):
         if match is not None:
             number, dv = split_nit(match[1])
-            fields.append(Field(name, number, source, BASE_CONFIDENCE[source], match[0], page))
+            box = where.box(match.start(1), match.end(1))
+            fields.append(Field(name, number, source, BASE_CONFIDENCE[source], match[0], page, box))
             if dv:
-                fields.append(Field(f"{name}_dv", dv, source, BASE_CONFIDENCE[source], match[0], page))
+                fields.append(Field(f"{name}_dv", dv, source, BASE_CONFIDENCE[source], match[0], page, box))
     return fields
 
 

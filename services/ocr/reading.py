@@ -10,7 +10,7 @@ import queue
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pikepdf
@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, ImageSequence
 
 from services.kit.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from services.ocr.domain import (
+    Box,
+    PageText,
     Reading,
     Source,
     cross_check,
@@ -29,6 +31,7 @@ from services.ocr.domain import (
     parse_dian_qr,
     qr_fields,
     text_fields,
+    turned_back,
 )
 
 TESSDATA = Path("/usr/share/tesseract-ocr/5/tessdata")
@@ -97,11 +100,12 @@ class TesseractPool:
             self._engines.get().End()
 
 
-def ocr_text(api: tesserocr.PyTessBaseAPI) -> str:
-    """The recognised words regrouped into printed rows: Tesseract reads a
-    label column and an amount column as separate blocks, and an invoice is
-    only legible row by row ("Total a pagar: $ 19.813,50")."""
-    words: list[tuple[float, float, float, str]] = []  # centre y, height, left x, text
+def ocr_text(api: tesserocr.PyTessBaseAPI, size: tuple[int, int]) -> PageText:
+    """The recognised words regrouped into printed rows, with each word's box:
+    Tesseract reads a label column and an amount column as separate blocks,
+    and an invoice is only legible row by row ("Total a pagar: $ 19.813,50")."""
+    width, height = size
+    words: list[tuple[float, float, float, str, Box]] = []  # centre y, height, left x, text, box
     iterator = api.GetIterator()
     level = tesserocr.RIL.WORD
     while True:
@@ -111,29 +115,65 @@ def ocr_text(api: tesserocr.PyTessBaseAPI) -> str:
             break
         box = iterator.BoundingBox(level)
         if text and box:
-            left, top, _, bottom = box
-            words.append(((top + bottom) / 2, bottom - top, left, text))
+            left, top, right, bottom = box
+            where = (left / width, top / height, (right - left) / width, (bottom - top) / height)
+            words.append(((top + bottom) / 2, bottom - top, left, text, where))
         if not iterator.Next(level):
             break
     if not words:
-        return ""
-    heights = sorted(h for _, h, _, _ in words)
+        return PageText("")
+    heights = sorted(w[1] for w in words)
     tolerance = heights[len(heights) // 2] * 0.6
-    rows: list[list[tuple[float, float, float, str]]] = []
+    rows: list[list[tuple[float, float, float, str, Box]]] = []
     for word in sorted(words):
         if rows and abs(rows[-1][-1][0] - word[0]) <= tolerance:
             rows[-1].append(word)
         else:
             rows.append([word])
-    return "\n".join(" ".join(w[3] for w in sorted(row, key=lambda w: w[2])) for row in rows)
+    parts: list[str] = []
+    spans: list[tuple[int, int, Box]] = []
+    offset = 0
+    for row in rows:
+        for position, word in enumerate(sorted(row, key=lambda w: w[2])):
+            separator = " " if position else ("\n" if parts else "")
+            parts.append(separator + word[3])
+            offset += len(separator)
+            spans.append((offset, offset + len(word[3]), word[4]))
+            offset += len(word[3])
+    return PageText("".join(parts), spans)
 
 
-def _recognise(api: tesserocr.PyTessBaseAPI, image: Image.Image, limits: Limits, page: int) -> tuple[str, float]:
+def _recognise(api: tesserocr.PyTessBaseAPI, image: Image.Image, limits: Limits, page: int) -> tuple[PageText, float]:
     """The page's text (in rows) and Tesseract's mean confidence (0-1)."""
     api.SetImage(image)
     if not api.Recognize(timeout=int(limits.page_seconds * 1000)):
         raise ResourceExhausted(f"page {page} took too long to read", reason="PAGE_TIMEOUT")
-    return ocr_text(api), api.MeanTextConf() / 100
+    return ocr_text(api, image.size), api.MeanTextConf() / 100
+
+
+def text_layer(page: pdfium.PdfPage) -> PageText:
+    """A PDF page's text with each character's box (PDF points, origin at the
+    bottom left, turned into fractions of the page from the top left)."""
+    textpage = page.get_textpage()
+    text = textpage.get_text_range()
+    count = textpage.count_chars()
+    if count != len(text):
+        return PageText(text)
+    width, height = page.get_size()
+    spans = []
+    for index in range(count):
+        left, bottom, right, top = textpage.get_charbox(index)
+        if right > left and top > bottom:
+            spans.append(
+                (index, index + 1, (left / width, 1 - top / height, (right - left) / width, (top - bottom) / height))
+            )
+    return PageText(text, spans)
+
+
+def qr_box(position: zxingcpp.Position, size: tuple[int, int]) -> Box:
+    corners = (position.top_left, position.top_right, position.bottom_left, position.bottom_right)
+    xs, ys = [c.x / size[0] for c in corners], [c.y / size[1] for c in corners]
+    return (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
 
 
 def deskew_angle(image: Image.Image) -> float:
@@ -153,7 +193,9 @@ def deskew_angle(image: Image.Image) -> float:
     return max((a / 2 for a in range(-6, 7)), key=sharpness)
 
 
-def _pages(content: bytes, kind: str, limits: Limits, password: str = "") -> Iterator[tuple[Image.Image | None, str]]:
+def _pages(
+    content: bytes, kind: str, limits: Limits, password: str = ""
+) -> Iterator[tuple[Image.Image | None, PageText]]:
     """Each page as (image or None, text layer)."""
     if kind == "application/pdf":
         # qpdf says precisely what is wrong with a file (PDFium's error state is per thread and goes stale).
@@ -177,9 +219,9 @@ def _pages(content: bytes, kind: str, limits: Limits, password: str = "") -> Ite
             scale = limits.ocr_dpi / 72
             if width * height * scale * scale > limits.max_pixels:
                 raise ResourceExhausted("a page is too large to render", reason="PAGE_TOO_LARGE")
-            text = page.get_textpage().get_text_range()
-            image = page.render(scale=scale if len(text.strip()) < MIN_TEXT_LAYER else 150 / 72).to_pil()
-            yield image, text
+            layer = text_layer(page)
+            image = page.render(scale=scale if len(layer.text.strip()) < MIN_TEXT_LAYER else 150 / 72).to_pil()
+            yield image, layer
         return
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
     try:
@@ -187,7 +229,7 @@ def _pages(content: bytes, kind: str, limits: Limits, password: str = "") -> Ite
         for frames, frame in enumerate(ImageSequence.Iterator(opened), start=1):
             if frames > limits.max_pages:
                 raise ResourceExhausted(f"more than {limits.max_pages} pages", reason="TOO_MANY_PAGES")
-            yield ImageOps.exif_transpose(frame.convert("RGB")), ""
+            yield ImageOps.exif_transpose(frame.convert("RGB")), PageText("")
     except Image.DecompressionBombError as exc:
         raise ResourceExhausted("the image decodes to too many pixels", reason="IMAGE_TOO_LARGE") from exc
     except OSError as exc:
@@ -210,11 +252,11 @@ def read(
             for code in zxingcpp.read_barcodes(image):
                 payload = parse_dian_qr(code.text)
                 if payload:
-                    found = qr_fields(payload, number)
+                    found = qr_fields(payload, number, qr_box(code.position, image.size))
                     qr_seen += found
                     for f in found:
                         reading.offer(f)
-        if len(layer.strip()) >= MIN_TEXT_LAYER:
+        if len(layer.text.strip()) >= MIN_TEXT_LAYER:
             source, text = Source.TEXT_LAYER, layer
         elif image is not None:
             source = Source.OCR
@@ -235,10 +277,12 @@ def read(
         else:
             continue
         found = text_fields(text, source, number)
+        if rotation:
+            found = [replace(f, box=turned_back(f.box, int(rotation))) if f.box else f for f in found]
         text_seen += found
         for f in found:
             reading.offer(f)
-        reading.lines += line_items(text, source)
+        reading.lines += line_items(text.text, source)
         pages.append(
             PageResult(
                 number, Source.QR if qr_seen else source, rotation, skew, time.perf_counter() - started, confidence

@@ -105,6 +105,7 @@ class SampleInvoice:
         return {
             "number": self.number,
             "issue_date": self.issue_date.isoformat(),
+            "issue_time": self.issue_time,
             "seller_nit": self.seller[1],
             "seller_nit_dv": str(check_digit(self.seller[1])),
             "buyer_id": self.buyer[1],
@@ -178,7 +179,7 @@ def render_pdf(invoice: SampleInvoice) -> bytes:
         y -= 7 * mm
         text(left, f"{seller_name} — NIT {seller_nit}-{check_digit(seller_nit)}")
         y -= 5 * mm
-        text(left, f"Fecha de expedición: {invoice.issue_date.isoformat()}")
+        text(left, f"Fecha y hora de expedición: {invoice.issue_date.isoformat()} {invoice.issue_time[:8]}")
         y -= 8 * mm
         text(left, f"Adquiriente: {buyer_name}  NIT {buyer_nit}-{check_digit(buyer_nit)}")
     y -= 12 * mm

@@ -5,6 +5,7 @@ draft it returns, streamed uploads, and every kind of upload it refuses."""
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.integration.clients import Client
 from tests.integration.product_helpers import reason
 
 KEY_FIELDS = ("number", "issue_date", "seller_nit", "buyer_id", "total", "cufe")
-ALL_FIELDS = (*KEY_FIELDS, "seller_nit_dv", "subtotal", "vat")
+ALL_FIELDS = (*KEY_FIELDS, "issue_time", "seller_nit_dv", "subtotal", "vat")
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +212,89 @@ def test_pages_scanned_sideways_or_upside_down_are_turned(turn: int) -> None:
         engines.close()
     assert (reading.value("number"), reading.value("total")) == (invoice.number, f"{invoice.total:.2f}")
     assert pages[0].rotation == (360 - turn) % 360
+
+
+def _crop(image: Image.Image, box: ocr_pb2.BoundingBox, pad: float = 0.006) -> Image.Image:
+    width, height = image.size
+    return image.crop(
+        (
+            int(max(0.0, box.left - pad) * width),
+            int(max(0.0, box.top - pad) * height),
+            int(min(1.0, box.left + box.width + pad) * width),
+            int(min(1.0, box.top + box.height + pad) * height),
+        )
+    )
+
+
+def _located(reading: object) -> dict[str, ocr_pb2.ExtractedField]:
+    from services.ocr.conversion import fields_to_proto
+
+    return {f.field: f for f in fields_to_proto(reading)}  # type: ignore[arg-type]
+
+
+def test_each_field_says_where_on_the_page_it_was_read() -> None:
+    """Cut the page at a field's box and read that piece again: it holds the value."""
+    import pypdfium2 as pdfium
+    import zxingcpp
+
+    from services.ocr.domain import parse_amount, parse_date, parse_dian_qr
+    from services.ocr.reading import TesseractPool, read
+    from services.ocr.samples import scan
+
+    invoices = sample_invoices(6)
+    printed = next(i for i in invoices if not i.with_qr)
+    with_qr = next(i for i in invoices if i.with_qr)
+    engines = TesseractPool(1)
+    try:
+        # The text layer: the PDF's own text inside the box.
+        pdf = render_pdf(printed)
+        fields = _located(read(pdf, engines)[0])
+        page = pdfium.PdfDocument(pdf)[0]
+        width, height = page.get_size()
+        for name in ("number", "total", "cufe", "seller_nit", "issue_date"):
+            box = fields[name].box
+            assert (box.page, fields[name].source) == (1, ocr_pb2.FIELD_SOURCE_TEXT_LAYER)
+            inside = page.get_textpage().get_text_bounded(
+                left=box.left * width,
+                bottom=(1 - box.top - box.height) * height,
+                right=(box.left + box.width) * width,
+                top=(1 - box.top) * height,
+            )
+            assert inside.strip(), name
+            if name == "total":
+                assert f"{parse_amount(inside):.2f}" == fields[name].value
+            elif name == "cufe":
+                assert "".join(inside.split()) == fields[name].value
+            elif name == "issue_date":
+                assert str(parse_date(inside)) == fields[name].value, inside
+            else:
+                assert fields[name].value in inside.replace(".", "").upper(), (name, inside)
+
+        # The QR code: the box holds the code, which decodes to the same invoice.
+        qr_pdf = render_pdf(with_qr)
+        fields = _located(read(qr_pdf, engines)[0])
+        assert fields["cufe"].source == ocr_pb2.FIELD_SOURCE_QR
+        rendered = pdfium.PdfDocument(qr_pdf)[0].render(scale=150 / 72).to_pil()
+        (code,) = zxingcpp.read_barcodes(_crop(rendered, fields["cufe"].box, pad=0.02))
+        assert (parse_dian_qr(code.text) or {}).get("number") == with_qr.number
+
+        # A scan turned a quarter: the box is on the page as uploaded.
+        upright = Image.open(io.BytesIO(scan(pdf, 3)))
+        turned = upright.rotate(90, expand=True)
+        buffer = io.BytesIO()
+        turned.save(buffer, "PNG")
+        reading, pages, _ = read(buffer.getvalue(), engines)
+        fields = _located(reading)
+        with engines.engine() as api:
+            for name in ("number", "total"):
+                assert fields[name].source == ocr_pb2.FIELD_SOURCE_OCR
+                piece = _crop(turned, fields[name].box, pad=0.012).rotate(pages[0].rotation, expand=True)
+                api.SetImage(piece)
+                text = api.GetUTF8Text()
+                if name == "total":  # the margin may catch a neighbour's digits: one of the amounts is it
+                    amounts = {f"{parse_amount(a):.2f}" for a in re.findall(r"\d[\d.,]*\d", text)}
+                    assert fields[name].value in amounts, text
+                else:
+                    assert fields[name].value in text.replace(" ", "").upper(), text
+    finally:
+        engines.close()

@@ -56,7 +56,11 @@ Global___FieldSource: _TypeAlias = FieldSource  # noqa: Y015
 
 @_typing.final
 class BoundingBox(_message.Message):
-    """A rectangle on a page, in points from the top-left corner."""
+    """A rectangle on a page as uploaded, in fractions of the page's width and
+    height (0 to 1) from its top-left corner, whatever the resolution. A box
+    read from a scan turned to be read is turned back; one from a deskewed scan
+    is off by at most the skew. All zero when the value's place is unknown.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -68,13 +72,13 @@ class BoundingBox(_message.Message):
     page: _builtins.int
     """Page number, from 1."""
     left: _builtins.float
-    """Left edge."""
+    """Left edge, as a fraction of the page width."""
     top: _builtins.float
-    """Top edge."""
+    """Top edge, as a fraction of the page height."""
     width: _builtins.float
-    """Width."""
+    """Width, as a fraction of the page width."""
     height: _builtins.float
-    """Height."""
+    """Height, as a fraction of the page height."""
     def __init__(
         self,
         *,
