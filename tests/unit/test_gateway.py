@@ -287,3 +287,30 @@ def test_client_secrets_are_stored_hashed_and_checked_in_constant_time(tmp_path:
     assert registry.remove("erp-acme")
     assert registry.get("erp-acme") is None
     assert not registry.remove("erp-acme")
+
+
+# ------------------------------------------------------------ CORS, over real HTTP
+
+
+async def test_cors_grants_only_the_configured_origins(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.gateway.app import build_app
+    from services.gateway.upstream import Upstream
+    from services.kit.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, gateway_cors_origins="https://erp.example, https://bo.example")
+    upstream = Upstream(settings)
+    async with TestClient(TestServer(build_app(settings, upstream))) as client:
+        asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        allowed = await client.options("/v1/invoices", headers={"Origin": "https://erp.example", **asked})
+        foreign = await client.options("/v1/invoices", headers={"Origin": "https://evil.example", **asked})
+        simple = await client.get("/healthz", headers={"Origin": "https://bo.example"})
+    await upstream.close()
+    assert allowed.status == 204
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://erp.example"
+    assert "Authorization" in allowed.headers["Access-Control-Allow-Headers"]
+    assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+    assert simple.headers["Access-Control-Allow-Origin"] == "https://bo.example"
+    assert "X-Request-Id" in simple.headers["Access-Control-Expose-Headers"]
