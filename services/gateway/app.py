@@ -269,7 +269,8 @@ async def _stream_response(request: web.Request, route: Route, call: Any) -> web
                 await response.write(b'{"error":' + status_json(status_of(exc)) + b"}\n")
             else:
                 log.warning("download interrupted", rpc=route.grpc_path, code=exc.code().name)
-                request.transport.close() if request.transport else None
+                if request.transport is not None:
+                    request.transport.close()  # the client sees a cut download, never a short "complete" file
             break
     await response.write_eof()
     return response
