@@ -83,6 +83,15 @@ async def measure(settings: Settings, rows: int, seconds: float, concurrency: in
             8,
             seconds,  # type: ignore[arg-type]
         ),
+        # The same call from one caller: the service's own latency, without
+        # eight callers queueing for the two cores.
+        await drive(
+            "BatchGetProducts x100, uncached, 1 caller",
+            batch(lambda: [random_code() for _ in range(100)]),
+            channels,
+            1,
+            seconds,  # type: ignore[arg-type]
+        ),
     ]
     for channel in channels:
         await channel.close()

@@ -17,6 +17,7 @@ from google.protobuf import field_mask_pb2
 from bmc.product.v1 import product_pb2, product_service_pb2
 from services.cli.cluster import Cluster
 from services.kit.settings import Settings
+from services.product.cache import POSITIVE_TTL_SECONDS
 from tests.conftest import Platform, free_port_base, make_settings
 from tests.integration.product_helpers import catalog, result_of
 
@@ -51,6 +52,7 @@ def test_lookup_fills_the_cache_and_update_invalidates_it(platform: Platform) ->
     _get(platform.settings, code)
     cached = product_pb2.Product.FromString(cache.get(key))  # type: ignore[arg-type]
     assert cached.display_name == "Mango tommy"
+    assert 0 < cache.ttl(key) <= POSITIVE_TTL_SECONDS  # type: ignore[operator]  # entries expire even if never invalidated
     _rename(platform.settings, code, "Mango tommy atkins")
     assert cache.get(key) is None, "an update must invalidate the cached entry"
     assert _get(platform.settings, code).display_name == "Mango tommy atkins"
