@@ -106,12 +106,6 @@ def certificate_number(year: int, sequence: int) -> str:
     return f"BMC-CR-{year}-{sequence:08d}"
 
 
-def pesos(amount: Decimal) -> str:
-    """Colombian notation: `$ 12.500.000,00`."""
-    whole, _, cents = f"{amount.quantize(Decimal('0.01')):,.2f}".partition(".")
-    return f"$ {whole.replace(',', '.')},{cents}"
-
-
 @dataclass(frozen=True)
 class OperationFacts:
     """One registered operation of a periodic certificate."""

@@ -34,9 +34,9 @@ from services.certificate.domain import (
     InvoiceFacts,
     PeriodicFacts,
     period_bounds,
-    pesos,
 )
 from services.dian.calendar import COLOMBIA
+from services.dian.money import pesos
 
 PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
 NAVY = colors.HexColor("#0B2E59")

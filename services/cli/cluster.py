@@ -24,7 +24,7 @@ from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
 from services.kit.pki import DevPki
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
-from services.kit.topology import SERVICES, ServiceSpec
+from services.kit.topology import SERVICES, ServiceSpec, client_host
 
 
 class ClusterError(RuntimeError):
@@ -60,8 +60,7 @@ GATEWAY = "gateway"
 
 
 def gateway_url(settings: Settings) -> str:
-    host = "localhost" if settings.bind_host in ("0.0.0.0", "127.0.0.1", "::") else settings.bind_host  # noqa: S104
-    return f"http://{host}:{settings.gateway_port}"
+    return f"http://{client_host(settings)}:{settings.gateway_port}"
 
 
 def gateway_state(settings: Settings, path: str = "/readyz", timeout: float = 1.0) -> str:
@@ -97,25 +96,18 @@ class Cluster:
 
     def _check_ports_free(self) -> None:
         """A port already taken would let health checks reach someone else's server."""
-        for spec in self.specs:
+        ports = [(spec.name, spec.port(self.settings), "BMC_PORT_BASE") for spec in self.specs]
+        if self.gateway:
+            ports.append((GATEWAY, self.settings.gateway_port, "BMC_GATEWAY_PORT"))
+        for name, port, setting in ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 # As the servers bind: connections of a previous run in TIME_WAIT do not count, listeners do.
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    probe.bind((self.settings.bind_host, spec.port(self.settings)))
+                    probe.bind((self.settings.bind_host, port))
                 except OSError as exc:
                     raise ClusterError(
-                        f"port {spec.port(self.settings)} for {spec.name} is in use (another `bmc up`?); "
-                        "stop it or set BMC_PORT_BASE"
-                    ) from exc
-        if self.gateway:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind((self.settings.bind_host, self.settings.gateway_port))
-                except OSError as exc:
-                    raise ClusterError(
-                        f"port {self.settings.gateway_port} for the gateway is in use; set BMC_GATEWAY_PORT"
+                        f"port {port} for {name} is in use (another `bmc up`?); stop it or set {setting}"
                     ) from exc
 
     def start(self, timeout: float = 90.0) -> None:

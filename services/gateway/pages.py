@@ -7,12 +7,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import grpc
 import jinja2
 
 from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2
+from services.dian import calendar
+from services.dian.money import pesos
 from services.gateway.routes import RouteTable
 from services.gateway.status import status_of
 from services.gateway.upstream import Upstream, call_metadata
@@ -20,7 +21,6 @@ from services.gateway.upstream import Upstream, call_metadata
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("services.gateway", "html"), autoescape=True, undefined=jinja2.StrictUndefined
 )
-_BOGOTA = ZoneInfo("America/Bogota")
 STATES = {
     certificate_pb2.CERTIFICATE_STATE_VALID: "valido",
     certificate_pb2.CERTIFICATE_STATE_REVOKED: "revocado",
@@ -42,15 +42,13 @@ class Verification:
 
 def _pesos(text: str) -> str:
     try:
-        amount = Decimal(text)
+        return pesos(Decimal(text))
     except (InvalidOperation, ValueError):
         return text
-    whole, _, cents = f"{amount.quantize(Decimal('0.01')):,.2f}".partition(".")
-    return f"$ {whole.replace(',', '.')},{cents}"
 
 
 def _when(timestamp: Any) -> str:
-    moment: dt.datetime = timestamp.ToDatetime(tzinfo=dt.UTC).astimezone(_BOGOTA)
+    moment: dt.datetime = timestamp.ToDatetime(tzinfo=dt.UTC).astimezone(calendar.COLOMBIA)
     return moment.strftime("%d/%m/%Y %H:%M (hora de Colombia)")
 
 

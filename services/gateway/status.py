@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import grpc
 import orjson
-from google.protobuf import any_pb2, json_format
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+
+from services.kit.errors import FieldViolation, bad_request, error_info
 
 DOMAIN = "gateway.bmc.com.co"
 HTTP_STATUS: dict[int, int] = {
@@ -50,19 +52,10 @@ def gateway_status(
     code: int, message: str, reason: str, field: str = "", metadata: dict[str, str] | None = None
 ) -> status_pb2.Status:
     """An error the gateway itself answers, shaped like a service's."""
-    status = status_pb2.Status(code=code, message=message)
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))
-    status.details.append(info)
+    details = [error_info(reason, metadata or {}, DOMAIN)]
     if field:
-        bad = any_pb2.Any()
-        bad.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
-            )
-        )
-        status.details.append(bad)
-    return status
+        details.append(bad_request([FieldViolation(field, message)]))
+    return status_pb2.Status(code=code, message=message, details=details)
 
 
 def status_json(status: status_pb2.Status) -> bytes:

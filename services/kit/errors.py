@@ -29,6 +29,27 @@ class FieldViolation:
     reason: str = ""
 
 
+def error_info(reason: str, metadata: Mapping[str, str], domain: str = ERROR_DOMAIN) -> any_pb2.Any:
+    """An `ErrorInfo` detail, packed."""
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata)))
+    return packed
+
+
+def bad_request(violations: Sequence[FieldViolation]) -> any_pb2.Any:
+    """A `BadRequest` detail naming every bad field, packed."""
+    packed = any_pb2.Any()
+    packed.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
+                for v in violations
+            ]
+        )
+    )
+    return packed
+
+
 @dataclass
 class ServiceError(Exception):
     """Base of every error a service reports to its caller on purpose."""
@@ -42,12 +63,7 @@ class ServiceError(Exception):
         super().__init__(self.message)
 
     def details(self) -> list[any_pb2.Any]:
-        if not self.reason:
-            return []
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=dict(self.metadata))
-        packed = any_pb2.Any()
-        packed.Pack(info)
-        return [packed]
+        return [error_info(self.reason, self.metadata)] if self.reason else []
 
 
 @dataclass
@@ -58,20 +74,7 @@ class InvalidArgument(ServiceError):
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INVALID_ARGUMENT
 
     def details(self) -> list[any_pb2.Any]:
-        packed = super().details()
-        if self.violations:
-            bad = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description, reason=v.reason
-                    )
-                    for v in self.violations
-                ]
-            )
-            detail = any_pb2.Any()
-            detail.Pack(bad)
-            packed.insert(0, detail)
-        return packed
+        return ([bad_request(self.violations)] if self.violations else []) + super().details()
 
 
 @dataclass
@@ -136,9 +139,7 @@ def to_status(error: ServiceError) -> status_pb2.Status:
 
 def internal_status(incident: str) -> status_pb2.Status:
     """What a caller sees of an unexpected failure: an incident id to quote, nothing internal."""
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN, metadata={"incident": incident})
-    detail = any_pb2.Any()
-    detail.Pack(info)
+    detail = error_info("INTERNAL_ERROR", {"incident": incident})
     return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error (incident {incident})", details=[detail])
 
 

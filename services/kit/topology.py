@@ -34,8 +34,12 @@ class ServiceSpec:
         return settings.port_base + self.port_offset
 
     def target(self, settings: Settings) -> str:
-        host = "localhost" if settings.bind_host in ("0.0.0.0", "127.0.0.1", "::") else settings.bind_host  # noqa: S104
-        return f"{host}:{self.port(settings)}"
+        return f"{client_host(settings)}:{self.port(settings)}"
+
+
+def client_host(settings: Settings) -> str:
+    """Where clients on this machine reach servers bound to `bind_host`."""
+    return "localhost" if settings.bind_host in ("0.0.0.0", "127.0.0.1", "::") else settings.bind_host  # noqa: S104
 
 
 SERVICES: dict[str, ServiceSpec] = {

@@ -25,6 +25,7 @@ from reportlab.pdfgen.canvas import Canvas
 
 from services.certificate.render import QrCode, register_fonts
 from services.dian.cufe import CufeFields
+from services.dian.money import pesos
 from services.dian.nit import check_digit
 
 TEST_KEY = "fc8eac422eba16e22ffd8c6f94b3f40a6e38162c"  # DIAN's habilitación technical key (domain.md)
@@ -114,11 +115,6 @@ class SampleInvoice:
             "total": f"{self.total:.2f}",
             "cufe": self.cufe,
         }
-
-
-def pesos(amount: Decimal) -> str:
-    whole, _, cents = f"{amount:,.2f}".partition(".")
-    return f"$ {whole.replace(',', '.')},{cents}"
 
 
 def sample_invoices(count: int = 12, seed: int = 7) -> list[SampleInvoice]:

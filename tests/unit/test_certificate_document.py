@@ -26,11 +26,11 @@ from services.certificate.domain import (
     PeriodicFacts,
     certificate_number,
     normalise_code,
-    pesos,
     verification_code,
 )
 from services.certificate.render import CertificateSheet, render
 from services.certificate.sealing import Sealer, SigningKey
+from services.dian.money import pesos
 from services.kit.pki import DevPki
 
 D = Decimal
