@@ -21,9 +21,10 @@ from pathlib import Path
 
 import asyncpg
 import psutil
+from google.longrunning import operations_pb2
 
 from bench.harness import platform
-from bmc.product.v1 import product_pb2
+from bmc.product.v1 import product_pb2, product_service_pb2
 from services.kit.database import asyncpg_kwargs, database_name, service_url
 from services.kit.settings import Settings
 from services.product.synth import COLUMNS, write_shards
@@ -80,16 +81,34 @@ class RssSampler(threading.Thread):
 
 def timed_import(
     settings: Settings, paths: list[Path], pid: int
-) -> tuple[float, product_pb2.ImportProductsResponse, int]:
+) -> tuple[float, product_pb2.ImportProductsResponse, int, dict[str, float]]:
+    """Seconds, result, peak RSS, and seconds spent in each stage (from polling its metadata)."""
     sampler = RssSampler(pid)
     sampler.start()
     started = time.perf_counter()
+    stages: dict[str, float] = {}
     with catalog(settings) as cat:
-        result = result_of(cat.import_and_wait([str(p) for p in paths], timeout=7200))
+        operation = cat.ImportProducts(product_service_pb2.ImportProductsRequest(uris=[str(p) for p in paths]))
+        meta = product_pb2.ImportProductsMetadata()
+        last, mark = "queued", started
+        while not operation.done:
+            time.sleep(0.1)
+            operation = cat.GetOperation(operations_pb2.GetOperationRequest(name=operation.name))
+            operation.metadata.Unpack(meta)
+            stage = "loading" if meta.progress.stage.startswith("loading") else meta.progress.stage
+            if stage != last or operation.done:
+                now = time.perf_counter()
+                stages[last] = stages.get(last, 0.0) + now - mark
+                last, mark = stage, now
+        result = result_of(operation)
     elapsed = time.perf_counter() - started
     sampler.stop.set()
     sampler.join()
-    return elapsed, result, sampler.peak
+    return elapsed, result, sampler.peak, stages
+
+
+def _stages(stages: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items() if seconds >= 0.05)
 
 
 def run(rows: int, shard_count: int, root: Path) -> list[str]:
@@ -101,8 +120,8 @@ def run(rows: int, shard_count: int, root: Path) -> list[str]:
         assert cluster.infrastructure is not None
         copy_seconds = asyncio.run(raw_copy(settings, cluster.infrastructure.database_url, paths))
         pid = cluster.processes["product"][0].pid
-        first_seconds, first, peak_first = timed_import(settings, paths, pid)
-        again_seconds, again, peak_again = timed_import(settings, paths, pid)
+        first_seconds, first, peak_first, first_stages = timed_import(settings, paths, pid)
+        again_seconds, again, peak_again, again_stages = timed_import(settings, paths, pid)
     copy_rate, first_rate, again_rate = rows / copy_seconds, rows / first_seconds, rows / again_seconds
     lines += [
         f"  raw COPY (baseline)        {copy_seconds:8.1f} s  {copy_rate:10,.0f} rows/s   1.00x",
@@ -110,6 +129,8 @@ def run(rows: int, shard_count: int, root: Path) -> list[str]:
         f"{first_rate / copy_rate:5.2f}x  peak RSS {peak_first / 2**20:,.0f} MiB  inserted {first.inserted:,}",
         f"  ImportProducts (unchanged) {again_seconds:8.1f} s  {again_rate:10,.0f} rows/s  "
         f"{again_rate / copy_rate:5.2f}x  peak RSS {peak_again / 2**20:,.0f} MiB  unchanged {again.unchanged:,}",
+        f"  stages (new): {_stages(first_stages)}",
+        f"  stages (unchanged): {_stages(again_stages)}",
         f"  60M rows at this rate: {TARGET_ROWS / first_rate / 60:.1f} min (new), "
         f"{TARGET_ROWS / again_rate / 60:.1f} min (re-import)",
     ]

@@ -31,10 +31,12 @@ from services.kit.background import BackgroundTasks
 from services.kit.database import asyncpg_kwargs
 from services.kit.errors import FieldViolation, InvalidArgument
 from services.kit.operations import OperationStore
+from services.product import first_load
 from services.product.cache import ProductCache
 from services.product.domain import DATA_FIELDS
 from services.product.parsing import Chunk, ChunkReader, FileEnd
 from services.product.readers import FileFormatError, SourceFile
+from services.product.store import secondary_indexes
 
 log = structlog.get_logger("bmc.product.import")
 
@@ -59,6 +61,8 @@ _excluded = ", ".join(f"EXCLUDED.{c}" for c in _COMPARED)
 MERGE_SQL = f"""
 WITH staged AS (
     SELECT DISTINCT ON (code) * FROM import_staging ORDER BY code, line DESC
+), names AS (
+    INSERT INTO product_names SELECT DISTINCT display_name FROM staged ON CONFLICT DO NOTHING
 ), history AS (
     INSERT INTO product_history
     SELECT p.* FROM products p JOIN staged s USING (code)
@@ -79,16 +83,14 @@ FROM merged
 """  # noqa: S608
 
 
-# Secondary indexes: maintaining the trigram index row by row costs four times
-# the rest of the merge, so a large import drops them and rebuilds them once
-# at the end (in parallel), and name search runs unindexed meanwhile.
-SECONDARY_INDEXES = {
-    "products_name_trgm": (
-        "CREATE INDEX IF NOT EXISTS products_name_trgm ON products USING gin (display_name gin_trgm_ops)"
-    ),
-    "products_category": "CREATE INDEX IF NOT EXISTS products_category ON products (category, code)",
-}
+# Secondary indexes: a large import into a catalog that is not empty drops
+# them and rebuilds them once at the end (sorted, in parallel), cheaper than
+# maintaining them row by row; searches by name or category run unindexed
+# meanwhile.
+SECONDARY_INDEXES = secondary_indexes("products")
+MAINTENANCE = "SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 2"
 BULK_LOCK = 0x62756C6B  # one import at a time may run without indexes
+FIRST_LOAD, BULK, MERGE = "first load", "bulk", "merge"
 BYTES_PER_ROW = {"": 150, ".gz": 30, ".parquet": 50}
 
 
@@ -101,7 +103,7 @@ def estimated_rows(paths: list[Path]) -> int:
 
 
 async def ensure_secondary_indexes(raw: asyncpg.Connection) -> None:
-    await raw.execute("SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 2")
+    await raw.execute(MAINTENANCE)
     for statement in SECONDARY_INDEXES.values():
         await raw.execute(statement)
 
@@ -212,26 +214,31 @@ class ProductImporter:
             if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", lock):
                 return  # another process of this service runs it
             await raw.execute(STAGING_DDL)
-            bulk = await self._enter_bulk_mode(raw, [Path(u) for u in request.uris])
+            mode = await self._mode(raw, name, [Path(u) for u in request.uris])
             meta = await self._metadata(name)
             try:
-                outcome = await self._load(raw, name, request, record.subject, meta)
+                outcome = await self._load(raw, name, request, record.subject, meta, first=mode == FIRST_LOAD)
             except FileFormatError as exc:
                 outcome = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
             finally:
-                if bulk:
+                if mode != MERGE:
+                    # Whatever the outcome, committed chunks are kept: indexed and in place.
                     meta.progress.stage = "indexing"
                     await self._operations.update_metadata(name, meta)
-                    await ensure_secondary_indexes(raw)
+                    await raw.execute(MAINTENANCE)
+                    if mode == FIRST_LOAD:
+                        await self._finish_first_load(raw, name, record.subject)
+                    else:
+                        await ensure_secondary_indexes(raw)
                     await raw.execute("SELECT pg_advisory_unlock($1)", BULK_LOCK)
             meta.progress.end_time.GetCurrentTime()
             if isinstance(outcome, status_pb2.Status):
                 meta.progress.stage = "cancelled" if outcome.code == code_pb2.CANCELLED else "failed"
                 await self._operations.finish(name, meta=meta, error=outcome)
             else:
-                meta.progress.stage = "done"
-                await self._operations.finish(name, meta=meta, response=outcome)
-                log.info("import finished", operation=name, rows=outcome.rows_read, inserted=outcome.inserted)
+                response = await self._response(raw, name, request, meta)
+                await self._operations.finish(name, meta=meta, response=response)
+                log.info("import finished", operation=name, rows=response.rows_read, inserted=response.inserted)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -246,17 +253,38 @@ class ProductImporter:
         finally:
             await raw.close()
 
-    async def _enter_bulk_mode(self, raw: asyncpg.Connection, paths: list[Path]) -> bool:
-        """Drops the secondary indexes when this import is large next to the catalog."""
+    async def _mode(self, raw: asyncpg.Connection, name: str, paths: list[Path]) -> str:
+        """How this import writes: a first load of an empty catalog, a bulk
+        merge without secondary indexes (large next to the catalog), or a
+        plain merge. The first two hold BULK_LOCK: one at a time."""
+        if await first_load.owner(raw) == name:
+            await raw.execute("SELECT pg_advisory_lock($1)", BULK_LOCK)  # resuming: only this one may finish it
+            return FIRST_LOAD
+        if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", BULK_LOCK):
+            return MERGE
+        if await first_load.claim(raw, name):
+            return FIRST_LOAD
         rows = estimated_rows(paths)
         current = await raw.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'products'")
-        if rows < self._bulk_rows or rows < max(current or 0, 0) // 4:
-            return False
-        if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", BULK_LOCK):
-            return False
-        log.info("bulk mode: dropping secondary indexes until the import ends", estimated_rows=rows)
-        await raw.execute(f"DROP INDEX IF EXISTS {', '.join(SECONDARY_INDEXES)}")
-        return True
+        if rows >= self._bulk_rows and rows >= max(current or 0, 0) // 4:
+            log.info("bulk mode: dropping secondary indexes until the import ends", estimated_rows=rows)
+            await raw.execute(f"DROP INDEX IF EXISTS {', '.join(SECONDARY_INDEXES)}")
+            return BULK
+        await raw.execute("SELECT pg_advisory_unlock($1)", BULK_LOCK)
+        return MERGE
+
+    async def _finish_first_load(self, raw: asyncpg.Connection, name: str, subject: str) -> None:
+        dropped = await first_load.duplicates(raw)
+        if dropped:
+            # A later row of the same code replaced an earlier one: counted as updated, as a merge would.
+            await raw.execute(
+                "INSERT INTO import_chunks VALUES ($1, -1, 0, 0, $2, $3, 0, 0, 0) ON CONFLICT DO NOTHING",
+                name, -dropped, dropped,
+            )  # fmt: skip
+        await first_load.index(raw, f"import {name}", subject or "import")
+        kept = await first_load.swap(raw)
+        log.info("first load in place", operation=name, duplicate_rows=dropped, kept_api_writes=kept)
+        await self._cache.forget_missing()
 
     async def _metadata(self, name: str) -> product_pb2.ImportProductsMetadata:
         operation = await self._operations.get(name)
@@ -280,8 +308,9 @@ class ProductImporter:
         request: product_service_pb2.ImportProductsRequest,
         subject: str,
         meta: product_pb2.ImportProductsMetadata,
-    ) -> product_pb2.ImportProductsResponse | status_pb2.Status:
-        """Loads every file not yet committed; the response, or CANCELLED."""
+        first: bool,
+    ) -> Totals | status_pb2.Status:
+        """Loads every file not yet committed; the totals, or CANCELLED."""
         done, totals = await self._committed(raw, name)
         sources = [SourceFile(Path(uri), request.format) for uri in request.uris]
         actor = subject or "import"
@@ -291,7 +320,7 @@ class ProductImporter:
                 totals.bytes_done += source.size
             else:
                 pending.append((file_index, source.path, done.get(file_index, set())))
-        reader = ChunkReader(pending, request.format, self._chunk_rows)
+        reader = ChunkReader(pending, request.format, self._chunk_rows, with_line=not first)
         try:
             while (item := await reader.next()) is not None:
                 if isinstance(item, FileEnd):
@@ -304,7 +333,7 @@ class ProductImporter:
                 if item.index in done.get(item.file_index, set()):
                     continue
                 meta.current_file = item.file_index
-                totals.add(await self._commit(raw, name, item, f"import {name}", actor))
+                totals.add(await self._commit(raw, name, item, f"import {name}", actor, first))
                 stage = f"loading {sources[item.file_index].path.name}"
                 self._progress(meta, totals, totals.bytes_done + item.bytes_read, stage)
                 if await self._operations.update_metadata(name, meta):
@@ -315,7 +344,18 @@ class ProductImporter:
                     )
         finally:
             reader.close()
-        self._progress(meta, totals, totals.bytes_done, "writing report")
+        return totals
+
+    async def _response(
+        self,
+        raw: asyncpg.Connection,
+        name: str,
+        request: product_service_pb2.ImportProductsRequest,
+        meta: product_pb2.ImportProductsMetadata,
+    ) -> product_pb2.ImportProductsResponse:
+        """The final counts (a first load settles duplicates at the end) and the reject report."""
+        _, totals = await self._committed(raw, name)
+        self._progress(meta, totals, meta.bytes_total, "done")
         return product_pb2.ImportProductsResponse(
             rows_read=totals.rows_read,
             inserted=totals.inserted,
@@ -333,11 +373,22 @@ class ProductImporter:
         meta.bytes_read = bytes_read
         meta.inserted, meta.updated, meta.unchanged = totals.inserted, totals.updated, totals.unchanged
 
-    async def _commit(self, raw: asyncpg.Connection, name: str, chunk: Chunk, change: str, actor: str) -> Totals:
+    async def _commit(
+        self, raw: asyncpg.Connection, name: str, chunk: Chunk, change: str, actor: str, first: bool
+    ) -> Totals:
         async with raw.transaction():
             inserted = updated = 0
             updated_codes: list[str] = []
-            if chunk.valid:
+            if chunk.valid and first:
+                await raw.copy_to_table(
+                    first_load.TABLE,
+                    source=io.BytesIO(chunk.csv),
+                    columns=first_load.COPY_COLUMNS,
+                    format="csv",
+                    force_not_null=TEXT_COLUMNS,
+                )
+                inserted = chunk.valid
+            elif chunk.valid:
                 await raw.copy_to_table(
                     "import_staging",
                     source=io.BytesIO(chunk.csv),
@@ -367,7 +418,7 @@ class ProductImporter:
                 counts.unchanged, counts.rejected, chunk.bytes_read,
             )  # fmt: skip
         await self._cache.invalidate(updated_codes)
-        if inserted:
+        if inserted and not first:  # a first load's rows appear only at the swap
             await self._cache.forget_missing()
         return counts
 

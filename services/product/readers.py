@@ -31,6 +31,10 @@ class FileFormatError(Exception):
     """The file as a whole cannot be read as the format it claims."""
 
 
+# What reading a damaged or truncated gzip stream raises.
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
 class Reject(NamedTuple):
     line: int
     field: str
@@ -103,17 +107,15 @@ class SourceFile:
         return self._counter.count if self._counter else 0
 
     def rows(self) -> Iterator[Row | Reject]:
-        try:
-            if self.format == product_pb2.IMPORT_FORMAT_PARQUET:
-                yield from self._parquet_rows()
-            else:
-                with self._open_binary() as stream:
-                    reader = self._csv_rows if self.format == product_pb2.IMPORT_FORMAT_CSV else self._ndjson_rows
-                    yield from reader(stream)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise FileFormatError(f"{self.path}: damaged or truncated gzip data ({exc})") from exc
+        if self.format == product_pb2.IMPORT_FORMAT_PARQUET:
+            yield from self._parquet_rows()
+        else:
+            with self.open_binary() as stream:
+                reader = self._csv_rows if self.format == product_pb2.IMPORT_FORMAT_CSV else self._ndjson_rows
+                yield from reader(stream)
 
-    def _open_binary(self) -> IO[bytes]:
+    def open_binary(self) -> IO[bytes]:
+        """The file's bytes (gunzipped), counted for progress; refuses binary data."""
         self._counter = CountingReader(self.path.open("rb"))
         buffered = io.BufferedReader(self._counter, buffer_size=1 << 20)
         stream: IO[bytes] = (
@@ -127,37 +129,22 @@ class SourceFile:
             raise FileFormatError(f"{self.path}: binary data, not {'CSV' if self.format == 1 else 'NDJSON'} text")
         return stream
 
+    def read_header(self, header: list[str]) -> list[str]:
+        """The canonical column names of a CSV header; FileFormatError without `code`."""
+        columns = self.columns = [canonical_column(h.lstrip("\ufeff")) for h in header]
+        if "code" not in columns:
+            raise FileFormatError(f"{self.path}: the header has no `code` column (found: {', '.join(header)})")
+        return columns
+
     def _csv_rows(self, stream: IO[bytes]) -> Iterator[Row | Reject]:
         # surrogateescape keeps undecodable bytes as lone surrogates, so a row
         # in the wrong encoding is rejected alone instead of failing the file.
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(text)
+        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline=""))
         try:
             header = next(reader)
         except StopIteration:
             return
-        columns = self.columns = [canonical_column(h.lstrip("\ufeff")) for h in header]
-        if "code" not in columns:
-            raise FileFormatError(f"{self.path}: the header has no `code` column (found: {', '.join(header)})")
-        width = len(columns)
-        line = reader.line_num
-        for record in reader:
-            start, line = line + 1, reader.line_num
-            if not record:
-                continue
-            joined = ",".join(record)
-            try:
-                joined.encode("utf-8")
-            except UnicodeEncodeError:
-                raw = joined.encode("utf-8", "surrogateescape").decode("latin-1")[:RAW_LIMIT]
-                yield Reject(start, "", "INVALID_ENCODING", "row is not valid UTF-8", raw)
-                continue
-            if len(record) != width:
-                yield Reject(
-                    start, "", "WRONG_FIELD_COUNT", f"expected {width} fields, found {len(record)}", joined[:RAW_LIMIT]
-                )
-                continue
-            yield Row(start, record, joined)
+        yield from csv_records(reader, len(self.read_header(header)), reader.line_num)
 
     def _ndjson_rows(self, stream: IO[bytes]) -> Iterator[Row | Reject]:
         for number, line in enumerate(stream, start=1):
@@ -200,3 +187,28 @@ class SourceFile:
                 number += 1
                 yield Row(number, record, "")
             self._parquet_rows_done = number
+
+
+def csv_records(reader: Iterator[list[str]], width: int, lines_before: int) -> Iterator[Row | Reject]:
+    """Rows of a `csv.reader` past the header, numbered by physical line
+    (`lines_before` lines of the file precede the reader's first line)."""
+    line_num = cast(Any, reader).line_num
+    offset = lines_before - line_num
+    line = line_num
+    for record in reader:
+        start, line = offset + line + 1, cast(Any, reader).line_num
+        if not record:
+            continue
+        joined = ",".join(record)
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = joined.encode("utf-8", "surrogateescape").decode("latin-1")[:RAW_LIMIT]
+            yield Reject(start, "", "INVALID_ENCODING", "row is not valid UTF-8", raw)
+            continue
+        if len(record) != width:
+            yield Reject(
+                start, "", "WRONG_FIELD_COUNT", f"expected {width} fields, found {len(record)}", joined[:RAW_LIMIT]
+            )
+            continue
+        yield Row(start, record, joined)

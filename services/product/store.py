@@ -42,10 +42,32 @@ products = sa.Table("products", metadata, sa.Column("code", sa.Text, primary_key
 product_history = sa.Table(
     "product_history", metadata, sa.Column("code", sa.Text, primary_key=True), *_content_columns()
 )
+# The distinct names, the only thing name search indexes with trigrams.
+product_names = sa.Table("product_names", metadata, sa.Column("display_name", sa.Text, primary_key=True))
 DATA_COLUMNS = ProductData._fields
 _GET_MANY = "SELECT * FROM products WHERE code = ANY($1::text[])"
 # What an import compares to decide "unchanged".
 CONTENT_COLUMNS = tuple(c for c in DATA_COLUMNS if c != "code")
+
+
+def secondary_indexes(table: str) -> dict[str, str]:
+    """Statements that build the catalog's search indexes on `table` (`products`
+    or a first load's table), by index name; as migration product_0002 has them."""
+    return {
+        f"{table}_name": f"CREATE INDEX IF NOT EXISTS {table}_name ON {table} (hashtextextended(display_name, 0))",
+        f"{table}_category": f"CREATE INDEX IF NOT EXISTS {table}_category ON {table} (category, code)",
+    }
+
+
+def _name_hash(name: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
+    """The expression index `products_name` covers (PostgreSQL's own stable text hash)."""
+    return sa.func.hashtextextended(name, 0)
+
+
+async def remember_name(conn: AsyncConnection, name: str) -> None:
+    """Makes `name` findable by name search (names are never forgotten: a
+    name no product carries any more simply matches nothing)."""
+    await conn.execute(pg_insert(product_names).values(display_name=name).on_conflict_do_nothing())
 
 
 @dataclass(frozen=True)
@@ -120,10 +142,17 @@ class CatalogStore:
         if not query.show_inactive:
             statement = statement.where(products.c.active)
         if query.name_query:
-            similarity = sa.func.similarity(products.c.display_name, query.name_query)
-            statement = statement.add_columns(similarity.label("score")).where(
-                products.c.display_name.op("%")(query.name_query)
+            matched = (
+                sa.select(product_names.c.display_name)
+                .where(product_names.c.display_name.op("%")(query.name_query))
+                .subquery()
             )
+            similarity = sa.func.similarity(matched.c.display_name, query.name_query)
+            same_name = sa.and_(
+                _name_hash(products.c.display_name) == _name_hash(matched.c.display_name),
+                products.c.display_name == matched.c.display_name,
+            )
+            statement = statement.join(matched, same_name).add_columns(similarity.label("score"))
             if after is not None:
                 score, code = float(after[0]), str(after[1])
                 statement = statement.where(
@@ -155,6 +184,7 @@ class CatalogStore:
         )
         async with self.engine.begin() as conn:
             row = (await conn.execute(statement)).one_or_none()
+            await remember_name(conn, data.display_name)
         if row is None:
             raise AlreadyExists(
                 f"product {data.code!r} already exists", reason="PRODUCT_EXISTS", metadata={"code": data.code}
@@ -196,6 +226,7 @@ class CatalogStore:
     async def update(self, data: ProductData, etag: str, actor: str) -> StoredProduct:
         values = {c: getattr(data, c) for c in CONTENT_COLUMNS} | {"eligible": data.eligible}
         async with self.engine.begin() as conn:
+            await remember_name(conn, data.display_name)
             return await self._change(conn, data.code, etag, values, "update", actor)
 
     async def set_active(self, code: str, active: bool, etag: str, actor: str, reason: str = "") -> StoredProduct:
