@@ -216,7 +216,8 @@ def test_killed_import_resumes_from_its_last_committed_chunk(product_only: Clust
     assert _schema(product_only) == schema_before, "the loaded table must have the catalog's exact shape"
     with catalog(settings) as cat:
         found = cat.ListProducts(product_service_pb2.ListProductsRequest(name_query="Cafe pergamino", page_size=5))
-    assert found.products and all("pergamino" in p.display_name for p in found.products)
+    assert found.products
+    assert all("pergamino" in p.display_name for p in found.products)
 
 
 def _schema(cluster: Cluster) -> list[tuple[object, ...]]:
