@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import multiprocessing
 import os
 import queue
@@ -74,34 +75,23 @@ def chunks(
 
 def row_chunks(source: SourceFile, skip: set[int], size: int, file_index: int, with_line: bool) -> Iterator[Chunk]:
     """Chunks of `size` rows decoded one by one (any format)."""
-    index, rows, valid = 0, 0, 0
-    rejects: list[Reject] = []
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def emit() -> Chunk:
-        return Chunk(file_index, index, rows, source.bytes_read, valid, buffer.getvalue().encode("utf-8"), rejects)
-
+    rows = source.rows()
     decoder: RowDecoder | None = None
-    for item in source.rows():
-        rows += 1
-        if index not in skip:
-            if isinstance(item, Reject):
-                rejects.append(item)
-            else:
-                if decoder is None and source.columns:
-                    decoder = RowDecoder(source.columns)
-                record = _record(item, decoder, rejects)
-                if record is not None:
-                    writer.writerow(record if with_line else record[1:])
-                    valid += 1
-        if rows == size:
-            yield emit()
-            index, rows, valid, rejects = index + 1, 0, 0, []
-            buffer.seek(0)
-            buffer.truncate()
-    if rows:
-        yield emit()
+    for index in itertools.count():
+        batch = itertools.islice(rows, size)
+        first = next(batch, None)
+        if first is None:
+            return
+        items = itertools.chain([first], batch)
+        chunk = Chunk(file_index, index)
+        if index in skip:
+            chunk.rows = sum(1 for _ in items)
+        else:
+            if decoder is None and source.columns:
+                decoder = RowDecoder(source.columns)
+            _add_rows(chunk, items, decoder, with_line)
+        chunk.bytes_read = source.bytes_read
+        yield chunk
 
 
 def csv_chunks(source: SourceFile, skip: set[int], size: int, file_index: int, with_line: bool) -> Iterator[Chunk]:
@@ -220,7 +210,7 @@ def _arrow_chunk(
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+    except (pa.ArrowException, UnicodeDecodeError):
         return None
     if table.num_rows != lines:
         return None  # a value spans lines: line numbers need the row-by-row reader
@@ -254,9 +244,11 @@ def _python_chunk(data: bytes, first_line: int, columns: list[str], decoder: Row
     return chunk
 
 
-def _add_rows(chunk: Chunk, items: Iterable[Row | Reject], decoder: RowDecoder, with_line: bool) -> None:
+def _add_rows(chunk: Chunk, items: Iterable[Row | Reject], decoder: RowDecoder | None, with_line: bool) -> None:
+    """Decodes `items` into `chunk`: valid rows as CSV, the rest as rejects."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    chunk.rows = 0
     for item in items:
         chunk.rows += 1
         if isinstance(item, Reject):
