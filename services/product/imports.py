@@ -1,12 +1,14 @@
 """Bulk import of catalog exports as a long-running operation.
 
-Each file is read as a stream and cut into chunks of `BMC_IMPORT_CHUNK_ROWS`
-input rows. A chunk is validated in Python, `COPY`ed into a temporary staging
-table and merged into `products` in one transaction that also records the
-chunk, its rejects and the operation's progress. So an import is:
+Each file is read as a stream and cut into chunks of about
+`BMC_IMPORT_CHUNK_ROWS` input rows, checked by a reader process (`parsing`).
+A chunk is committed in one transaction that also records the chunk, its
+rejects and the operation's progress: `COPY`ed into a temporary staging table
+and merged into `products`, or, in a first load of an empty catalog,
+`COPY`ed into the table that will replace it (`first_load`). So an import is:
 - idempotent: the merge changes only rows whose content differs;
 - resumable: a killed import restarts after its last committed chunk;
-- flat in memory: one chunk at a time, parsed while the previous one merges.
+- flat in memory: one chunk at a time, checked while the previous one is written.
 """
 
 from __future__ import annotations
@@ -225,7 +227,6 @@ class ProductImporter:
                     # Whatever the outcome, committed chunks are kept: indexed and in place.
                     meta.progress.stage = "indexing"
                     await self._operations.update_metadata(name, meta)
-                    await raw.execute(MAINTENANCE)
                     if mode == FIRST_LOAD:
                         await self._finish_first_load(raw, name, record.subject)
                     else:
@@ -274,6 +275,7 @@ class ProductImporter:
         return MERGE
 
     async def _finish_first_load(self, raw: asyncpg.Connection, name: str, subject: str) -> None:
+        await raw.execute(MAINTENANCE)
         dropped = await first_load.duplicates(raw)
         if dropped:
             # A later row of the same code replaced an earlier one: counted as updated, as a merge would.
@@ -379,27 +381,24 @@ class ProductImporter:
         async with raw.transaction():
             inserted = updated = 0
             updated_codes: list[str] = []
-            if chunk.valid and first:
-                await raw.copy_to_table(
-                    first_load.TABLE,
-                    source=io.BytesIO(chunk.csv),
-                    columns=first_load.COPY_COLUMNS,
-                    format="csv",
-                    force_not_null=TEXT_COLUMNS,
+            if chunk.valid:
+                table, columns = (
+                    (first_load.TABLE, first_load.COPY_COLUMNS) if first else ("import_staging", STAGING_COLUMNS)
                 )
-                inserted = chunk.valid
-            elif chunk.valid:
                 await raw.copy_to_table(
-                    "import_staging",
+                    table,
                     source=io.BytesIO(chunk.csv),
-                    columns=STAGING_COLUMNS,
+                    columns=columns,
                     format="csv",
                     force_not_null=TEXT_COLUMNS,  # an empty field is '', not NULL
                 )
-                merged = await raw.fetchrow(MERGE_SQL, change, actor)
-                assert merged is not None
-                inserted, updated = merged["inserted"], merged["updated"]
-                updated_codes = list(merged["updated_codes"])
+                if first:
+                    inserted = chunk.valid  # duplicates are settled once, at the end
+                else:
+                    merged = await raw.fetchrow(MERGE_SQL, change, actor)
+                    assert merged is not None
+                    inserted, updated = merged["inserted"], merged["updated"]
+                    updated_codes = list(merged["updated_codes"])
             if chunk.rejects:
                 await raw.executemany(
                     "INSERT INTO import_rejects VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
