@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -168,18 +169,50 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
     async def _register_all(self, submissions: Sequence[Submission]) -> list[invoice_pb2.Invoice | ServiceError]:
         """Registers requests together: one catalog lookup for all their
         products, one policy, one database transaction. Each request gets its
-        invoice or the error that refused it; one bad request spoils no other."""
-        requests = [s.request for s in submissions]
-        outcomes: list[invoice_pb2.Invoice | ServiceError | None] = [None] * len(requests)
-        prepared: list[tuple[int, str, InvoiceDocument]] = []
+        invoice or the error that refused it; one bad request spoils no other.
+
+        The CPU-bound steps (reading and validating documents) run in a worker
+        thread: the event loop, which may be holding the chain head for
+        another batch, then gets the interpreter back within a switch
+        interval instead of after a whole batch is validated."""
+        outcomes: list[invoice_pb2.Invoice | ServiceError | None] = [None] * len(submissions)
+        prepared = await asyncio.to_thread(self._documents, submissions, outcomes)
+        codes = list(dict.fromkeys(code for _, _, doc in prepared for code in product_codes(doc)))
+        facts = await self._product_facts(codes) if codes else {}
+        pending, items = await asyncio.to_thread(self._admissible, submissions, prepared, facts, outcomes)
+        if items:
+            stored = await self._store.register_many(items)
+            for (index, submitted), outcome in zip(pending, stored, strict=True):
+                if isinstance(outcome, ServiceError):
+                    outcomes[index] = outcome
+                else:
+                    row, created = outcome
+                    outcomes[index] = to_proto(row, submitted if created else None)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _documents(
+        self, submissions: Sequence[Submission], outcomes: list[invoice_pb2.Invoice | ServiceError | None]
+    ) -> list[tuple[int, str, InvoiceDocument]]:
+        """(index, broker, document) of each request that reads as a document;
+        the others get their error in `outcomes`."""
+        prepared = []
         for index, (request, principal, _) in enumerate(submissions):
             try:
                 broker = self._broker_for(request.invoice.broker, principal, "invoice.broker")
                 prepared.append((index, broker, document_from_proto(request.invoice)))
             except ServiceError as error:
                 outcomes[index] = error
-        codes = list(dict.fromkeys(code for _, _, doc in prepared for code in product_codes(doc)))
-        facts = await self._product_facts(codes) if codes else {}
+        return prepared
+
+    def _admissible(
+        self,
+        submissions: Sequence[Submission],
+        prepared: Sequence[tuple[int, str, InvoiceDocument]],
+        facts: Mapping[str, ProductFacts],
+        outcomes: list[invoice_pb2.Invoice | ServiceError | None],
+    ) -> tuple[list[tuple[int, invoice_pb2.Invoice]], list[tuple[NewInvoice, EventMeta]]]:
+        """The documents that pass validation, as the store takes them;
+        refusals and validate-only answers go to `outcomes`."""
         policy = dataclasses.replace(self._policy, today=calendar.today())
         pending: list[tuple[int, invoice_pb2.Invoice]] = []
         items: list[tuple[NewInvoice, EventMeta]] = []
@@ -188,7 +221,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             if issues:
                 outcomes[index] = rejection(issues)
                 continue
-            request = requests[index]
+            request, principal, trace = submissions[index]
             submitted = invoice_pb2.Invoice()
             submitted.CopyFrom(request.invoice)
             submitted.broker = broker
@@ -215,20 +248,10 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                             if code in facts
                         },
                     ),
-                    EventMeta(
-                        submissions[index].principal.subject, broker, request.request_id, submissions[index].trace
-                    ),
+                    EventMeta(principal.subject, broker, request.request_id, trace),
                 )
             )
-        if items:
-            stored = await self._store.register_many(items)
-            for (index, submitted), outcome in zip(pending, stored, strict=True):
-                if isinstance(outcome, ServiceError):
-                    outcomes[index] = outcome
-                else:
-                    row, created = outcome
-                    outcomes[index] = to_proto(row, submitted if created else None)
-        return [outcome for outcome in outcomes if outcome is not None]
+        return pending, items
 
     async def _register(
         self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal

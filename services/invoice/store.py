@@ -100,6 +100,15 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Two index lookups: with an OR of both keys the planner scans the whole table.
+DUPLICATES_QUERY = (
+    "SELECT id, registration_number, cufe, seller_nit, number FROM invoices WHERE cufe = ANY($1::text[]) "
+    "UNION SELECT i.id, i.registration_number, i.cufe, i.seller_nit, i.number FROM invoices i "
+    "JOIN unnest($2::text[], $3::text[]) AS k(seller_nit, number) "
+    "ON i.seller_nit = k.seller_nit AND i.number = k.number"
+)
+
+
 class InvoiceStore(PooledStore):
     # ------------------------------------------------------------ writing
 
@@ -128,15 +137,21 @@ class InvoiceStore(PooledStore):
         await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, previous)
         return events
 
-    async def _existing_for(self, conn: asyncpg.Connection, tenant: str, request_id: str) -> InvoiceRow | None:
-        if not request_id:
-            return None
-        row = await conn.fetchrow(
-            "SELECT i.* FROM idempotency_keys k JOIN invoices i ON i.id = k.invoice_id "
-            "WHERE k.tenant = $1 AND k.request_id = $2",
-            tenant, request_id,
+    async def _earlier(
+        self, conn: asyncpg.Connection, items: Sequence[tuple[NewInvoice, EventMeta]]
+    ) -> dict[tuple[str, str], InvoiceRow]:
+        """The invoices registered before under the items' (tenant, request id)."""
+        keys = list({(meta.tenant, meta.request_id) for _, meta in items if meta.request_id})
+        if not keys:
+            return {}
+        rows = await conn.fetch(
+            "SELECT k.tenant AS key_tenant, k.request_id AS key_request_id, i.* "
+            "FROM unnest($1::text[], $2::text[]) AS r(tenant, request_id) "
+            "JOIN idempotency_keys k ON k.tenant = r.tenant AND k.request_id = r.request_id "
+            "JOIN invoices i ON i.id = k.invoice_id",
+            [t for t, _ in keys], [r for _, r in keys],
         )  # fmt: skip
-        return InvoiceRow.from_record(row) if row else None
+        return {(r["key_tenant"], r["key_request_id"]): InvoiceRow.from_record(r) for r in rows}
 
     async def register(self, new: NewInvoice, meta: EventMeta) -> tuple[InvoiceRow, bool]:
         """The registered invoice and True; or, for a repeated request id, the
@@ -154,16 +169,24 @@ class InvoiceStore(PooledStore):
         row (True when new, False when its request id was seen before) or the
         AlreadyExists that refuses it."""
         outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None] = [None] * len(items)
+        repeats: dict[int, int] = {}  # item -> the earlier item of this batch with its request id
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")  # serialise registrations
+            earlier = await self._earlier(conn, items)
+            first: dict[tuple[str, str], int] = {}
             for index, (_, meta) in enumerate(items):
-                existing = await self._existing_for(conn, meta.tenant, meta.request_id)
-                if existing is not None:
-                    outcomes[index] = (existing, False)
-            fresh = [i for i, outcome in enumerate(outcomes) if outcome is None]
+                key = (meta.tenant, meta.request_id)
+                if not meta.request_id:
+                    continue
+                if key in earlier:
+                    outcomes[index] = (earlier[key], False)
+                elif key in first:
+                    repeats[index] = first[key]
+                else:
+                    first[key] = index
+            fresh = [i for i, outcome in enumerate(outcomes) if outcome is None and i not in repeats]
             taken = await conn.fetch(
-                "SELECT id, registration_number, cufe, seller_nit, number FROM invoices WHERE cufe = ANY($1::text[]) "
-                "OR (seller_nit, number) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+                DUPLICATES_QUERY,
                 [items[i][0].cufe for i in fresh], [items[i][0].seller_nit for i in fresh],
                 [items[i][0].number for i in fresh],
             )  # fmt: skip
@@ -189,6 +212,9 @@ class InvoiceStore(PooledStore):
                 accepted.append(i)
             if accepted:
                 await self._insert(conn, items, accepted, outcomes)
+        for index, original in repeats.items():  # a retry that raced its original gets the original's answer
+            answer = outcomes[original]
+            outcomes[index] = (answer[0], False) if isinstance(answer, tuple) else answer
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def _insert(

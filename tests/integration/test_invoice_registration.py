@@ -118,6 +118,44 @@ def test_repeated_request_id_returns_the_original(registration: Platform) -> Non
     assert again.registration_number == first.registration_number
 
 
+def test_a_request_id_repeated_within_a_batch_or_a_race_gets_the_original(registration: Platform) -> None:
+    """A client's retry can land in the same batch (or the same group commit)
+    as its original: it gets the original's answer and spoils no other item."""
+    repeated, other, raced = invoice(), invoice(), invoice()
+    rid = f"req-{uuid.uuid4()}"
+    with registry(registration.settings) as reg:
+        response = reg.BatchRegisterInvoices(
+            invoice_service_pb2.BatchRegisterInvoicesRequest(
+                requests=[
+                    invoice_service_pb2.RegisterInvoiceRequest(invoice=repeated, request_id=rid),
+                    invoice_service_pb2.RegisterInvoiceRequest(invoice=other),
+                    invoice_service_pb2.RegisterInvoiceRequest(invoice=repeated, request_id=rid),
+                ]
+            )
+        )
+        later = reg.register(repeated, request_id=rid)
+    first, second, third = response.results
+    assert [r.HasField("error") for r in response.results] == [False] * 3
+    assert third.invoice.name == first.invoice.name == later.name
+    assert third.invoice.registration_number == first.invoice.registration_number
+    assert second.invoice.name != first.invoice.name
+
+    answers: list[str] = []
+    race_id = f"req-{uuid.uuid4()}"
+
+    def attempt() -> None:
+        with registry(registration.settings) as client:
+            answers.append(client.register(raced, request_id=race_id).name)
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 6
+    assert len(set(answers)) == 1
+
+
 def test_concurrent_registration_of_the_same_invoice_exactly_one_wins(registration: Platform) -> None:
     proto = invoice()
     outcomes: list[str] = []
