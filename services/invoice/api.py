@@ -234,7 +234,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             items.append(
                 (
                     NewInvoice(
-                        document=to_dict(submitted),
+                        document_json=chain.canonical(to_dict(submitted)),
                         document_pb=submitted.SerializeToString(),
                         number=document.number,
                         cufe=document.cufe,

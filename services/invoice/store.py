@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -71,7 +71,7 @@ class NewInvoice:
     """What registration stores: the document (proto JSON for the event,
     protobuf bytes for the read model) and its keys."""
 
-    document: Mapping[str, Any]
+    document_json: str  # the proto JSON mapping, canonical (chain.canonical)
     document_pb: bytes
     number: str
     cufe: str
@@ -96,10 +96,6 @@ class ListFilter:
     registered_to: dt.datetime | None = None
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 # Two index lookups: with an OR of both keys the planner scans the whole table.
 DUPLICATES_QUERY = (
     "SELECT id, registration_number, cufe, seller_nit, number FROM invoices WHERE cufe = ANY($1::text[]) "
@@ -109,33 +105,67 @@ DUPLICATES_QUERY = (
 )
 
 
+# Events and the chain head they move, as CTEs that a caller's statement
+# extends ($1–$12), so that a whole append is one round trip.
+APPEND = (
+    "appended AS (INSERT INTO events SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], "
+    "$5::text[], $6::json[], $7::json[], $8::timestamptz[], $9::text[], $10::text[])), "
+    "moved AS (UPDATE chain_head SET position = $11, hash = $12 WHERE id = 1)"
+)
+REGISTER = (
+    f"WITH {APPEND}, "  # noqa: S608 (constants only)
+    "read_model AS (INSERT INTO invoices SELECT * FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], "
+    "$17::text[], $18::text[], $19::text[], $20::date[], $21::timestamptz[], $21::timestamptz[], $22::text[], "
+    "$23::int[], $24::text[], $24::text[], $25::bytea[])) "
+    "INSERT INTO idempotency_keys SELECT * FROM unnest($26::text[], $27::text[], $28::text[])"
+)
+TRANSITION = (
+    f"WITH {APPEND} "  # noqa: S608 (constants only)
+    "UPDATE invoices SET state = $14, version = version + 1, update_time = $15, "
+    "annulment_reason = CASE WHEN $14 = 'ANNULLED' THEN $16 ELSE annulment_reason END, "
+    "certificate = CASE WHEN $17 <> '' THEN $17 ELSE certificate END "
+    "WHERE id = $13 RETURNING *"
+)
+
+
+class Draft(NamedTuple):
+    """An event before it has a place in the chain."""
+
+    stream_id: str
+    version: int
+    type: str
+    data: Mapping[str, Any]
+    meta: EventMeta
+
+
+def _chained(head: asyncpg.Record, drafts: Sequence[Draft]) -> tuple[list[chain.ChainedEvent], list[Any]]:
+    """The drafts placed after the chain head (locked by the caller), and the
+    arguments $1–$12 of `APPEND` that store them and move the head."""
+    position, previous = int(head["position"]), str(head["hash"])
+    now = dt.datetime.now(dt.UTC)
+    events = []
+    for draft in drafts:
+        position += 1
+        event = chain.ChainedEvent(
+            position, str(uuid.uuid4()), draft.stream_id, draft.version, draft.type, draft.data,
+            draft.meta.as_dict(), now, previous,
+        )  # fmt: skip
+        previous = event.computed_hash()
+        events.append(dataclasses.replace(event, hash=previous))
+    columns = [
+        [e.position for e in events], [e.event_id for e in events], [e.stream_id for e in events],
+        [e.version for e in events], [e.type for e in events], [chain.canonical(e.data) for e in events],
+        [chain.canonical(e.metadata) for e in events], [now] * len(events), [e.prev_hash for e in events],
+        [e.hash for e in events], position, previous,
+    ]  # fmt: skip
+    return events, columns
+
+
+HEAD = "SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE"
+
+
 class InvoiceStore(PooledStore):
     # ------------------------------------------------------------ writing
-
-    async def _append(
-        self, conn: asyncpg.Connection, drafts: Sequence[tuple[str, int, str, Mapping[str, Any], EventMeta]]
-    ) -> list[chain.ChainedEvent]:
-        """Appends events (stream id, version, type, data, meta) at the head of
-        the chain, in order; the caller holds a transaction."""
-        head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE")
-        assert head is not None
-        position, previous = int(head["position"]), str(head["hash"])
-        now = dt.datetime.now(dt.UTC)
-        events, records = [], []
-        for stream_id, version, type_, data, meta in drafts:
-            position += 1
-            draft = chain.ChainedEvent(
-                position, str(uuid.uuid4()), stream_id, version, type_, data, meta.as_dict(), now, previous
-            )
-            previous = draft.computed_hash()
-            events.append(dataclasses.replace(draft, hash=previous))
-            records.append((
-                position, draft.event_id, stream_id, version, type_, _json(data), _json(draft.metadata),
-                now, draft.prev_hash, previous,
-            ))  # fmt: skip
-        await conn.copy_records_to_table("events", records=records)
-        await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, previous)
-        return events
 
     async def _earlier(
         self, conn: asyncpg.Connection, items: Sequence[tuple[NewInvoice, EventMeta]]
@@ -153,25 +183,18 @@ class InvoiceStore(PooledStore):
         )  # fmt: skip
         return {(r["key_tenant"], r["key_request_id"]): InvoiceRow.from_record(r) for r in rows}
 
-    async def register(self, new: NewInvoice, meta: EventMeta) -> tuple[InvoiceRow, bool]:
-        """The registered invoice and True; or, for a repeated request id, the
-        first registration and False. AlreadyExists for a duplicate invoice."""
-        (outcome,) = await self.register_many([(new, meta)])
-        if isinstance(outcome, AlreadyExists):
-            raise outcome
-        return outcome
-
     async def register_many(
         self, items: Sequence[tuple[NewInvoice, EventMeta]]
     ) -> list[tuple[InvoiceRow, bool] | AlreadyExists]:
         """Registers a batch in one transaction: one lock of the chain head, one
-        duplicate query, one block of registration numbers. Each item gets its
-        row (True when new, False when its request id was seen before) or the
-        AlreadyExists that refuses it."""
+        idempotency lookup, one duplicate query, one block of registration
+        numbers, one statement writing events, read model and keys. Each item
+        gets its row (True when new, False when its request id was seen
+        before) or the AlreadyExists that refuses it."""
         outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None] = [None] * len(items)
         repeats: dict[int, int] = {}  # item -> the earlier item of this batch with its request id
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")  # serialise registrations
+            head = await conn.fetchrow(HEAD)  # serialises registrations
             earlier = await self._earlier(conn, items)
             first: dict[tuple[str, str], int] = {}
             for index, (_, meta) in enumerate(items):
@@ -211,7 +234,7 @@ class InvoiceStore(PooledStore):
                 }  # fmt: skip
                 accepted.append(i)
             if accepted:
-                await self._insert(conn, items, accepted, outcomes)
+                await self._insert(conn, head, [items[i] for i in accepted], accepted, outcomes)
         for index, original in repeats.items():  # a retry that raced its original gets the original's answer
             answer = outcomes[original]
             outcomes[index] = (answer[0], False) if isinstance(answer, tuple) else answer
@@ -220,8 +243,9 @@ class InvoiceStore(PooledStore):
     async def _insert(
         self,
         conn: asyncpg.Connection,
-        items: Sequence[tuple[NewInvoice, EventMeta]],
-        accepted: list[int],
+        head: asyncpg.Record,
+        accepted: Sequence[tuple[NewInvoice, EventMeta]],
+        indexes: Sequence[int],
         outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None],
     ) -> None:
         year = dt.datetime.now(dt.UTC).year
@@ -234,31 +258,33 @@ class InvoiceStore(PooledStore):
         ids = [uuid.uuid4().hex for _ in accepted]
         numbers = [f"{year}-{last - len(accepted) + offset + 1:08d}" for offset in range(len(accepted))]
         drafts = [
-            (invoice_id, 1, "InvoiceRegistered",
-             {"document": dict(items[i][0].document), "registration_number": number, "broker": items[i][0].broker,
-              "products": dict(items[i][0].products)},
-             items[i][1])
-            for i, invoice_id, number in zip(accepted, ids, numbers, strict=True)
+            Draft(invoice_id, 1, "InvoiceRegistered",
+                  {"document": orjson.Fragment(new.document_json), "registration_number": number,
+                   "broker": new.broker, "products": dict(new.products)},
+                  meta)
+            for (new, meta), invoice_id, number in zip(accepted, ids, numbers, strict=True)
         ]  # fmt: skip
-        events = await self._append(conn, drafts)
-        rows, keys = [], []
-        for i, invoice_id, number, event in zip(accepted, ids, numbers, events, strict=True):
-            new, meta = items[i]
-            now = event.record_time
-            rows.append((
-                invoice_id, new.broker, state.value, new.number, new.cufe, new.seller_nit, new.buyer_id,
-                new.issue_date, now, now, number, 1, "", "", new.document_pb,
-            ))  # fmt: skip
-            if meta.request_id:
-                keys.append((meta.tenant, meta.request_id, invoice_id))
-            outcomes[i] = (
+        events, arguments = _chained(head, drafts)
+        now = events[0].record_time
+        news = [new for new, _ in accepted]
+        keys = [
+            (m.tenant, m.request_id, invoice_id)
+            for (_, m), invoice_id in zip(accepted, ids, strict=True)
+            if m.request_id
+        ]
+        await conn.execute(
+            REGISTER, *arguments,
+            ids, [n.broker for n in news], [state.value] * len(news), [n.number for n in news],
+            [n.cufe for n in news], [n.seller_nit for n in news], [n.buyer_id for n in news],
+            [n.issue_date for n in news], [now] * len(news), numbers, [1] * len(news), [""] * len(news),
+            [n.document_pb for n in news],
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+        )  # fmt: skip
+        for index, new, invoice_id, number in zip(indexes, news, ids, numbers, strict=True):
+            outcomes[index] = (
                 InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document_pb, "", ""),
                 True,
             )
-        # COPY: a whole batch of registrations is written in a few round trips.
-        await conn.copy_records_to_table("invoices", records=rows)
-        if keys:
-            await conn.executemany("INSERT INTO idempotency_keys VALUES ($1, $2, $3)", keys)
 
     async def transition(
         self,
@@ -293,13 +319,10 @@ class InvoiceStore(PooledStore):
                 raise FailedPrecondition(
                     str(exc), reason="ILLEGAL_TRANSITION", metadata={"state": row.state.value}
                 ) from exc
-            (event,) = await self._append(conn, [(invoice_id, row.version + 1, event_type, data, meta)])
+            head = await conn.fetchrow(HEAD)
+            (event,), arguments = _chained(head, [Draft(invoice_id, row.version + 1, event_type, data, meta)])
             updated = await conn.fetchrow(
-                "UPDATE invoices SET state = $2, version = version + 1, update_time = $3, "
-                "annulment_reason = CASE WHEN $2 = 'ANNULLED' THEN $4 ELSE annulment_reason END, "
-                "certificate = CASE WHEN $5 <> '' THEN $5 ELSE certificate END "
-                "WHERE id = $1 RETURNING *",
-                invoice_id, state.value, event.record_time,
+                TRANSITION, *arguments, invoice_id, state.value, event.record_time,
                 str(data.get("reason", "")), str(data.get("certificate", "")),
             )  # fmt: skip
             assert updated is not None

@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import replace
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -255,3 +256,25 @@ def test_any_alteration_is_found_at_its_position(index: int, how: str) -> None:
     else:
         assert not report.intact
         assert report.first_broken_position == expected
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=5))
+def test_a_document_serialized_ahead_hashes_as_the_one_read_back(document: dict[str, object]) -> None:
+    """Registration serializes a document once, outside the chain lock, and
+    embeds the text; the verifier hashes the parsed JSON it reads back."""
+    moment = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+    written = chain.ChainedEvent(
+        7, "e7", "inv", 1, "InvoiceRegistered", {"document": orjson.Fragment(chain.canonical(document)), "n": "1"},
+        {"actor": "t"}, moment, chain.GENESIS,
+    )  # fmt: skip
+    read_back = replace(written, data=orjson.loads(chain.canonical(written.data)))
+    assert read_back.data == {"document": document, "n": "1"}
+    assert read_back.computed_hash() == written.computed_hash()
