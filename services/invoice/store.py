@@ -104,7 +104,9 @@ DUPLICATES_QUERY = (
     "ON i.seller_nit = k.seller_nit AND i.number = k.number"
 )
 
-
+# The chain head's row lock serialises every append (positions stay gapless
+# and commit in order, which the relay relies on).
+HEAD = "SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE"
 # Events and the chain head they move, as CTEs that a caller's statement
 # extends ($1–$12), so that a whole append is one round trip.
 APPEND = (
@@ -159,9 +161,6 @@ def _chained(head: asyncpg.Record, drafts: Sequence[Draft]) -> tuple[list[chain.
         [e.hash for e in events], position, previous,
     ]  # fmt: skip
     return events, columns
-
-
-HEAD = "SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE"
 
 
 class InvoiceStore(PooledStore):
@@ -234,7 +233,9 @@ class InvoiceStore(PooledStore):
                 }  # fmt: skip
                 accepted.append(i)
             if accepted:
-                await self._insert(conn, head, [items[i] for i in accepted], accepted, outcomes)
+                rows = await self._insert(conn, head, [items[i] for i in accepted])
+                for i, row in zip(accepted, rows, strict=True):
+                    outcomes[i] = (row, True)
         for index, original in repeats.items():  # a retry that raced its original gets the original's answer
             answer = outcomes[original]
             outcomes[index] = (answer[0], False) if isinstance(answer, tuple) else answer
@@ -245,9 +246,9 @@ class InvoiceStore(PooledStore):
         conn: asyncpg.Connection,
         head: asyncpg.Record,
         accepted: Sequence[tuple[NewInvoice, EventMeta]],
-        indexes: Sequence[int],
-        outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None],
-    ) -> None:
+    ) -> list[InvoiceRow]:
+        """Writes the accepted registrations after the chain head: numbers,
+        events, read model and idempotency keys."""
         year = dt.datetime.now(dt.UTC).year
         last = await conn.fetchval(
             "INSERT INTO registration_counters VALUES ($1, $2) "
@@ -280,11 +281,10 @@ class InvoiceStore(PooledStore):
             [n.document_pb for n in news],
             [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
         )  # fmt: skip
-        for index, new, invoice_id, number in zip(indexes, news, ids, numbers, strict=True):
-            outcomes[index] = (
-                InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document_pb, "", ""),
-                True,
-            )
+        return [
+            InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document_pb, "", "")
+            for new, invoice_id, number in zip(news, ids, numbers, strict=True)
+        ]
 
     async def transition(
         self,

@@ -17,6 +17,7 @@ from google.longrunning import operations_pb2
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
+from services.invoice.store import DUPLICATES_QUERY
 from services.kit.database import asyncpg_kwargs, database_name, service_url
 from tests.conftest import Platform, make_settings
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
@@ -284,6 +285,30 @@ def test_chain_verifies_and_an_altered_event_is_found(own_registry: Cluster) -> 
     assert intact.events_checked == 5
     assert not broken.intact
     assert broken.first_broken_position == 3
+
+
+def test_the_duplicate_check_looks_invoices_up_by_index(registration: Platform) -> None:
+    """It runs under the chain head's lock for every batch: a plan that reads
+    the whole table slows every registration as the registry grows."""
+    infrastructure = registration.cluster.infrastructure
+    assert infrastructure is not None
+    url = service_url(infrastructure.database_url, database_name(registration.settings, "invoice"))
+
+    async def plan() -> str:
+        connection = await asyncpg.connect(**asyncpg_kwargs(url))
+        try:
+            await connection.execute("SET enable_seqscan = off")  # what a large table would make it choose
+            rows = await connection.fetch(
+                f"EXPLAIN {DUPLICATES_QUERY}", ["a" * 96, "b" * 96], ["900508908", "1"], ["SETP1", "SETP2"]
+            )
+            return "\n".join(r[0] for r in rows)
+        finally:
+            await connection.close()
+
+    explained = asyncio.run(plan())
+    assert "invoices_cufe_key" in explained
+    assert "invoices_seller_nit_number_key" in explained
+    assert "Seq Scan on invoices" not in explained
 
 
 def test_catalog_down_means_unavailable_and_nothing_registered(own_registry: Cluster) -> None:
