@@ -59,19 +59,24 @@ _current = ", ".join(f"p.{c}" for c in _COMPARED)
 _existing = ", ".join(f"products.{c}" for c in _COMPARED)
 _staged = ", ".join(f"s.{c}" for c in _COMPARED)
 _excluded = ", ".join(f"EXCLUDED.{c}" for c in _COMPARED)
-# Built from the fixed column list above, never from input.
+# Built from the fixed column list above, never from input. Rows equal to
+# the catalog's are filtered out by a read before the upsert: `ON CONFLICT DO
+# UPDATE ... WHERE` would lock (and so write) every row it compares, which
+# made re-importing an unchanged export rewrite the whole table.
 MERGE_SQL = f"""
 WITH staged AS (
     SELECT DISTINCT ON (code) * FROM import_staging ORDER BY code, line DESC
+), changed AS (
+    SELECT s.*, p.code IS NOT NULL AS known FROM staged s LEFT JOIN products p USING (code)
+    WHERE p.code IS NULL OR ({_current}) IS DISTINCT FROM ({_staged})
 ), names AS (
-    INSERT INTO product_names SELECT DISTINCT display_name FROM staged ON CONFLICT DO NOTHING
+    INSERT INTO product_names SELECT DISTINCT display_name FROM changed ON CONFLICT DO NOTHING
 ), history AS (
     INSERT INTO product_history
-    SELECT p.* FROM products p JOIN staged s USING (code)
-    WHERE ({_current}) IS DISTINCT FROM ({_staged})
+    SELECT p.* FROM products p JOIN changed s USING (code) WHERE s.known
 ), merged AS (
     INSERT INTO products (code, {", ".join(_COMPARED)}, active, revision, change, actor, create_time, update_time)
-    SELECT code, {", ".join(_COMPARED)}, true, 1, $1, $2, now(), now() FROM staged
+    SELECT code, {", ".join(_COMPARED)}, true, 1, $1, $2, now(), now() FROM changed
     ON CONFLICT (code) DO UPDATE SET
         {", ".join(f"{c} = EXCLUDED.{c}" for c in _COMPARED)},
         revision = products.revision + 1, change = EXCLUDED.change, actor = EXCLUDED.actor, update_time = now()
@@ -86,8 +91,9 @@ FROM merged
 
 
 # Secondary indexes: a large import into a catalog that is not empty drops
-# them and rebuilds them once at the end (sorted, in parallel), cheaper than
-# maintaining them row by row; searches by name or category run unindexed
+# them (once its chunks turn out to rewrite most of their rows) and rebuilds
+# them once at the end (sorted, in parallel), cheaper than maintaining them
+# row by row; searches by name or category run unindexed
 # meanwhile.
 SECONDARY_INDEXES = secondary_indexes("products")
 MAINTENANCE = "SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 2"
@@ -219,7 +225,7 @@ class ProductImporter:
             mode = await self._mode(raw, name, [Path(u) for u in request.uris])
             meta = await self._metadata(name)
             try:
-                outcome = await self._load(raw, name, request, record.subject, meta, first=mode == FIRST_LOAD)
+                outcome = await self._load(raw, name, request, record.subject, meta, mode)
             except FileFormatError as exc:
                 outcome = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
             finally:
@@ -268,8 +274,7 @@ class ProductImporter:
         rows = estimated_rows(paths)
         current = await raw.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'products'")
         if rows >= self._bulk_rows and rows >= max(current or 0, 0) // 4:
-            log.info("bulk mode: dropping secondary indexes until the import ends", estimated_rows=rows)
-            await raw.execute(f"DROP INDEX IF EXISTS {', '.join(SECONDARY_INDEXES)}")
+            log.info("bulk mode: secondary indexes go once chunks rewrite most rows", estimated_rows=rows)
             return BULK
         await raw.execute("SELECT pg_advisory_unlock($1)", BULK_LOCK)
         return MERGE
@@ -310,9 +315,13 @@ class ProductImporter:
         request: product_service_pb2.ImportProductsRequest,
         subject: str,
         meta: product_pb2.ImportProductsMetadata,
-        first: bool,
+        mode: str,
     ) -> Totals | status_pb2.Status:
-        """Loads every file not yet committed; the totals, or CANCELLED."""
+        """Loads every file not yet committed; the totals, or CANCELLED. A
+        bulk merge drops the secondary indexes at the first chunk that
+        rewrites most of its rows: re-importing an unchanged export writes
+        nothing, and keeps them."""
+        first, drop_pending = mode == FIRST_LOAD, mode == BULK
         done, totals = await self._committed(raw, name)
         sources = [SourceFile(Path(uri), request.format) for uri in request.uris]
         actor = subject or "import"
@@ -335,7 +344,12 @@ class ProductImporter:
                 if item.index in done.get(item.file_index, set()):
                     continue
                 meta.current_file = item.file_index
-                totals.add(await self._commit(raw, name, item, f"import {name}", actor, first))
+                counts = await self._commit(raw, name, item, f"import {name}", actor, first)
+                totals.add(counts)
+                if drop_pending and counts.inserted + counts.updated > counts.rows_read // 2:
+                    log.info("bulk mode: secondary indexes dropped until the import ends", operation=name)
+                    await raw.execute(f"DROP INDEX IF EXISTS {', '.join(SECONDARY_INDEXES)}")
+                    drop_pending = False
                 stage = f"loading {sources[item.file_index].path.name}"
                 self._progress(meta, totals, totals.bytes_done + item.bytes_read, stage)
                 if await self._operations.update_metadata(name, meta):

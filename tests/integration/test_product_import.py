@@ -3,6 +3,7 @@ broken files, cancellation, and resuming after the service is killed."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import time
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import orjson
 import pytest
@@ -18,6 +20,7 @@ from google.rpc import code_pb2
 
 from bmc.product.v1 import product_pb2, product_service_pb2
 from services.cli.cluster import Cluster
+from services.kit.database import asyncpg_kwargs, database_name, service_url
 from services.kit.settings import Settings
 from services.product.synth import COLUMNS, products, write_shards
 from tests.conftest import Platform, make_settings
@@ -220,35 +223,70 @@ def test_killed_import_resumes_from_its_last_committed_chunk(product_only: Clust
     assert all("pergamino" in p.display_name for p in found.products)
 
 
-def _schema(cluster: Cluster) -> list[tuple[object, ...]]:
-    """Columns (type, nullability, default, collation) and index definitions of `products`."""
-    import asyncio
-
-    import asyncpg
-
-    from services.kit.database import asyncpg_kwargs, database_name, service_url
-
+def _fetch(cluster: Cluster, *queries: str) -> list[tuple[object, ...]]:
+    """The rows of `queries`, run against the product database."""
     assert cluster.infrastructure is not None
     url = service_url(cluster.infrastructure.database_url, database_name(cluster.settings, "product"))
 
     async def read() -> list[tuple[object, ...]]:
         connection = await asyncpg.connect(**asyncpg_kwargs(url))
         try:
-            columns = await connection.fetch(
-                """
-                SELECT column_name, data_type, is_nullable, column_default, collation_name
-                FROM information_schema.columns WHERE table_name = 'products' ORDER BY ordinal_position
-                """
-            )
-            indexes = await connection.fetch(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'products' ORDER BY indexname"
-            )
-            options = await connection.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'products'")
-            return [tuple(r) for r in columns] + [tuple(r) for r in indexes] + [("options", options)]
+            return [tuple(r) for query in queries for r in await connection.fetch(query)]
         finally:
             await connection.close()
 
     return asyncio.run(read())
+
+
+def _schema(cluster: Cluster) -> list[tuple[object, ...]]:
+    """Columns (type, nullability, default, collation) and index definitions of `products`."""
+    return _fetch(
+        cluster,
+        """
+        SELECT column_name, data_type, is_nullable, column_default, collation_name
+        FROM information_schema.columns WHERE table_name = 'products' ORDER BY ordinal_position
+        """,
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'products' ORDER BY indexname",
+        "SELECT 'options', reloptions FROM pg_class WHERE relname = 'products'",
+    )
+
+
+def _search_indexes(cluster: Cluster) -> dict[object, object]:
+    """The secondary indexes of `products` and their OIDs (a rebuilt index gets a new one)."""
+    return dict(
+        _fetch(
+            cluster,
+            "SELECT c.relname, c.oid::bigint FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'products'::regclass AND NOT i.indisprimary",
+        )
+    )
+
+
+def test_bulk_merge_rebuilds_search_indexes_only_when_rows_change(product_only: Cluster, tmp_path: Path) -> None:
+    """A large import into a loaded catalog: re-importing the same export
+    writes nothing and keeps the indexes; a changed one is merged without
+    them (history kept) and they are rebuilt once."""
+    settings = product_only.settings
+    rows = _rows("BLK", 30_000)
+    same = [str(_write_csv(tmp_path / "same.csv", rows))]
+    with catalog(settings) as cat:
+        result_of(cat.import_and_wait(same))
+        built = _search_indexes(product_only)
+        unchanged = result_of(cat.import_and_wait(same))
+        kept = _search_indexes(product_only)
+        changed = [{**row, "description": row["description"] + " (revisado)"} for row in rows]
+        updated = result_of(cat.import_and_wait([str(_write_csv(tmp_path / "changed.csv", changed))]))
+        rebuilt = _search_indexes(product_only)
+        found = cat.ListProducts(product_service_pb2.ListProductsRequest(name_query="Cafe pergamino", page_size=5))
+    assert (unchanged.unchanged, unchanged.updated, unchanged.inserted) == (30_000, 0, 0)
+    assert kept == built, "an unchanged re-import must not rebuild the search indexes"
+    assert (updated.updated, updated.unchanged) == (30_000, 0)
+    assert set(rebuilt) == set(built)
+    assert rebuilt != built, "a rewrite of most rows drops and rebuilds them"
+    product = _get(settings, ["BLK000007"])["BLK000007"]
+    assert product.description.endswith("(revisado)")
+    assert product.revision == 2
+    assert found.products
 
 
 def test_cancel_stops_after_the_current_chunk(product_only: Cluster, tmp_path: Path) -> None:
