@@ -163,6 +163,15 @@ def _chained(head: asyncpg.Record, drafts: Sequence[Draft]) -> tuple[list[chain.
     return events, columns
 
 
+def _duplicate(invoice_id: str, registration_number: str, same_cufe: bool) -> AlreadyExists:
+    return AlreadyExists(
+        f"an invoice with this {'CUFE' if same_cufe else 'issuer and number'} is already registered "
+        f"({registration_number})",
+        reason="DUPLICATE_CUFE" if same_cufe else "DUPLICATE_NUMBER",
+        metadata={"invoice": f"invoices/{invoice_id}"},
+    )
+
+
 class InvoiceStore(PooledStore):
     # ------------------------------------------------------------ writing
 
@@ -212,30 +221,29 @@ class InvoiceStore(PooledStore):
                 [items[i][0].cufe for i in fresh], [items[i][0].seller_nit for i in fresh],
                 [items[i][0].number for i in fresh],
             )  # fmt: skip
-            cufes = {r["cufe"]: r for r in taken}
-            numbers = {(r["seller_nit"], r["number"]): r for r in taken}
-            accepted = []
+            # Who holds each key: a registered invoice's row, or the index of an earlier item of this batch.
+            cufes: dict[str, Any] = {r["cufe"]: r for r in taken}
+            numbers: dict[tuple[str, str], Any] = {(r["seller_nit"], r["number"]): r for r in taken}
+            accepted, clashes = [], {}
             for i in fresh:
                 new = items[i][0]
-                clash = cufes.get(new.cufe) or numbers.get((new.seller_nit, new.number))
-                if clash is not None:
-                    same = clash["cufe"] == new.cufe
-                    outcomes[i] = AlreadyExists(
-                        f"an invoice with this {'CUFE' if same else 'issuer and number'} is already registered "
-                        f"({clash['registration_number']})",
-                        reason="DUPLICATE_CUFE" if same else "DUPLICATE_NUMBER",
-                        metadata={"invoice": f"invoices/{clash['id']}"},
-                    )
-                    continue
-                # later items of the same batch clash with this one too
-                cufes[new.cufe] = numbers[(new.seller_nit, new.number)] = {
-                    "cufe": new.cufe, "id": "(same batch)", "registration_number": "earlier in this batch"
-                }  # fmt: skip
-                accepted.append(i)
+                same = new.cufe in cufes
+                holder = cufes[new.cufe] if same else numbers.get((new.seller_nit, new.number))
+                if isinstance(holder, int):
+                    clashes[i] = (holder, same)
+                elif holder is not None:
+                    outcomes[i] = _duplicate(holder["id"], holder["registration_number"], same)
+                else:
+                    cufes[new.cufe] = numbers[(new.seller_nit, new.number)] = i
+                    accepted.append(i)
             if accepted:
                 rows = await self._insert(conn, head, [items[i] for i in accepted])
                 for i, row in zip(accepted, rows, strict=True):
                     outcomes[i] = (row, True)
+        for index, (winner, same) in clashes.items():  # refused in favour of an earlier item, now registered
+            won = outcomes[winner]
+            assert isinstance(won, tuple)
+            outcomes[index] = _duplicate(won[0].id, won[0].registration_number, same)
         for index, original in repeats.items():  # a retry that raced its original gets the original's answer
             answer = outcomes[original]
             outcomes[index] = (answer[0], False) if isinstance(answer, tuple) else answer

@@ -14,6 +14,7 @@ import asyncpg
 import grpc
 import pytest
 from google.longrunning import operations_pb2
+from google.rpc import error_details_pb2
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
@@ -229,6 +230,28 @@ def test_batch_reports_each_item(registration: Platform) -> None:
     assert response.results[0].invoice.registration_number
     assert response.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "UNKNOWN_PRODUCT" in response.results[1].error.message or response.results[1].error.details
+
+
+def test_a_duplicate_within_a_batch_names_the_invoice_it_repeats(registration: Platform) -> None:
+    original = invoice()
+    renumbered = invoice(number=original.number, price="1300000")  # same issuer and number, other CUFE
+    with registry(registration.settings) as reg:
+        response = reg.BatchRegisterInvoices(
+            invoice_service_pb2.BatchRegisterInvoicesRequest(
+                requests=[
+                    invoice_service_pb2.RegisterInvoiceRequest(invoice=p) for p in (original, original, renumbered)
+                ]
+            )
+        )
+    first, again, twin = response.results
+    infos = []
+    for result in (again, twin):
+        assert result.error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+        assert first.invoice.registration_number in result.error.message
+        info = error_details_pb2.ErrorInfo()
+        assert any(d.Unpack(info) for d in result.error.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR))
+        infos.append((info.reason, info.metadata["invoice"]))
+    assert infos == [("DUPLICATE_CUFE", first.invoice.name), ("DUPLICATE_NUMBER", first.invoice.name)]
 
 
 def test_list_filters_and_pages(registration: Platform) -> None:
