@@ -19,6 +19,9 @@ from services.kit.sql import Where
 
 CONSUMER = "certificate"
 
+# Whatever its state (index certificates_subject, migration certificate_0003).
+LATEST_OF_SUBJECT = "SELECT * FROM certificates WHERE subject = $1 ORDER BY issue_time DESC LIMIT 1"
+
 
 @dataclass(frozen=True)
 class NewCertificate:
@@ -69,9 +72,7 @@ class CertificateStore(PooledStore):
         c = new.certificate
         async with self.pool.acquire() as conn, conn.transaction():
             if applying and not await first_time(conn, CONSUMER, applying):
-                existing = await conn.fetchrow(
-                    "SELECT * FROM certificates WHERE subject = $1 ORDER BY issue_time DESC LIMIT 1", new.subject
-                )
+                existing = await conn.fetchrow(LATEST_OF_SUBJECT, new.subject)
                 if existing is not None:
                     return self._certificate(existing), False
             if supersedes:

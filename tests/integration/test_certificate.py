@@ -15,11 +15,13 @@ import redis
 
 from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2, certificate_service_pb2_grpc
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.certificate.store import LATEST_OF_SUBJECT
 from services.dian import calendar
 from services.kit.events import Event, stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform
 from tests.integration.clients import Client, wait_until
+from tests.integration.database import plan
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 from tests.integration.product_helpers import reason
 from tests.unit.test_certificate_document import text_of
@@ -224,3 +226,10 @@ def test_a_periodic_certificate_lists_a_buyers_operations_of_the_month(certified
     assert f"Operaciones {len(kept)}" in text
     assert (nothing.value.code(), reason(nothing.value)) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_OPERATIONS")
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_latest_certificate_of_a_subject_is_found_by_index(certified: Platform) -> None:
+    """Answering a redelivered event must not read every certificate ever issued."""
+    explained = plan(certified.cluster, "certificate", LATEST_OF_SUBJECT, "invoices/x")
+    assert "certificates_subject" in explained
+    assert "Seq Scan on certificates" not in explained

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import threading
@@ -10,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from google.longrunning import operations_pb2
@@ -19,8 +17,8 @@ from google.rpc import error_details_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
 from services.invoice.store import DUPLICATES_QUERY
-from services.kit.database import asyncpg_kwargs, database_name, service_url
 from tests.conftest import Platform, make_settings
+from tests.integration.database import plan, rows
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 from tests.integration.product_helpers import reason, violations
 
@@ -289,20 +287,12 @@ def test_chain_verifies_and_an_altered_event_is_found(own_registry: Cluster) -> 
         for _ in range(5):
             reg.register(invoice(broker="brokers/acme"))
         intact = reg.VerifyEventChain(invoice_service_pb2.VerifyEventChainRequest())
-        assert own_registry.infrastructure is not None
-        url = service_url(own_registry.infrastructure.database_url, database_name(settings, "invoice"))
-
-        async def tamper() -> None:
-            connection = await asyncpg.connect(**asyncpg_kwargs(url))
-            try:
-                await connection.execute(
-                    "UPDATE events SET data = jsonb_set(data::jsonb, '{broker}', '\"brokers/mallory\"')::json "
-                    "WHERE position = 3"
-                )
-            finally:
-                await connection.close()
-
-        asyncio.run(tamper())
+        rows(
+            own_registry,
+            "invoice",
+            "UPDATE events SET data = jsonb_set(data::jsonb, '{broker}', '\"brokers/mallory\"')::json "
+            "WHERE position = 3",
+        )
         broken = reg.VerifyEventChain(invoice_service_pb2.VerifyEventChainRequest())
     assert intact.intact
     assert intact.events_checked == 5
@@ -313,22 +303,9 @@ def test_chain_verifies_and_an_altered_event_is_found(own_registry: Cluster) -> 
 def test_the_duplicate_check_looks_invoices_up_by_index(registration: Platform) -> None:
     """It runs under the chain head's lock for every batch: a plan that reads
     the whole table slows every registration as the registry grows."""
-    infrastructure = registration.cluster.infrastructure
-    assert infrastructure is not None
-    url = service_url(infrastructure.database_url, database_name(registration.settings, "invoice"))
-
-    async def plan() -> str:
-        connection = await asyncpg.connect(**asyncpg_kwargs(url))
-        try:
-            await connection.execute("SET enable_seqscan = off")  # what a large table would make it choose
-            rows = await connection.fetch(
-                f"EXPLAIN {DUPLICATES_QUERY}", ["a" * 96, "b" * 96], ["900508908", "1"], ["SETP1", "SETP2"]
-            )
-            return "\n".join(r[0] for r in rows)
-        finally:
-            await connection.close()
-
-    explained = asyncio.run(plan())
+    explained = plan(
+        registration.cluster, "invoice", DUPLICATES_QUERY, ["a" * 96, "b" * 96], ["900508908", "1"], ["SETP1", "SETP2"]
+    )
     assert "invoices_cufe_key" in explained
     assert "invoices_seller_nit_number_key" in explained
     assert "Seq Scan on invoices" not in explained

@@ -3,7 +3,6 @@ broken files, cancellation, and resuming after the service is killed."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import gzip
 import time
@@ -11,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import orjson
 import pytest
@@ -20,10 +18,10 @@ from google.rpc import code_pb2
 
 from bmc.product.v1 import product_pb2, product_service_pb2
 from services.cli.cluster import Cluster
-from services.kit.database import asyncpg_kwargs, database_name, service_url
 from services.kit.settings import Settings
 from services.product.synth import COLUMNS, products, write_shards
 from tests.conftest import Platform, make_settings
+from tests.integration.database import rows
 from tests.integration.product_helpers import catalog, result_of, violations
 
 
@@ -223,39 +221,28 @@ def test_killed_import_resumes_from_its_last_committed_chunk(product_only: Clust
     assert all("pergamino" in p.display_name for p in found.products)
 
 
-def _fetch(cluster: Cluster, *queries: str) -> list[tuple[object, ...]]:
-    """The rows of `queries`, run against the product database."""
-    assert cluster.infrastructure is not None
-    url = service_url(cluster.infrastructure.database_url, database_name(cluster.settings, "product"))
-
-    async def read() -> list[tuple[object, ...]]:
-        connection = await asyncpg.connect(**asyncpg_kwargs(url))
-        try:
-            return [tuple(r) for query in queries for r in await connection.fetch(query)]
-        finally:
-            await connection.close()
-
-    return asyncio.run(read())
-
-
 def _schema(cluster: Cluster) -> list[tuple[object, ...]]:
     """Columns (type, nullability, default, collation) and index definitions of `products`."""
-    return _fetch(
-        cluster,
-        """
-        SELECT column_name, data_type, is_nullable, column_default, collation_name
-        FROM information_schema.columns WHERE table_name = 'products' ORDER BY ordinal_position
-        """,
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'products' ORDER BY indexname",
-        "SELECT 'options', reloptions FROM pg_class WHERE relname = 'products'",
-    )
+    return [
+        *rows(
+            cluster,
+            "product",
+            """
+            SELECT column_name, data_type, is_nullable, column_default, collation_name
+            FROM information_schema.columns WHERE table_name = 'products' ORDER BY ordinal_position
+            """,
+        ),
+        *rows(cluster, "product", "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'products' ORDER BY 1"),
+        *rows(cluster, "product", "SELECT 'options', reloptions FROM pg_class WHERE relname = 'products'"),
+    ]
 
 
 def _search_indexes(cluster: Cluster) -> dict[object, object]:
     """The secondary indexes of `products` and their OIDs (a rebuilt index gets a new one)."""
     return dict(
-        _fetch(
+        rows(
             cluster,
+            "product",
             "SELECT c.relname, c.oid::bigint FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid = 'products'::regclass AND NOT i.indisprimary",
         )
