@@ -154,13 +154,13 @@ def _chained(head: asyncpg.Record, drafts: Sequence[Draft]) -> tuple[list[chain.
         )  # fmt: skip
         previous = event.computed_hash()
         events.append(dataclasses.replace(event, hash=previous))
-    columns = [
+    arguments = [
         [e.position for e in events], [e.event_id for e in events], [e.stream_id for e in events],
         [e.version for e in events], [e.type for e in events], [chain.canonical(e.data) for e in events],
         [chain.canonical(e.metadata) for e in events], [now] * len(events), [e.prev_hash for e in events],
         [e.hash for e in events], position, previous,
     ]  # fmt: skip
-    return events, columns
+    return events, arguments
 
 
 def _duplicate(invoice_id: str, registration_number: str, same_cufe: bool) -> AlreadyExists:

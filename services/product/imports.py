@@ -93,8 +93,7 @@ FROM merged
 # Secondary indexes: a large import into a catalog that is not empty drops
 # them (once its chunks turn out to rewrite most of their rows) and rebuilds
 # them once at the end (sorted, in parallel), cheaper than maintaining them
-# row by row; searches by name or category run unindexed
-# meanwhile.
+# row by row; searches by name or category run unindexed meanwhile.
 SECONDARY_INDEXES = secondary_indexes("products")
 MAINTENANCE = "SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 2"
 BULK_LOCK = 0x62756C6B  # one import at a time may run without indexes
