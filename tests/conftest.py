@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ def make_settings(tmp: Path, backend: str, **overrides: object) -> Settings:
         "log_format": "json",
         "shutdown_grace_seconds": 1.0,
         "readiness_interval_seconds": 0.5,
+        # Tests write their catalog files under pytest's temporary directories.
+        "import_roots": tempfile.gettempdir(),
     }
     if backend == "machine":
         values.update(

@@ -14,29 +14,26 @@ from services.certificate.domain import normalise_code
 from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
 from services.kit.auth import acting_for, require_principal, tenant_scope
-from services.kit.errors import DataLoss, FieldViolation, InvalidArgument, NotFound
+from services.kit.errors import DataLoss, NotFound
+from services.kit.idempotency import RequestKeys
+from services.kit.names import resource_id
 from services.kit.objects import CorruptObject
-from services.kit.paging import decode_page_token, next_token, page_size
+from services.kit.paging import INSTANT, TEXT, list_page
 from services.kit.telemetry import request_id_var
+from services.kit.tokens import Principal
 
 CHUNK = 256 * 1024
 
 
 def _id(name: str) -> str:
-    if not name.startswith("certificates/"):
-        raise InvalidArgument(
-            f"{name!r} is not a certificate name",
-            reason="INVALID_NAME",
-            violations=[FieldViolation("name", "certificates/{id}", "INVALID_NAME")],
-        )
-    return name.removeprefix("certificates/")
+    return resource_id(name, "certificates")
 
 
 class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
     """RPCs of `bmc.certificate.v1.CertificateService`."""
 
-    def __init__(self, store: CertificateStore, issuer: Issuer) -> None:
-        self._store, self._issuer = store, issuer
+    def __init__(self, store: CertificateStore, issuer: Issuer, keys: RequestKeys) -> None:
+        self._store, self._issuer, self._keys = store, issuer, keys
 
     async def _visible(self, name: str) -> certificate_pb2.Certificate:
         found = await self._store.get(_id(name), tenant_scope(require_principal()))
@@ -47,16 +44,24 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
     async def IssueCertificate(
         self, request: certificate_service_pb2.IssueCertificateRequest, context: Any
     ) -> certificate_pb2.Certificate:
+        principal = require_principal()
+        return await self._keys.once(
+            "IssueCertificate", request, principal, certificate_pb2.Certificate, lambda: self._issue(request, principal)
+        )
+
+    async def _issue(
+        self, request: certificate_service_pb2.IssueCertificateRequest, principal: Principal
+    ) -> certificate_pb2.Certificate:
         if request.WhichOneof("subject") == "periodic":
             periodic = request.periodic
-            broker = acting_for(require_principal(), periodic.broker, "certifies")
+            broker = acting_for(principal, periodic.broker, "certifies")
             certificate, _ = await self._issuer.issue_periodic(
                 periodic.buyer_id, periodic.year, periodic.month, broker,
                 reissue=request.reissue, trace_id=request_id_var.get(),
             )  # fmt: skip
             return certificate
         invoice = await self._issuer.invoice(request.invoice)
-        own = tenant_scope(require_principal())
+        own = tenant_scope(principal)
         if own and invoice.broker != own:
             raise NotFound(f"invoice {request.invoice!r} not found", reason="INVOICE_NOT_FOUND")
         commission = await self._issuer.commission_total(invoice.name)
@@ -90,21 +95,18 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
         self, request: certificate_service_pb2.ListCertificatesRequest, context: Any
     ) -> certificate_service_pb2.ListCertificatesResponse:
         broker = acting_for(require_principal(), request.broker, "lists certificates")
-        size = page_size(request.page_size, 50, 1000)
-        after = decode_page_token(request.page_token, request)
         state = certificate_pb2.CertificateState.Name(request.state).removeprefix("CERTIFICATE_STATE_")
-        page = await self._store.page(
-            size + 1,
-            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
-            broker,
-            request.invoice,
-            "" if state == "UNSPECIFIED" else state,
-            request.issue_time_from.ToDatetime(dt.UTC) if request.HasField("issue_time_from") else None,
+        since = request.issue_time_from.ToDatetime(dt.UTC) if request.HasField("issue_time_from") else None
+        certificates, token = await list_page(
+            request,
+            lambda size, after: self._store.page(
+                size, after, broker, request.invoice, "" if state == "UNSPECIFIED" else state, since
+            ),
+            keys=(INSTANT, TEXT),
+            default=50,
+            maximum=1000,
         )
-        response = certificate_service_pb2.ListCertificatesResponse(
-            certificates=[c for c, _ in page[:size]], next_page_token=next_token(page, size, request)
-        )
-        return response
+        return certificate_service_pb2.ListCertificatesResponse(certificates=certificates, next_page_token=token)
 
     async def RevokeCertificate(
         self, request: certificate_service_pb2.RevokeCertificateRequest, context: Any

@@ -14,14 +14,14 @@ from services.certificate.consumer import CertificateConsumer
 from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
 from services.kit.events import OutboxRelay, StreamConsumer, concurrently, stream_name
+from services.kit.idempotency import RequestKeys
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 
 
 async def build(resources: Resources) -> CertificateApi:
     settings = resources.settings
-    store = CertificateStore(resources.engine)
-    await store.open()
+    store = CertificateStore(resources.database)
     invoices = ServiceClient(settings, "certificate", "invoice", invoice_service_pb2_grpc.InvoiceServiceStub)
     commissions = ServiceClient(
         settings, "certificate", "commission", commission_service_pb2_grpc.CommissionServiceStub
@@ -44,8 +44,8 @@ async def build(resources: Resources) -> CertificateApi:
     async def close_issuer() -> None:
         issuer.close()
 
-    resources.on_stop += [consumer.stop, relay.stop, close_issuer, invoices.close, commissions.close, store.close]
-    return CertificateApi(store, issuer)
+    resources.on_stop += [consumer.stop, relay.stop, close_issuer, invoices.close, commissions.close]
+    return CertificateApi(store, issuer, RequestKeys(resources.database.pool))
 
 
 DEFINITION = ServiceDefinition(

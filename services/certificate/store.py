@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,8 +171,8 @@ class CertificateStore(PooledStore):
         return self._certificate(row), facts, row["change_time"], row["successor"] or ""
 
     async def page(
-        self, size: int, after: tuple[dt.datetime, str] | None, broker: str, invoice: str, state: str, since: Any
-    ) -> list[tuple[certificate_pb2.Certificate, tuple[str, str]]]:
+        self, size: int, after: Sequence[Any] | None, broker: str, invoice: str, state: str, since: Any
+    ) -> list[tuple[certificate_pb2.Certificate, tuple[dt.datetime, str]]]:
         sql = Where()
         if broker:
             sql.add("broker = ?", broker)
@@ -187,4 +187,4 @@ class CertificateStore(PooledStore):
         rows = await self.select(
             sql, "SELECT * FROM certificates", f"ORDER BY issue_time DESC, id DESC LIMIT {sql.bind(size)}"
         )
-        return [(self._certificate(r), (r["issue_time"].isoformat(), r["id"])) for r in rows]
+        return [(self._certificate(r), (r["issue_time"], r["id"])) for r in rows]

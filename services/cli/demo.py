@@ -78,7 +78,7 @@ DEMO_CATALOG_SIZE = 50_000
 
 def catalog_step(cluster: Cluster, out: Path, console: Console) -> dict[str, object]:
     """Import the sample commodities and a synthetic catalog, then look some up."""
-    from services.cli.products import import_summary, wait_for_import
+    from services.cli.products import import_summary, stage_for_import, wait_for_import
     from services.product.synth import write_shards
 
     settings = cluster.settings
@@ -89,7 +89,9 @@ def catalog_step(cluster: Cluster, out: Path, console: Console) -> dict[str, obj
     with sync_channel(settings, "product") as channel:
         stub = product_service_pb2_grpc.ProductServiceStub(channel)
         operation = stub.ImportProducts(
-            product_service_pb2.ImportProductsRequest(uris=[str(f) for f in files]), metadata=token, timeout=30
+            product_service_pb2.ImportProductsRequest(uris=stage_for_import(settings, files)),
+            metadata=token,
+            timeout=30,
         )
         operation = wait_for_import(stub, token, operation)
         seconds = time.monotonic() - started

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -58,6 +61,33 @@ def synth(
     )
     for path in paths[:5]:
         console.print(f"  {path}")
+
+
+def stage_for_import(settings: Settings, files: list[Path]) -> list[str]:
+    """URIs the product service may read for these local files: a file
+    already in an import directory as it is; any other one linked (or, across
+    file systems, copied) into the inbox first, since the service reads
+    nowhere else. A file is staged under a name of its own identity, so
+    a retry with the same request id names the same URIs."""
+    inbox = settings.import_directories[0]
+    roots = [root.resolve() for root in settings.import_directories]
+    uris = []
+    for file in files:
+        path = file.resolve()
+        if any(path.is_relative_to(root) for root in roots):
+            uris.append(str(path))
+            continue
+        status = path.stat()
+        identity = hashlib.sha256(f"{path}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:16]
+        staged = inbox / "staged" / identity / path.name
+        if not staged.exists():
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, staged)
+            except OSError:
+                shutil.copyfile(path, staged)
+        uris.append(str(staged))
+    return uris
 
 
 def wait_for_import(
@@ -118,7 +148,7 @@ def import_files(
     settings = get_settings()
     stub, metadata, channel = _stub(settings)
     request = product_service_pb2.ImportProductsRequest(
-        uris=[str(f.resolve()) for f in files],
+        uris=stage_for_import(settings, files),
         format=FORMATS[format] if format else product_pb2.IMPORT_FORMAT_UNSPECIFIED,
         request_id=request_id or uuid.uuid4().hex,
     )

@@ -28,9 +28,11 @@ from services.commission.settlements import OPERATIONS, SettlementRunner
 from services.commission.store import CommissionStore
 from services.dian import calendar
 from services.kit.auth import acting_for, require_principal, tenant_scope
+from services.kit.database import Database
 from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import decode_page_token, encode_page_token, next_token, page_size
+from services.kit.paging import DATE, INSTANT, INT, TEXT, list_page
 from services.kit.service_clients import ServiceClient
 
 BOOK_TTL_SECONDS = 2.0  # how stale another worker's new tariff version may be for quotes
@@ -49,27 +51,19 @@ def _date(value: date_pb2.Date, field: str) -> dt.date:
         raise _invalid(field, f"not a calendar date ({exc})", "INVALID_DATE") from exc
 
 
-def _suffix(name: str, prefix: str, field: str) -> str:
-    if not name.startswith(prefix):
-        raise _invalid(field, f"must look like {prefix}{{id}}", "INVALID_NAME")
-    return name[len(prefix) :]
-
-
 class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionServiceServicer):
     """RPCs of `bmc.commission.v1.CommissionService`."""
-
-    operations_collection = OPERATIONS
 
     def __init__(
         self,
         store: CommissionStore,
         products: ServiceClient,
         withholding: Sequence[WithholdingRule],
-        operations: OperationStore,
+        database: Database,
     ) -> None:
         self._store, self._products, self._withholding = store, products, withholding
-        self.operations = operations
-        self.settlements = SettlementRunner(store, operations)
+        self.operations = OperationStore(database.pool, OPERATIONS)
+        self.settlements = SettlementRunner(store, database, self.operations)
         self._book: TariffBook | None = None
         self._book_time = 0.0
 
@@ -124,7 +118,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
     async def GetCommission(
         self, request: commission_service_pb2.GetCommissionRequest, context: Any
     ) -> commission_pb2.Commission:
-        invoice_id = _suffix(request.name, "commissions/", "name")
+        invoice_id = resource_id(request.name, "commissions")
         found = await self._store.get_commission(invoice_id, tenant_scope(require_principal()))
         if found is None:
             raise NotFound(f"{request.name} not found", reason="COMMISSION_NOT_FOUND", metadata={"name": request.name})
@@ -134,19 +128,15 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
         self, request: commission_service_pb2.ListCommissionsRequest, context: Any
     ) -> commission_service_pb2.ListCommissionsResponse:
         broker = acting_for(require_principal(), request.broker, "lists commissions")
-        size = page_size(request.page_size, 50, 1000)
-        after = decode_page_token(request.page_token, request)
-        page = await self._store.list_commissions(
-            size + 1,
-            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
-            broker,
-            request.period,
-            request.invoice.removeprefix("invoices/"),
+        invoice_id = resource_id(request.invoice, "invoices", "invoice") if request.invoice else ""
+        commissions, token = await list_page(
+            request,
+            lambda size, after: self._store.list_commissions(size, after, broker, request.period, invoice_id),
+            keys=(INSTANT, TEXT),
+            default=50,
+            maximum=1000,
         )
-        response = commission_service_pb2.ListCommissionsResponse(
-            commissions=[c for c, _ in page[:size]], next_page_token=next_token(page, size, request)
-        )
-        return response
+        return commission_service_pb2.ListCommissionsResponse(commissions=commissions, next_page_token=token)
 
     # ------------------------------------------------------------ tariffs and UVT
 
@@ -175,7 +165,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
     async def GetTariffSchedule(
         self, request: commission_service_pb2.GetTariffScheduleRequest, context: Any
     ) -> commission_pb2.TariffSchedule:
-        found = await self._store.get_schedule(_suffix(request.name, "tariffSchedules/", "name"))
+        found = await self._store.get_schedule(resource_id(request.name, "tariffSchedules"))
         if found is None:
             raise NotFound(f"{request.name} not found", reason="TARIFF_SCHEDULE_NOT_FOUND")
         return found
@@ -183,17 +173,15 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
     async def ListTariffSchedules(
         self, request: commission_service_pb2.ListTariffSchedulesRequest, context: Any
     ) -> commission_service_pb2.ListTariffSchedulesResponse:
-        size = page_size(request.page_size, 20, 100)
-        after = decode_page_token(request.page_token, request)
         effective_on = _date(request.effective_on, "effective_on") if request.HasField("effective_on") else None
-        page = await self._store.list_schedules(
-            size + 1, (dt.date.fromisoformat(after[0]), after[1]) if after else None, effective_on
+        schedules, token = await list_page(
+            request,
+            lambda size, after: self._store.list_schedules(size, after, effective_on),
+            keys=(DATE, TEXT),
+            default=20,
+            maximum=100,
         )
-        response = commission_service_pb2.ListTariffSchedulesResponse(tariff_schedules=[s for s, _ in page[:size]])
-        if len(page) > size:
-            key = page[size - 1][1]
-            response.next_page_token = encode_page_token([key[0].isoformat(), key[1]], request)
-        return response
+        return commission_service_pb2.ListTariffSchedulesResponse(tariff_schedules=schedules, next_page_token=token)
 
     async def CreateUvtValue(
         self, request: commission_service_pb2.CreateUvtValueRequest, context: Any
@@ -209,18 +197,18 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
     async def ListUvtValues(
         self, request: commission_service_pb2.ListUvtValuesRequest, context: Any
     ) -> commission_service_pb2.ListUvtValuesResponse:
-        after = decode_page_token(request.page_token, request)
-        values = [v for v in await self._store.uvt_values() if after is None or v[0] < int(after[0])]
-        size = request.page_size or len(values)
-        response = commission_service_pb2.ListUvtValuesResponse(
+        async def newest_first(size: int, after: list[Any] | None) -> list[tuple[tuple[int, Decimal, str], tuple[int]]]:
+            values = [v for v in await self._store.uvt_values() if after is None or v[0] < after[0]]
+            return [(v, (v[0],)) for v in values[:size]]
+
+        values, token = await list_page(request, newest_first, keys=(INT,), default=100, maximum=100)
+        return commission_service_pb2.ListUvtValuesResponse(
             uvt_values=[
                 commission_pb2.UvtValue(name=f"uvtValues/{year}", value=str(value), source=source)
-                for year, value, source in values[:size]
-            ]
+                for year, value, source in values
+            ],
+            next_page_token=token,
         )
-        if len(values) > size:
-            response.next_page_token = encode_page_token([values[size - 1][0]], request)
-        return response
 
     # ------------------------------------------------------------ settlements
 
@@ -236,7 +224,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
         return await self.settlements.start(request, require_principal().subject)
 
     async def _visible_settlement(self, name: str) -> tuple[commission_pb2.Settlement, int]:
-        settlement_id = _suffix(name, "settlements/", "name")
+        settlement_id = resource_id(name, "settlements")
         try:
             _, broker = parse_settlement_id(settlement_id)
         except ValueError as exc:
@@ -257,15 +245,15 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
     ) -> commission_service_pb2.ListSettlementsResponse:
         principal = require_principal()
         broker = acting_for(principal, request.broker, "lists settlements")
-        size = page_size(request.page_size, 20, 100)
-        after = decode_page_token(request.page_token, request)
-        page = await self._store.list_settlements(
-            size + 1, (after[0], after[1]) if after else None, request.period, broker, not tenant_scope(principal)
+        every = not tenant_scope(principal)
+        settlements, token = await list_page(
+            request,
+            lambda size, after: self._store.list_settlements(size, after, request.period, broker, every),
+            keys=(TEXT, TEXT),
+            default=20,
+            maximum=100,
         )
-        response = commission_service_pb2.ListSettlementsResponse(
-            settlements=[s for s, _ in page[:size]], next_page_token=next_token(page, size, request)
-        )
-        return response
+        return commission_service_pb2.ListSettlementsResponse(settlements=settlements, next_page_token=token)
 
     async def ExportSettlement(
         self, request: commission_service_pb2.ExportSettlementRequest, context: Any

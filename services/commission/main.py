@@ -10,22 +10,19 @@ from bmc.product.v1 import product_service_pb2_grpc
 from services.commission import reference
 from services.commission.api import CommissionApi
 from services.commission.consumer import CommissionConsumer
-from services.commission.settlements import OPERATIONS
 from services.commission.store import CommissionStore
 from services.kit.events import OutboxRelay, StreamConsumer, stream_name
-from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 
 
 async def build(resources: Resources) -> CommissionApi:
     settings = resources.settings
-    store = CommissionStore(resources.engine)
-    await store.open()
+    store = CommissionStore(resources.database)
     await store.seed(reference.schedules(), reference.uvt_values())
     withholding = reference.withholding_rules()
     products = ServiceClient(settings, "commission", "product", product_service_pb2_grpc.ProductServiceStub)
-    api = CommissionApi(store, products, withholding, OperationStore(resources.engine, OPERATIONS))
+    api = CommissionApi(store, products, withholding, resources.database)
     stream = stream_name(settings.redis_prefix, "commission")
     relay = OutboxRelay(store.pool, resources.redis, stream, "commission.events")
     consumer = StreamConsumer(
@@ -39,7 +36,7 @@ async def build(resources: Resources) -> CommissionApi:
     await relay.start()
     await consumer.start()
     await api.settlements.resume_unfinished()
-    resources.on_stop += [api.settlements.close, consumer.stop, relay.stop, products.close, store.close]
+    resources.on_stop += [api.settlements.close, consumer.stop, relay.stop, products.close]
     return api
 
 

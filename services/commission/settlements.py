@@ -3,89 +3,59 @@ exports. The aggregation itself is one SQL query (`CommissionStore`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
-import structlog
 from google.longrunning import operations_pb2
-from google.rpc import code_pb2, status_pb2
 
 from bmc.commission.v1 import commission_pb2, commission_service_pb2
-from bmc.common.v1 import operation_pb2
 from services.commission.conversion import settlement_from_proto, settlement_to_proto
 from services.commission.settlement import csv_lines, settlement_id
 from services.commission.store import CommissionStore
-from services.kit.background import BackgroundTasks
-from services.kit.operations import OperationStore
+from services.kit.database import Database
+from services.kit.operations import Job, OperationRunner, OperationStore
 
-log = structlog.get_logger("bmc.commission.settlements")
 OPERATIONS = "commissionOperations"
 KIND = "run-settlement"
+STEPS = 3
 
-
-# Reports a stage and the steps done; True when cancellation was requested.
-Report = Callable[[str, int], Awaitable[bool]]
-
-
-class Cancelled(Exception):
-    pass
+# Reports a stage and the steps done; raises OperationCancelled when cancellation was requested.
+Report = Callable[[str, int], Awaitable[None]]
+SettlementJob = Job[commission_service_pb2.RunSettlementRequest, commission_pb2.RunSettlementMetadata]
 
 
 class SettlementRunner:
-    def __init__(self, store: CommissionStore, operations: OperationStore) -> None:
-        self._store, self._operations = store, operations
-        self._background = BackgroundTasks()
+    def __init__(self, store: CommissionStore, database: Database, operations: OperationStore) -> None:
+        self._store = store
+        self.runner = OperationRunner(
+            database,
+            operations,
+            KIND,
+            commission_service_pb2.RunSettlementRequest,
+            commission_pb2.RunSettlementMetadata,
+            self._run,
+        )
 
     async def start(
         self, request: commission_service_pb2.RunSettlementRequest, subject: str
     ) -> operations_pb2.Operation:
         name = f"settlements/{settlement_id(request.period, request.broker)}"
-        meta = commission_pb2.RunSettlementMetadata(settlement=name, progress=operation_pb2.Progress(stage="queued"))
-        meta.progress.start_time.GetCurrentTime()
-        operation, created = await self._operations.create(
-            KIND, request, meta, request_id=request.request_id, subject=subject
-        )
-        if created:
-            self._background.spawn(self.run(operation.name), operation.name)
-        return operation
+        meta = commission_pb2.RunSettlementMetadata(settlement=name)
+        return await self.runner.start(request, meta, tenant="", subject=subject)
 
     async def resume_unfinished(self) -> None:
-        for name in await self._operations.unfinished(KIND):
-            self._background.spawn(self.run(name), name)
+        await self.runner.resume_unfinished()
 
     async def close(self) -> None:
-        await self._background.close()
+        await self.runner.close()
 
-    async def run(self, name: str) -> None:
-        record = await self._operations.record(name)
-        request = record.unpack_request(commission_service_pb2.RunSettlementRequest())
-        assert isinstance(request, commission_service_pb2.RunSettlementRequest)
-        meta = commission_pb2.RunSettlementMetadata()
-        (await self._operations.get(name)).metadata.Unpack(meta)
+    async def _run(self, job: SettlementJob) -> commission_pb2.Settlement:
+        async def report(stage: str, done: int) -> None:
+            job.progress.done, job.progress.total = done, STEPS
+            await job.report(stage, cancel_message="settlement cancelled")
 
-        async def report(stage: str, done: int) -> bool:
-            meta.progress.stage, meta.progress.done, meta.progress.total = stage, done, 3
-            meta.progress.update_time.GetCurrentTime()
-            return await self._operations.update_metadata(name, meta)
-
-        try:
-            settlement = await self.settle(request.period, request.broker, report)
-        except asyncio.CancelledError:
-            raise
-        except Cancelled:
-            meta.progress.end_time.GetCurrentTime()
-            status = status_pb2.Status(code=code_pb2.CANCELLED, message="settlement cancelled")
-            await self._operations.finish(name, meta=meta, error=status)
-            return
-        except Exception as exc:
-            log.exception("settlement failed", operation=name)
-            meta.progress.end_time.GetCurrentTime()
-            status = status_pb2.Status(code=code_pb2.INTERNAL, message=f"settlement stopped: {type(exc).__name__}")
-            await self._operations.finish(name, meta=meta, error=status)
-            return
-        await report("done", 3)
-        meta.progress.end_time.GetCurrentTime()
-        await self._operations.finish(name, meta=meta, response=settlement)
+        settlement = await self.settle(job.request.period, job.request.broker, report)
+        job.progress.done = STEPS
+        return settlement
 
     async def settle(self, period: str, broker: str, report: Report | None = None) -> commission_pb2.Settlement:
         """The settlement of `period` for `broker` (all when empty): computed
@@ -97,11 +67,11 @@ class SettlementRunner:
             existing = await self._store.get_settlement(sid)
             if existing is not None and existing[0].state == commission_pb2.SETTLEMENT_STATE_CLOSED:
                 return existing[0]
-        if report is not None and await report("aggregating", 0):
-            raise Cancelled
+        if report is not None:
+            await report("aggregating", 0)
         computed = await self._store.compute_settlement(period, broker)
-        if report is not None and await report("storing", 2):
-            raise Cancelled
+        if report is not None:
+            await report("storing", 2)
         message = settlement_to_proto(computed, f"settlements/{sid}", closed)
         return await self._store.save_settlement(sid, message, computed.last_entry)
 

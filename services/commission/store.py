@@ -120,7 +120,7 @@ class CommissionStore(PooledStore):
         return self._schedule(row) if row else None
 
     async def list_schedules(
-        self, size: int, after: tuple[dt.date, str] | None, effective_on: dt.date | None
+        self, size: int, after: Sequence[Any] | None, effective_on: dt.date | None
     ) -> list[tuple[commission_pb2.TariffSchedule, tuple[dt.date, str]]]:
         """Newest effective date first; `effective_on` keeps the one in force that day."""
         sql = Where()
@@ -299,8 +299,8 @@ class CommissionStore(PooledStore):
         return self._commission(row) if row else None
 
     async def list_commissions(
-        self, size: int, after: tuple[dt.datetime, str] | None, broker: str, period: str, invoice_id: str
-    ) -> list[tuple[commission_pb2.Commission, tuple[str, str]]]:
+        self, size: int, after: Sequence[Any] | None, broker: str, period: str, invoice_id: str
+    ) -> list[tuple[commission_pb2.Commission, tuple[dt.datetime, str]]]:
         """Newest first, with each one's keyset."""
         sql = Where()
         if broker:
@@ -315,7 +315,7 @@ class CommissionStore(PooledStore):
         rows = await self.select(
             sql, "SELECT * FROM commissions", f"ORDER BY create_time DESC, invoice_id DESC LIMIT {sql.bind(size)}"
         )
-        return [(self._commission(r), (r["create_time"].isoformat(), r["invoice_id"])) for r in rows]
+        return [(self._commission(r), (r["create_time"], r["invoice_id"])) for r in rows]
 
     # ------------------------------------------------------------ periods and settlements
 
@@ -394,7 +394,7 @@ class CommissionStore(PooledStore):
         return (commission_pb2.Settlement.FromString(row["settlement"]), row["last_entry"]) if row else None
 
     async def list_settlements(
-        self, size: int, after: tuple[str, str] | None, period: str, broker: str, all_brokers: bool
+        self, size: int, after: Sequence[Any] | None, period: str, broker: str, all_brokers: bool
     ) -> list[tuple[commission_pb2.Settlement, tuple[str, str]]]:
         """Newest period first; a broker's own (`broker`), or any when `all_brokers`."""
         sql = Where()

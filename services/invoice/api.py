@@ -25,6 +25,7 @@ from services.invoice.imports import InvoiceImporter
 from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
 from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.batching import MicroBatcher
+from services.kit.database import Database
 from services.kit.errors import (
     FieldViolation,
     InvalidArgument,
@@ -32,13 +33,16 @@ from services.kit.errors import (
     ServiceError,
     to_status,
 )
+from services.kit.idempotency import RequestKeys, request_fingerprint
+from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import decode_page_token, encode_page_token, page_size
+from services.kit.paging import INSTANT, INT, TEXT, list_page
 from services.kit.protojson import to_dict
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
 from services.kit.telemetry import request_id_var
 from services.kit.tokens import Principal
+from services.kit.workers import IsolatedPool
 
 OPERATIONS = "invoiceOperations"
 
@@ -100,34 +104,30 @@ def to_proto(row: InvoiceRow, document: invoice_pb2.Invoice | None = None) -> in
     return invoice
 
 
-def _id(name: str, field: str) -> str:
-    prefix = "invoices/"
-    if not name.startswith(prefix):
-        raise InvalidArgument(
-            f"{name!r} is not an invoice name",
-            reason="INVALID_NAME",
-            violations=[FieldViolation(field, "invoices/{id}")],
-        )
-    return name[len(prefix) :]
-
-
 class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
-
-    operations_collection = OPERATIONS
 
     def operations_tenant(self) -> str:
         return tenant_scope(require_principal())
 
     def __init__(
-        self, store: InvoiceStore, products: ServiceClient, settings: Settings, operations: OperationStore
+        self,
+        store: InvoiceStore,
+        products: ServiceClient,
+        settings: Settings,
+        database: Database,
+        readers: IsolatedPool,
     ) -> None:
         self._store, self._products = store, products
         self._policy = policy_from(settings)
-        self.operations = operations
+        self.operations = OperationStore(database.pool, OPERATIONS)
+        self._keys = RequestKeys(database.pool)
         self._single: MicroBatcher[Submission, invoice_pb2.Invoice] = MicroBatcher(self._register_all)
         self.importer = InvoiceImporter(
-            operations, lambda requests, principal: self._register_all([Submission(r, principal, "") for r in requests])
+            database,
+            self.operations,
+            lambda requests, principal: self._register_all([Submission(r, principal, "") for r in requests]),
+            readers,
         )
 
     async def _product_facts(self, codes: Sequence[str]) -> dict[str, ProductFacts]:
@@ -161,7 +161,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
 
     async def _visible(self, name: str, field: str) -> InvoiceRow:
         """The invoice `name` if the caller may see it; NOT_FOUND otherwise (no leak of other tenants')."""
-        row = await self._store.get(_id(name, field), tenant_scope(require_principal()))
+        row = await self._store.get(resource_id(name, "invoices", field), tenant_scope(require_principal()))
         if row is None:
             raise NotFound(f"invoice {name!r} not found", reason="INVOICE_NOT_FOUND", metadata={"name": name})
         return row
@@ -247,6 +247,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                             for code in product_codes(document)
                             if code in facts
                         },
+                        fingerprint=request_fingerprint(request) if request.request_id else "",
                     ),
                     EventMeta(principal.subject, broker, request.request_id, trace),
                 )
@@ -292,8 +293,6 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         self, request: invoice_service_pb2.ListInvoicesRequest, context: Any
     ) -> invoice_service_pb2.ListInvoicesResponse:
         broker = acting_for(require_principal(), request.broker, "lists")
-        size = page_size(request.page_size, 50, 1000)
-        after = decode_page_token(request.page_token, request)
 
         def date(value: Any, field: str) -> dt.date | None:
             if not (value.year or value.month or value.day):
@@ -319,17 +318,34 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             else None,
             registered_to=request.register_time_to.ToDatetime(dt.UTC) if request.HasField("register_time_to") else None,
         )
-        rows = await self._store.search(where, size + 1, [str(k) for k in after] if after else None)
-        response = invoice_service_pb2.ListInvoicesResponse(invoices=[to_proto(r) for r in rows[:size]])
-        if len(rows) > size:
-            last = rows[size - 1]
-            response.next_page_token = encode_page_token([last.register_time.isoformat(), last.id], request)
-        return response
+        rows, token = await list_page(
+            request,
+            lambda size, after: self._store.search(where, size, after),
+            keys=(INSTANT, TEXT),
+            default=50,
+            maximum=1000,
+        )
+        return invoice_service_pb2.ListInvoicesResponse(invoices=[to_proto(r) for r in rows], next_page_token=token)
 
     async def AnnulInvoice(self, request: invoice_service_pb2.AnnulInvoiceRequest, context: Any) -> invoice_pb2.Invoice:
+        principal = require_principal()
+        return await self._keys.once(
+            "AnnulInvoice", request, principal, invoice_pb2.Invoice, lambda: self._annul(request, principal)
+        )
+
+    async def _annul(
+        self, request: invoice_service_pb2.AnnulInvoiceRequest, principal: Principal
+    ) -> invoice_pb2.Invoice:
         current = await self._visible(request.name, "name")
-        expected = int(request.etag.strip('W/"')) if request.etag else 0
-        meta = EventMeta(require_principal().subject, current.broker, request.request_id, request_id_var.get())
+        try:
+            expected = int(request.etag.strip('W/"')) if request.etag else 0
+        except ValueError as exc:
+            raise InvalidArgument(
+                "etag is not one this service handed out",
+                reason="INVALID_ETAG",
+                violations=[FieldViolation("etag", 'must look like W/"<version>"', "INVALID_ETAG")],
+            ) from exc
+        meta = EventMeta(principal.subject, current.broker, request.request_id, request_id_var.get())
         row = await self._store.transition(current.id, "InvoiceAnnulled", {"reason": request.reason}, meta, expected)
         return to_proto(row)
 
@@ -337,20 +353,23 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         self, request: invoice_service_pb2.ListInvoiceEventsRequest, context: Any
     ) -> invoice_service_pb2.ListInvoiceEventsResponse:
         invoice = await self._visible(request.parent, "parent")
-        size = page_size(request.page_size, 100, 1000)
-        after = decode_page_token(request.page_token, request)
-        events = await self._store.events(invoice.id, size + 1, int(after[0]) if after else 0)
-        response = invoice_service_pb2.ListInvoiceEventsResponse(events=[_event_proto(e) for e in events[:size]])
-        if len(events) > size:
-            response.next_page_token = encode_page_token([events[size - 1].version], request)
-        return response
+        events, token = await list_page(
+            request,
+            lambda size, after: self._store.events(invoice.id, size, after[0] if after else 0),
+            keys=(INT,),
+            default=100,
+            maximum=1000,
+        )
+        return invoice_service_pb2.ListInvoiceEventsResponse(
+            events=[_event_proto(e) for e in events], next_page_token=token
+        )
 
     async def ImportInvoices(
         self, request: invoice_service_pb2.ImportInvoicesRequest, context: Any
     ) -> operations_pb2.Operation:
         principal = require_principal()
         acting_for(principal, request.broker, "imports")
-        return await self.importer.start(request, principal, tenant_scope(principal))
+        return await self.importer.start(request, principal, tenant_scope(principal), context.time_remaining())
 
     async def VerifyEventChain(
         self, request: invoice_service_pb2.VerifyEventChainRequest, context: Any

@@ -2,7 +2,10 @@
 AttachedDocument), a ZIP of them, or a CSV with one row per invoice line.
 
 ZIP archives are checked before they are expanded (entry count, declared and
-actual sizes) so that a decompression bomb is refused, not inflated."""
+actual sizes, compression ratio) so that a decompression bomb is refused,
+not inflated. The invoice service calls `inspect` and `read_documents` in
+an isolated worker process (`services.kit.workers`), with a time budget from
+`reading_budget`: parsing never runs on its event loop."""
 
 from __future__ import annotations
 
@@ -16,11 +19,17 @@ from decimal import Decimal, InvalidOperation
 
 from bmc.invoice.v1 import invoice_pb2
 from services.invoice.domain import NIT, InvoiceDocument, Line, Party, Tax, TaxScheme, Totals
-from services.invoice.ubl import UblError, parse_document
+from services.invoice.ubl import UblError, parse_document, safe_root
 
 MAX_ENTRIES = 20_000
 MAX_ENTRY_BYTES = 10 * 1024 * 1024
 MAX_TOTAL_BYTES = 512 * 1024 * 1024
+# Invoices compress 5 to 20 times; a file that expands more than this is a
+# bomb, not an invoice (only checked for entries above 1 MiB expanded).
+MAX_RATIO = 100
+RATIO_FROM_BYTES = 1024 * 1024
+# Seconds a file may take to read: a base, plus per MiB of XML or CSV to parse.
+BASE_SECONDS, SECONDS_PER_MIB = 10.0, 2.0
 CSV_COLUMNS = (
     "number", "cufe", "environment", "issue_date", "issue_time", "currency", "seller_nit", "seller_dv",
     "seller_name", "buyer_id_type", "buyer_id", "buyer_dv", "buyer_name", "line_number", "product_code",
@@ -30,7 +39,14 @@ CSV_COLUMNS = (
 
 
 class DocumentError(ValueError):
-    """The file as a whole cannot be read."""
+    """The file as a whole cannot be read; `reason` says why, for machines."""
+
+    def __init__(self, message: str, reason: str = "UNREADABLE_DOCUMENT") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[DocumentError], tuple[str, str]]:
+        return type(self), (str(self), self.reason)
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,8 @@ def _xml(content: bytes, source: str) -> SourceDocument:
     return SourceDocument(source, document, kind)
 
 
-def _zip(content: bytes) -> Iterator[SourceDocument]:
+def _archive(content: bytes) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """The archive and its files, once its directory passes the limits."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except zipfile.BadZipFile as exc:
@@ -86,6 +103,35 @@ def _zip(content: bytes) -> Iterator[SourceDocument]:
         raise DocumentError(f"the archive holds {len(entries)} files; at most {MAX_ENTRIES} are accepted")
     if sum(e.file_size for e in entries) > MAX_TOTAL_BYTES:
         raise DocumentError("the archive expands beyond 512 MiB; split it")
+    for entry in entries:
+        if entry.file_size > RATIO_FROM_BYTES and entry.file_size > MAX_RATIO * max(entry.compress_size, 1):
+            raise DocumentError(
+                f"{entry.filename[:100]!r} expands {entry.file_size // max(entry.compress_size, 1):,} times "
+                f"(at most {MAX_RATIO}): refused as a decompression bomb",
+                "DECOMPRESSION_BOMB",
+            )
+    return archive, entries
+
+
+def inspect(content: bytes, requested: int) -> float:
+    """Seconds reading the file may take (by what it expands to), once the
+    file as a whole is acceptable: a ZIP's directory within limits, an XML
+    document that parses safely. Raises DocumentError or UblError."""
+    kind, size = detect(content, requested), len(content)
+    if kind == invoice_pb2.DOCUMENT_FORMAT_ZIP:
+        size = sum(e.file_size for e in _archive(content)[1])
+    elif kind in (invoice_pb2.DOCUMENT_FORMAT_UBL_INVOICE, invoice_pb2.DOCUMENT_FORMAT_ATTACHED_DOCUMENT):
+        safe_root(content)
+    return BASE_SECONDS + SECONDS_PER_MIB * size / 2**20
+
+
+def read_documents(content: bytes, requested: int, filename: str) -> list[SourceDocument]:
+    """Every document of the file (for a worker process: the list crosses back pickled)."""
+    return list(split(content, requested, filename))
+
+
+def _zip(content: bytes) -> Iterator[SourceDocument]:
+    archive, entries = _archive(content)
     for entry in entries:
         if not entry.filename.lower().endswith(".xml"):
             continue

@@ -1,136 +1,128 @@
-"""`ImportInvoices`: the invoices of an uploaded file, registered one by one
+"""`ImportInvoices`: the invoices of an uploaded file, registered in groups
 as a long-running operation with progress, cancellation and a per-document
-report. A crash resumes the operation from the start; every document carries
-a request id derived from the operation, so documents already registered are
-recognised, not registered twice."""
+report. The file is checked when the import is requested and read in an
+isolated worker process (never on the event loop), within a time and
+memory budget. A crash resumes the operation from the start; every document
+carries a request id derived from the operation, so documents already
+registered are recognised, not registered twice."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-import structlog
 from google.longrunning import operations_pb2
-from google.rpc import code_pb2, status_pb2
 
 from bmc.auth.v1 import policy_pb2
-from bmc.common.v1 import operation_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.invoice.conversion import proto_from_document
-from services.invoice.documents import DocumentError, detect, split
-from services.invoice.ubl import UblError, safe_root
-from services.kit.background import BackgroundTasks
+from services.invoice.documents import DocumentError, inspect, read_documents
+from services.invoice.ubl import UblError
+from services.kit.database import Database
 from services.kit.errors import FieldViolation, InvalidArgument, ServiceError
-from services.kit.operations import OperationStore
+from services.kit.operations import Job, OperationRunner, OperationStore
 from services.kit.tokens import Principal
+from services.kit.workers import IsolatedPool
 
-log = structlog.get_logger("bmc.invoice.import")
 KIND = "import-invoices"
 GROUP_SIZE = 200
+INSPECT_SECONDS = 10.0  # a file's directory or a single document's well-formedness
 
 # Registers a group of requests for one caller: an invoice or the refusing error for each.
 Register = Callable[
     [Sequence[invoice_service_pb2.RegisterInvoiceRequest], Principal],
     Awaitable[Sequence[invoice_pb2.Invoice | ServiceError]],
 ]
+ImportJob = Job[invoice_service_pb2.ImportInvoicesRequest, invoice_pb2.ImportInvoicesMetadata]
+Group = list[tuple[invoice_pb2.ImportedDocument, invoice_service_pb2.RegisterInvoiceRequest]]
+
+
+def unreadable(exc: DocumentError | UblError) -> InvalidArgument:
+    if isinstance(exc, UblError):
+        return InvalidArgument(
+            exc.message, reason=exc.reason, violations=[FieldViolation("content", exc.message, exc.reason)]
+        )
+    return InvalidArgument(str(exc), reason=exc.reason, violations=[FieldViolation("content", str(exc), exc.reason)])
 
 
 class InvoiceImporter:
-    def __init__(self, operations: OperationStore, register: Register) -> None:
-        self._operations, self._register = operations, register
-        self._background = BackgroundTasks()
+    def __init__(
+        self, database: Database, operations: OperationStore, register: Register, readers: IsolatedPool
+    ) -> None:
+        self._register, self._readers = register, readers
+        self.runner = OperationRunner(
+            database,
+            operations,
+            KIND,
+            invoice_service_pb2.ImportInvoicesRequest,
+            invoice_pb2.ImportInvoicesMetadata,
+            self._run,
+        )
 
-    def _spawn(self, name: str) -> None:
-        self._background.spawn(self.run(name), name)
+    async def _inspect(self, request: invoice_service_pb2.ImportInvoicesRequest, seconds: float) -> float:
+        """The reading budget of the file, or its refusal (hostile or unreadable)."""
+        try:
+            return await self._readers.run(seconds, inspect, request.content, request.format)
+        except (DocumentError, UblError) as exc:
+            raise unreadable(exc) from exc
 
     async def start(
-        self, request: invoice_service_pb2.ImportInvoicesRequest, principal: Principal, tenant: str
+        self,
+        request: invoice_service_pb2.ImportInvoicesRequest,
+        principal: Principal,
+        tenant: str,
+        time_remaining: float | None = None,
     ) -> operations_pb2.Operation:
-        try:
-            kind = detect(request.content, request.format)
-            if kind in (invoice_pb2.DOCUMENT_FORMAT_UBL_INVOICE, invoice_pb2.DOCUMENT_FORMAT_ATTACHED_DOCUMENT):
-                safe_root(request.content)  # hostile XML is refused here, before anything is queued
-        except DocumentError as exc:
-            raise InvalidArgument(
-                str(exc),
-                reason="UNREADABLE_DOCUMENT",
-                violations=[FieldViolation("content", str(exc), "UNREADABLE_DOCUMENT")],
-            ) from exc
-        except UblError as exc:
-            raise InvalidArgument(
-                exc.message, reason=exc.reason, violations=[FieldViolation("content", exc.message, exc.reason)]
-            ) from exc
-        meta = invoice_pb2.ImportInvoicesMetadata(
-            filename=request.filename, progress=operation_pb2.Progress(stage="queued")
-        )
-        meta.progress.start_time.GetCurrentTime()
-        operation, created = await self._operations.create(
-            KIND, request, meta, request_id=request.request_id, tenant=tenant, subject=principal.subject
-        )
-        if created:
-            self._spawn(operation.name)
-        return operation
+        """Checks the file (refused here, before anything is queued, when
+        hostile or unreadable) and starts the import."""
+        await self._inspect(request, min(INSPECT_SECONDS, time_remaining or INSPECT_SECONDS))
+        meta = invoice_pb2.ImportInvoicesMetadata(filename=request.filename)
+        return await self.runner.start(request, meta, tenant=tenant, subject=principal.subject)
 
     async def resume_unfinished(self) -> None:
-        for name in await self._operations.unfinished(KIND):
-            self._spawn(name)
+        await self.runner.resume_unfinished()
 
     async def close(self) -> None:
-        await self._background.close()
+        await self.runner.close()
 
-    async def run(self, name: str) -> None:
-        record = await self._operations.record(name)
-        request = record.unpack_request(invoice_service_pb2.ImportInvoicesRequest())
-        assert isinstance(request, invoice_service_pb2.ImportInvoicesRequest)
-        roles = {policy_pb2.ROLE_BROKER} if record.tenant else {policy_pb2.ROLE_OPERATOR}
-        principal = Principal(record.subject, frozenset(roles), record.tenant.removeprefix("brokers/"))
-        meta = invoice_pb2.ImportInvoicesMetadata(filename=request.filename)
-        (await self._operations.get(name)).metadata.Unpack(meta)
-        response = invoice_pb2.ImportInvoicesResponse()
-        group: list[tuple[invoice_pb2.ImportedDocument, invoice_service_pb2.RegisterInvoiceRequest]] = []
+    async def _run(self, job: ImportJob) -> invoice_pb2.ImportInvoicesResponse:
+        request = job.request
+        roles = {policy_pb2.ROLE_BROKER} if job.tenant else {policy_pb2.ROLE_OPERATOR}
+        principal = Principal(job.subject, frozenset(roles), job.tenant.removeprefix("brokers/"))
+        await job.report("reading")
+        budget = await self._inspect(request, INSPECT_SECONDS)
         try:
-            for index, source in enumerate(split(request.content, request.format, request.filename)):
-                outcome = response.documents.add(source=source.source)
-                if source.error is not None or source.document is None:
-                    error = source.error
-                    outcome.issues.add(
-                        field=error.path if error else "", reason=error.reason if error else "UNREADABLE",
-                        description=error.message if error else "unreadable",
-                    )  # fmt: skip
-                    response.rejected += 1
-                    continue
-                outcome.number = source.document.number
-                proto = proto_from_document(source.document, source.source_format)
-                proto.broker = request.broker
-                # A request id per document: a resumed import recognises what it already registered.
-                group.append(
-                    (outcome, invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=f"{name}#{index}"))
-                )
-                if len(group) == GROUP_SIZE:
-                    await self._register_group(group, principal, response)
-                    if await self._report(name, meta, response, "registering"):
-                        cancelled = status_pb2.Status(code=code_pb2.CANCELLED, message="import cancelled")
-                        await self._finish(name, meta, response, cancelled)
-                        return
-            await self._register_group(group, principal, response)
-        except DocumentError as exc:
-            invalid = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
-            await self._finish(name, meta, response, invalid)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("invoice import failed", operation=name)
-            status = status_pb2.Status(code=code_pb2.INTERNAL, message=f"import stopped: {type(exc).__name__}")
-            await self._finish(name, meta, response, status)
-            return
-        await self._finish(name, meta, response, None)
+            sources = await self._readers.run(budget, read_documents, request.content, request.format, request.filename)
+        except (DocumentError, UblError) as exc:
+            raise unreadable(exc) from exc
+        job.progress.total = len(sources)
+        response = invoice_pb2.ImportInvoicesResponse()
+        group: Group = []
+        for index, source in enumerate(sources):
+            outcome = response.documents.add(source=source.source)
+            if source.error is not None or source.document is None:
+                error = source.error
+                outcome.issues.add(
+                    field=error.path if error else "", reason=error.reason if error else "UNREADABLE",
+                    description=error.message if error else "unreadable",
+                )  # fmt: skip
+                response.rejected += 1
+                continue
+            outcome.number = source.document.number
+            proto = proto_from_document(source.document, source.source_format)
+            proto.broker = request.broker
+            # A request id per document: a resumed import recognises what it already registered.
+            group.append(
+                (outcome, invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=f"{job.name}#{index}"))
+            )
+            if len(group) == GROUP_SIZE:
+                await self._register_group(group, principal, response)
+                await self._report(job, response)
+        await self._register_group(group, principal, response)
+        await self._report(job, response)
+        return response
 
     async def _register_group(
-        self,
-        group: list[tuple[invoice_pb2.ImportedDocument, invoice_service_pb2.RegisterInvoiceRequest]],
-        principal: Principal,
-        response: invoice_pb2.ImportInvoicesResponse,
+        self, group: Group, principal: Principal, response: invoice_pb2.ImportInvoicesResponse
     ) -> None:
         """Registers a group of documents in one batch and records each outcome."""
         if not group:
@@ -154,27 +146,8 @@ class InvoiceImporter:
                 response.rejected += 1
         group.clear()
 
-    async def _report(
-        self,
-        name: str,
-        meta: invoice_pb2.ImportInvoicesMetadata,
-        response: invoice_pb2.ImportInvoicesResponse,
-        stage: str,
-    ) -> bool:
-        meta.progress.done = response.registered + response.rejected
-        meta.progress.rejected = response.rejected
-        meta.progress.stage = stage
-        meta.progress.update_time.GetCurrentTime()
-        return await self._operations.update_metadata(name, meta)
-
-    async def _finish(
-        self,
-        name: str,
-        meta: invoice_pb2.ImportInvoicesMetadata,
-        response: invoice_pb2.ImportInvoicesResponse,
-        error: status_pb2.Status | None,
-    ) -> None:
-        await self._report(name, meta, response, "done" if error is None else "stopped")
-        meta.progress.total = response.registered + response.rejected
-        meta.progress.end_time.GetCurrentTime()
-        await self._operations.finish(name, meta=meta, response=None if error else response, error=error)
+    @staticmethod
+    async def _report(job: ImportJob, response: invoice_pb2.ImportInvoicesResponse) -> None:
+        job.progress.done = response.registered + response.rejected
+        job.progress.rejected = response.rejected
+        await job.report("registering", cancel_message="import cancelled")

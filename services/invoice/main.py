@@ -7,18 +7,17 @@ from pathlib import Path
 
 from bmc.invoice.v1 import invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
-from services.invoice.api import OPERATIONS, InvoiceApi
+from services.invoice.api import InvoiceApi
 from services.invoice.consumer import LifecycleConsumer
 from services.invoice.store import RELAY_QUERY, InvoiceStore
 from services.kit.events import OutboxRelay, StreamConsumer, one_by_one, stream_name
-from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
+from services.kit.workers import IsolatedPool
 
 
 async def build(resources: Resources) -> InvoiceApi:
-    store = InvoiceStore(resources.engine)
-    await store.open()
+    store = InvoiceStore(resources.database)
     settings = resources.settings
     products = ServiceClient(settings, "invoice", "product", product_service_pb2_grpc.ProductServiceStub)
     relay = OutboxRelay(
@@ -38,8 +37,14 @@ async def build(resources: Resources) -> InvoiceApi:
     await relay.start()
     for consumer in consumers:
         await consumer.start()
-    resources.on_stop += [relay.stop, *(c.stop for c in consumers), products.close, store.close]
-    api = InvoiceApi(store, products, settings, OperationStore(resources.engine, OPERATIONS))
+    # Uploaded files (ZIP, XML, CSV) are read in a process of their own, within a time and memory budget.
+    readers = IsolatedPool(1, settings.reader_memory_mib * 2**20, name="document-reader")
+
+    async def close_readers() -> None:
+        readers.close()
+
+    resources.on_stop += [relay.stop, *(c.stop for c in consumers), products.close, close_readers]
+    api = InvoiceApi(store, products, settings, resources.database, readers)
     await api.importer.resume_unfinished()
     resources.on_stop[:0] = [api.importer.close, api.close]
     return api

@@ -19,6 +19,7 @@ from services.invoice.domain import State, next_state
 from services.kit.database import PooledStore
 from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from services.kit.events import first_time
+from services.kit.idempotency import reused
 from services.kit.sql import Where
 
 
@@ -82,6 +83,8 @@ class NewInvoice:
     # Catalog facts of the lines' products, carried on the event for the
     # commission (category, withholding class) so it never has to ask again.
     products: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    # What the request's key stands for (services.kit.idempotency.request_fingerprint).
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,8 @@ class ListFilter:
 
 # Two index lookups: with an OR of both keys the planner scans the whole table.
 DUPLICATES_QUERY = (
-    "SELECT id, registration_number, cufe, seller_nit, number FROM invoices WHERE cufe = ANY($1::text[]) "
-    "UNION SELECT i.id, i.registration_number, i.cufe, i.seller_nit, i.number FROM invoices i "
+    "SELECT id, broker, registration_number, cufe, seller_nit, number FROM invoices WHERE cufe = ANY($1::text[]) "
+    "UNION SELECT i.id, i.broker, i.registration_number, i.cufe, i.seller_nit, i.number FROM invoices i "
     "JOIN unnest($2::text[], $3::text[]) AS k(seller_nit, number) "
     "ON i.seller_nit = k.seller_nit AND i.number = k.number"
 )
@@ -119,7 +122,8 @@ REGISTER = (
     "read_model AS (INSERT INTO invoices SELECT * FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], "
     "$17::text[], $18::text[], $19::text[], $20::date[], $21::timestamptz[], $21::timestamptz[], $22::text[], "
     "$23::int[], $24::text[], $24::text[], $25::bytea[])) "
-    "INSERT INTO idempotency_keys SELECT * FROM unnest($26::text[], $27::text[], $28::text[])"
+    "INSERT INTO idempotency_keys (tenant, subject, request_id, fingerprint, invoice_id) "
+    "SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::text[])"
 )
 TRANSITION = (
     f"WITH {APPEND} "  # noqa: S608 (constants only)
@@ -163,12 +167,20 @@ def _chained(head: asyncpg.Record, drafts: Sequence[Draft]) -> tuple[list[chain.
     return events, arguments
 
 
-def _duplicate(invoice_id: str, registration_number: str, same_cufe: bool) -> AlreadyExists:
+def _duplicate(holder: Mapping[str, Any], broker: str, same_cufe: bool) -> AlreadyExists:
+    """The refusal of a registration whose CUFE or issuer and number the
+    invoice `holder` (its id, broker, registration number) has: naming it only
+    when it is the same broker's; another broker's invoice is none of this
+    caller's business, not even its name."""
+    key = "CUFE" if same_cufe else "issuer and number"
+    reason = "DUPLICATE_CUFE" if same_cufe else "DUPLICATE_NUMBER"
+    if holder["broker"] != broker:
+        return AlreadyExists(f"an invoice with this {key} is already registered", reason=reason)
+    invoice_id, number = holder["id"], holder["registration_number"]
     return AlreadyExists(
-        f"an invoice with this {'CUFE' if same_cufe else 'issuer and number'} is already registered "
-        f"({registration_number})",
-        reason="DUPLICATE_CUFE" if same_cufe else "DUPLICATE_NUMBER",
-        metadata={"invoice": f"invoices/{invoice_id}"},
+        f"an invoice with this {key} is already registered ({number})",
+        reason=reason,
+        metadata={"invoice": f"invoices/{invoice_id}", "registration_number": number},
     )
 
 
@@ -177,19 +189,24 @@ class InvoiceStore(PooledStore):
 
     async def _earlier(
         self, conn: asyncpg.Connection, items: Sequence[tuple[NewInvoice, EventMeta]]
-    ) -> dict[tuple[str, str], InvoiceRow]:
-        """The invoices registered before under the items' (tenant, request id)."""
-        keys = list({(meta.tenant, meta.request_id) for _, meta in items if meta.request_id})
+    ) -> dict[tuple[str, str, str], tuple[InvoiceRow, str]]:
+        """The invoices registered before under the items' keys (tenant,
+        caller, request id), each with the fingerprint of the request that registered it."""
+        keys = list({(meta.tenant, meta.actor, meta.request_id) for _, meta in items if meta.request_id})
         if not keys:
             return {}
         rows = await conn.fetch(
-            "SELECT k.tenant AS key_tenant, k.request_id AS key_request_id, i.* "
-            "FROM unnest($1::text[], $2::text[]) AS r(tenant, request_id) "
-            "JOIN idempotency_keys k ON k.tenant = r.tenant AND k.request_id = r.request_id "
+            "SELECT k.tenant AS key_tenant, k.subject AS key_subject, k.request_id AS key_request_id, "
+            "k.fingerprint AS key_fingerprint, i.* "
+            "FROM unnest($1::text[], $2::text[], $3::text[]) AS r(tenant, subject, request_id) "
+            "JOIN idempotency_keys k ON k.tenant = r.tenant AND k.subject = r.subject AND k.request_id = r.request_id "
             "JOIN invoices i ON i.id = k.invoice_id",
-            [t for t, _ in keys], [r for _, r in keys],
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
         )  # fmt: skip
-        return {(r["key_tenant"], r["key_request_id"]): InvoiceRow.from_record(r) for r in rows}
+        return {
+            (r["key_tenant"], r["key_subject"], r["key_request_id"]): (InvoiceRow.from_record(r), r["key_fingerprint"])
+            for r in rows
+        }
 
     async def register_many(
         self, items: Sequence[tuple[NewInvoice, EventMeta]]
@@ -198,21 +215,24 @@ class InvoiceStore(PooledStore):
         idempotency lookup, one duplicate query, one block of registration
         numbers, one statement writing events, read model and keys. Each item
         gets its row (True when new, False when its request id was seen
-        before) or the AlreadyExists that refuses it."""
+        before for the same request) or the AlreadyExists that refuses it."""
         outcomes: list[tuple[InvoiceRow, bool] | AlreadyExists | None] = [None] * len(items)
         repeats: dict[int, int] = {}  # item -> the earlier item of this batch with its request id
         async with self.pool.acquire() as conn, conn.transaction():
             head = await conn.fetchrow(HEAD)  # serialises registrations
             earlier = await self._earlier(conn, items)
-            first: dict[tuple[str, str], int] = {}
-            for index, (_, meta) in enumerate(items):
-                key = (meta.tenant, meta.request_id)
+            first: dict[tuple[str, str, str], int] = {}
+            for index, (new, meta) in enumerate(items):
+                key = (meta.tenant, meta.actor, meta.request_id)
                 if not meta.request_id:
                     continue
                 if key in earlier:
-                    outcomes[index] = (earlier[key], False)
+                    row, fingerprint = earlier[key]
+                    # Keys recorded before fingerprints were kept have none, and match any repeat.
+                    same = not fingerprint or fingerprint == new.fingerprint
+                    outcomes[index] = (row, False) if same else reused(meta.request_id)
                 elif key in first:
-                    repeats[index] = first[key]
+                    repeats[index] = first[key] if items[first[key]][0].fingerprint == new.fingerprint else -1
                 else:
                     first[key] = index
             fresh = [i for i, outcome in enumerate(outcomes) if outcome is None and i not in repeats]
@@ -232,7 +252,7 @@ class InvoiceStore(PooledStore):
                 if isinstance(holder, int):
                     clashes[i] = (holder, same)
                 elif holder is not None:
-                    outcomes[i] = _duplicate(holder["id"], holder["registration_number"], same)
+                    outcomes[i] = _duplicate(holder, new.broker, same)
                 else:
                     cufes[new.cufe] = numbers[(new.seller_nit, new.number)] = i
                     accepted.append(i)
@@ -243,8 +263,13 @@ class InvoiceStore(PooledStore):
         for index, (winner, same) in clashes.items():  # refused in favour of an earlier item, now registered
             won = outcomes[winner]
             assert isinstance(won, tuple)
-            outcomes[index] = _duplicate(won[0].id, won[0].registration_number, same)
+            row = won[0]
+            holder = {"id": row.id, "broker": row.broker, "registration_number": row.registration_number}
+            outcomes[index] = _duplicate(holder, items[index][0].broker, same)
         for index, original in repeats.items():  # a retry that raced its original gets the original's answer
+            if original < 0:
+                outcomes[index] = reused(items[index][1].request_id)
+                continue
             answer = outcomes[original]
             outcomes[index] = (answer[0], False) if isinstance(answer, tuple) else answer
         return [outcome for outcome in outcomes if outcome is not None]
@@ -277,17 +302,18 @@ class InvoiceStore(PooledStore):
         now = events[0].record_time
         news = [new for new, _ in accepted]
         keys = [
-            (m.tenant, m.request_id, invoice_id)
-            for (_, m), invoice_id in zip(accepted, ids, strict=True)
+            (m.tenant, m.actor, m.request_id, n.fingerprint, invoice_id)
+            for (n, m), invoice_id in zip(accepted, ids, strict=True)
             if m.request_id
         ]
+        key_columns = [list(column) for column in zip(*keys, strict=True)] or [[] for _ in range(5)]
         await conn.execute(
             REGISTER, *arguments,
             ids, [n.broker for n in news], [state.value] * len(news), [n.number for n in news],
             [n.cufe for n in news], [n.seller_nit for n in news], [n.buyer_id for n in news],
             [n.issue_date for n in news], [now] * len(news), numbers, [1] * len(news), [""] * len(news),
             [n.document_pb for n in news],
-            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+            *key_columns,
         )  # fmt: skip
         return [
             InvoiceRow(invoice_id, new.broker, state, number, now, now, 1, new.document_pb, "", "")
@@ -347,7 +373,10 @@ class InvoiceStore(PooledStore):
             row = await conn.fetchrow(query, *args)
         return InvoiceRow.from_record(row) if row else None
 
-    async def search(self, where: ListFilter, limit: int, after: Sequence[str] | None) -> list[InvoiceRow]:
+    async def search(
+        self, where: ListFilter, limit: int, after: Sequence[Any] | None
+    ) -> list[tuple[InvoiceRow, tuple[dt.datetime, str]]]:
+        """A page of the read model, newest registrations first, each with its sort key."""
         sql = Where()
         for column, op, value in (
             ("broker", "=", where.broker), ("state", "=", where.state), ("seller_nit", "=", where.seller_nit),
@@ -358,19 +387,21 @@ class InvoiceStore(PooledStore):
             if value:
                 sql.add(f"{column} {op} ?", value)
         if after:
-            sql.add("(register_time, id) < (?, ?)", dt.datetime.fromisoformat(after[0]), after[1])
+            sql.add("(register_time, id) < (?, ?)", *after)
         rows = await self.select(
             sql, "SELECT * FROM invoices", f"ORDER BY register_time DESC, id DESC LIMIT {sql.bind(limit)}"
         )
-        return [InvoiceRow.from_record(r) for r in rows]
+        return [(InvoiceRow.from_record(r), (r["register_time"], r["id"])) for r in rows]
 
-    async def events(self, invoice_id: str, limit: int, after_version: int) -> list[chain.ChainedEvent]:
+    async def events(
+        self, invoice_id: str, limit: int, after_version: int
+    ) -> list[tuple[chain.ChainedEvent, tuple[int]]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
                 invoice_id, after_version, limit,
             )  # fmt: skip
-        return [_event(r) for r in rows]
+        return [(_event(r), (r["version"],)) for r in rows]
 
     async def walk(self, from_position: int = 1, batch: int = 5_000) -> AsyncGenerator[chain.ChainedEvent, None]:
         """Every event from `from_position`, in order, a batch at a time."""

@@ -53,6 +53,10 @@ class UblError(ValueError):
         super().__init__(message)
         self.path, self.reason, self.message = path, reason, message
 
+    def __reduce__(self) -> tuple[type[UblError], tuple[str, str, str]]:
+        # Documents are read in worker processes: the error crosses back pickled.
+        return type(self), (self.path, self.reason, self.message)
+
 
 @dataclass(frozen=True)
 class ParsedInvoice:

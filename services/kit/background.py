@@ -17,6 +17,10 @@ class BackgroundTasks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def names(self) -> set[str]:
+        """The names of the tasks still running."""
+        return {task.get_name() for task in self._tasks}
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -1,9 +1,15 @@
 """One PostgreSQL database per service: created when missing, migrated with
-Alembic at start-up, reached through an async SQLAlchemy engine (asyncpg)."""
+Alembic at start-up, then reached through one asyncpg pool per process.
+
+SQLAlchemy is only Alembic's vehicle: its engine lives while the migrations
+run and is disposed of before the service serves, so a process holds a
+single pool (and stores speak SQL to asyncpg, with `Where` for filters)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic.config import Config
@@ -11,13 +17,15 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from services.kit.settings import Settings
 from services.kit.sql import Where
 
 # Serialises migrations when several worker processes of a service start at once.
 _MIGRATION_LOCK_KEY = 0x626D63  # "bmc"
+POOL_SIZE = 20
 
 
 def database_name(settings: Settings, service: str) -> str:
@@ -31,9 +39,9 @@ def service_url(server_url: str, database: str) -> URL:
     return url.set(drivername="postgresql+asyncpg", database=database)
 
 
-def asyncpg_kwargs(url: URL) -> dict[str, object]:
+def asyncpg_kwargs(url: URL) -> dict[str, Any]:
     """asyncpg.connect() arguments for a SQLAlchemy URL (TCP or unix socket)."""
-    kwargs: dict[str, object] = {"user": url.username or "postgres", "database": url.database}
+    kwargs: dict[str, Any] = {"user": url.username or "postgres", "database": url.database}
     host = url.host or url.query.get("host")
     if isinstance(host, tuple):
         host = host[0]
@@ -46,25 +54,36 @@ def asyncpg_kwargs(url: URL) -> dict[str, object]:
     return kwargs
 
 
-class PooledStore:
-    """A store that speaks asyncpg directly on its hot paths: `open()` makes
-    the pool (after the engine's migrations ran), `close()` ends it."""
+@dataclass
+class Database:
+    """A service's own database: the process's pool, and dedicated
+    connections for work that keeps session state (bulk loads, claims)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._pool: asyncpg.Pool | None = None
+    pool: asyncpg.Pool
+    connect_kwargs: dict[str, Any] = field(default_factory=dict)
 
-    async def open(self, max_size: int = 10) -> None:
-        self._pool = await asyncpg.create_pool(**asyncpg_kwargs(self._engine.url), min_size=1, max_size=max_size)
+    @classmethod
+    async def open(cls, url: URL, max_size: int = POOL_SIZE) -> Database:
+        kwargs = asyncpg_kwargs(url)
+        return cls(await asyncpg.create_pool(**kwargs, min_size=1, max_size=max_size), kwargs)
+
+    async def connect(self) -> asyncpg.Connection:
+        """A connection of its own, outside the pool: the caller closes it."""
+        return await asyncpg.connect(**self.connect_kwargs)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        await self.pool.close()
+
+
+class PooledStore:
+    """Base of a service's store: the database's pool, and filtered selects."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     @property
     def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, f"{type(self).__name__}.open() was not awaited"
-        return self._pool
+        return self.database.pool
 
     async def select(self, where: Where, select: str, tail: str) -> list[asyncpg.Record]:
         """`select` filtered by `where`, then `tail` (ORDER BY, LIMIT)."""
@@ -113,17 +132,20 @@ def _upgrade(connection: Connection, migrations: Path) -> None:
             environment.run_migrations()
 
 
-async def open_database(settings: Settings, server_url: str, service: str, migrations: Path) -> AsyncEngine:
-    """The engine of the service's own database, created and migrated to head."""
+async def migrate(url: URL, migrations: Path) -> None:
+    """Brings the database at `url` to the head of `migrations`."""
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade, migrations)
+    finally:
+        await engine.dispose()
+
+
+async def open_database(settings: Settings, server_url: str, service: str, migrations: Path) -> Database:
+    """The service's own database, created and migrated to head."""
     database = database_name(settings, service)
     await ensure_database(server_url, database)
-    engine = create_async_engine(service_url(server_url, database), pool_size=10, max_overflow=10, pool_pre_ping=True)
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade, migrations)
-    return engine
-
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as connection:
-        result = await connection.execute(text("SELECT version_num FROM alembic_version"))
-        return result.scalar_one_or_none()
+    url = service_url(server_url, database)
+    await migrate(url, migrations)
+    return await Database.open(url)

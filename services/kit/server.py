@@ -21,11 +21,10 @@ import structlog
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit import paging
 from services.kit.auth import AuthenticationInterceptor, AuthorizationInterceptor
-from services.kit.database import open_database
+from services.kit.database import Database, open_database
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
 from services.kit.pki import server_credentials
@@ -44,7 +43,7 @@ class Resources:
     """What a servicer is built from."""
 
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     redis: aioredis.Redis
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -72,12 +71,12 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     ]
 
 
-async def _probe(engine: AsyncEngine, redis: aioredis.Redis) -> dict[str, str]:
+async def _probe(database: Database, redis: aioredis.Redis) -> dict[str, str]:
     problems: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with database.pool.acquire() as connection:
+                await connection.execute("SELECT 1")
     except Exception as exc:
         problems["postgresql"] = f"{type(exc).__name__}: {exc}"
     try:
@@ -92,7 +91,7 @@ async def _watch_readiness(health_servicer: health.aio.HealthServicer, full_name
     """Health follows PostgreSQL and Redis: NOT_SERVING while either is unreachable."""
     previous: dict[str, str] | None = None
     while True:
-        problems = await _probe(resources.engine, resources.redis)
+        problems = await _probe(resources.database, resources.redis)
         status = health_pb2.HealthCheckResponse.NOT_SERVING if problems else health_pb2.HealthCheckResponse.SERVING
         for name in ("", full_name):
             await health_servicer.set(name, status)
@@ -108,9 +107,10 @@ async def _watch_readiness(health_servicer: health.aio.HealthServicer, full_name
 async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     spec = SERVICES[definition.name]
     infra = await asyncio.to_thread(ensure_infrastructure, settings)
-    engine = await open_database(settings, infra.database_url, definition.name, definition.migrations)
+    paging.use_key(paging.key_from(settings.page_token_secret.get_secret_value(), settings.page_token_key_file))
+    database = await open_database(settings, infra.database_url, definition.name, definition.migrations)
     redis = open_redis(infra.redis_url)
-    resources = Resources(settings=settings, engine=engine, redis=redis)
+    resources = Resources(settings=settings, database=database, redis=redis)
     servicer = await definition.build(resources)
 
     server = grpc.aio.server(
@@ -155,7 +155,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
         for hook in resources.on_stop:
             await hook()
         await redis.aclose()
-        await engine.dispose()
+        await database.close()
         infra.close()
         log.info("stopped")
 

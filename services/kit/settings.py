@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default=None,
         description="JWKS file path or https URL of the token issuer; default the dev JWKS in the data directory.",
     )
+    page_token_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Secret that authenticates List page tokens (at least 16 bytes; from Secrets Manager in AWS); "
+        "unset uses a random key generated once under the data directory (auth/page-token.key).",
+    )
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew tolerated on exp/nbf.")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector; unset disables export.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -50,6 +55,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, description="Time in-flight RPCs get on stop.")
     readiness_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often health re-checks PostgreSQL and Redis."
+    )
+    import_roots: str = Field(
+        default="",
+        description="Comma-separated directories catalog imports may read from (a relative URI is taken in the "
+        "first); default <data_dir>/inbox. Nothing else on the service's host is readable through an import.",
     )
     import_chunk_rows: int = Field(
         default=50_000, ge=100, le=1_000_000, description="Rows per committed chunk of a bulk import."
@@ -89,6 +99,12 @@ class Settings(BaseSettings):
         default=2, ge=1, le=32, description="Processes rendering and signing certificates in parallel."
     )
     ocr_engines: int = Field(default=2, ge=1, le=16, description="Tesseract engines (documents read at once).")
+    reader_memory_mib: int = Field(
+        default=2048,
+        ge=256,
+        description="Address space each process decoding uploads (OCR, invoice documents) may use; "
+        "a file needing more is refused (RESOURCE_EXHAUSTED) and the process replaced.",
+    )
     ocr_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest upload the OCR service reads.")
     ocr_max_pages: int = Field(default=10, ge=1, le=500, description="Most pages (PDF or TIFF) it reads.")
     object_store_dir: Path | None = Field(
@@ -121,6 +137,8 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value() or None
             if value is None:
                 continue
             env[f"BMC_{name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
@@ -133,6 +151,15 @@ class Settings(BaseSettings):
     @property
     def auth_dir(self) -> Path:
         return self.data_dir / "auth"
+
+    @property
+    def import_directories(self) -> list[Path]:
+        listed = [Path(p.strip()) for p in self.import_roots.split(",") if p.strip()]
+        return listed or [self.data_dir / "inbox"]
+
+    @property
+    def page_token_key_file(self) -> Path:
+        return self.auth_dir / "page-token.key"
 
     @property
     def verify_url(self) -> str:

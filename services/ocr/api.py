@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import time
@@ -13,24 +12,33 @@ from typing import Any
 from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
 from services.kit.auth import require_principal, tenant_scope
 from services.kit.errors import NotFound, ResourceExhausted
-from services.kit.paging import decode_page_token, next_token, page_size
+from services.kit.names import resource_id
+from services.kit.paging import INSTANT, TEXT, list_page
+from services.kit.workers import IsolatedPool
 from services.ocr.conversion import SOURCES, draft_invoice, fields_to_proto
 from services.ocr.domain import overall
-from services.ocr.reading import Limits, TesseractPool, invalid, read
+from services.ocr.reading import Limits, content_type, invalid, read_in_worker
 from services.ocr.store import ExtractionStore
 
 
 class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
     """RPCs of `bmc.ocr.v1.OcrService`."""
 
-    def __init__(self, store: ExtractionStore, engines: TesseractPool, limits: Limits, workers: int) -> None:
-        self._store, self._engines, self._limits = store, engines, limits
-        self._slots = asyncio.Semaphore(workers)  # documents read at once (each on a thread, an engine each)
+    def __init__(self, store: ExtractionStore, readers: IsolatedPool, limits: Limits) -> None:
+        self._store, self._readers, self._limits = store, readers, limits
 
-    async def _extract(self, content: bytes, filename: str, password: str) -> ocr_pb2.Extraction:
+    async def _extract(self, content: bytes, filename: str, password: str, context: Any) -> ocr_pb2.Extraction:
+        """Reads the upload in an isolated worker, within the document's
+        budget and the caller's deadline (the worker is killed at either)."""
         started = time.perf_counter()
-        async with self._slots:
-            reading, pages, kind = await asyncio.to_thread(read, content, self._engines, self._limits, password)
+        if len(content) > self._limits.max_bytes:
+            raise ResourceExhausted(f"{len(content)} bytes; at most {self._limits.max_bytes}", reason="FILE_TOO_LARGE")
+        content_type(content)  # not a PDF or an image: refused without a worker
+        budget = self._limits.budget()
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is not None:
+            budget = max(0.1, min(budget, remaining))
+        reading, pages, kind = await self._readers.run(budget, read_in_worker, content, self._limits, password)
         extraction = ocr_pb2.Extraction(
             name=f"extractions/{uuid.uuid4().hex}",
             filename=filename,
@@ -66,7 +74,7 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
         return extraction
 
     async def ExtractInvoice(self, request: ocr_service_pb2.ExtractInvoiceRequest, context: Any) -> ocr_pb2.Extraction:
-        return await self._extract(request.content, request.filename, request.password)
+        return await self._extract(request.content, request.filename, request.password, context)
 
     async def StreamExtractInvoice(
         self, request_iterator: AsyncIterator[ocr_service_pb2.StreamExtractInvoiceRequest], context: Any
@@ -95,10 +103,10 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
             raise invalid("EMPTY_UPLOAD", "no bytes were sent", "chunk")
         if header.size_bytes and header.size_bytes != received:
             raise invalid("SIZE_MISMATCH", f"{received} bytes received, {header.size_bytes} announced", "chunk")
-        return await self._extract(b"".join(chunks), header.filename, header.password)
+        return await self._extract(b"".join(chunks), header.filename, header.password, context)
 
     async def GetExtraction(self, request: ocr_service_pb2.GetExtractionRequest, context: Any) -> ocr_pb2.Extraction:
-        found = await self._store.get(request.name.removeprefix("extractions/"), tenant_scope(require_principal()))
+        found = await self._store.get(resource_id(request.name, "extractions"), tenant_scope(require_principal()))
         if found is None:
             raise NotFound(f"{request.name} not found", reason="EXTRACTION_NOT_FOUND")
         return found
@@ -106,14 +114,12 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
     async def ListExtractions(
         self, request: ocr_service_pb2.ListExtractionsRequest, context: Any
     ) -> ocr_service_pb2.ListExtractionsResponse:
-        size = page_size(request.page_size, 20, 100)
-        after = decode_page_token(request.page_token, request)
-        page = await self._store.page(
-            size + 1,
-            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
-            tenant_scope(require_principal()),
+        broker = tenant_scope(require_principal())
+        extractions, token = await list_page(
+            request,
+            lambda size, after: self._store.page(size, after, broker),
+            keys=(INSTANT, TEXT),
+            default=20,
+            maximum=100,
         )
-        response = ocr_service_pb2.ListExtractionsResponse(
-            extractions=[e for e, _ in page[:size]], next_page_token=next_token(page, size, request)
-        )
-        return response
+        return ocr_service_pb2.ListExtractionsResponse(extractions=extractions, next_page_token=token)

@@ -1,13 +1,21 @@
 """From uploaded bytes to a `Reading`, best source first: the DIAN QR code
 (zxing-cpp) on every page, then the PDF's text layer (pypdfium2), and only
 for pages with neither, Tesseract in Spanish (tesserocr) on a deskewed
-image. Refuses anything that is not a readable PDF or image, within limits."""
+image. Refuses anything that is not a readable PDF or image, within limits.
+
+The service runs `read_in_worker` in isolated worker processes (one
+Tesseract engine each; `services.kit.workers`): limits checked here refuse
+a bomb before it is decoded (pixels counted from the header, page content
+inflated only up to its limit), and the worker's time and memory budget
+stops whatever these checks cannot foresee."""
 
 from __future__ import annotations
 
 import io
 import queue
+import re
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -51,8 +59,13 @@ class Limits:
     max_bytes: int = 20 * 1024 * 1024
     max_pages: int = 10
     max_pixels: int = 60_000_000  # per page: a decompression bomb is refused before it is decoded
+    max_page_content: int = 8 * 1024 * 1024  # bytes of a PDF page's drawing instructions, once inflated
     page_seconds: float = 20.0
     ocr_dpi: int = 300
+
+    def budget(self, pages: int | None = None) -> float:
+        """Seconds a whole document may take to read."""
+        return 5.0 + self.page_seconds * (pages or self.max_pages)
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,53 @@ def deskew_angle(image: Image.Image) -> float:
     return max((a / 2 for a in range(-6, 7)), key=sharpness)
 
 
+def _content_size(stream: pikepdf.Object, limit: int) -> int:
+    """A content stream's inflated size, or `limit + 1` once it exceeds
+    `limit`: Flate data is inflated only that far, so a bomb costs nothing."""
+    filters = stream.get("/Filter")
+    names = [str(f) for f in filters] if isinstance(filters, pikepdf.Array) else [str(filters)] if filters else []
+    if names == ["/FlateDecode"] and "/DecodeParms" not in stream:
+        inflater = zlib.decompressobj()
+        try:
+            size = len(inflater.decompress(stream.read_raw_bytes(), limit + 1))
+        except zlib.error as exc:
+            raise invalid("UNREADABLE_PDF", f"a page's content is damaged ({exc})") from exc
+        return size
+    return len(stream.read_bytes()) if len(stream.read_raw_bytes()) <= limit else limit + 1
+
+
+def _check_pdf(checked: pikepdf.Pdf, limits: Limits) -> None:
+    """Page count and each page's drawing instructions within limits."""
+    if len(checked.pages) == 0:
+        raise invalid("NO_PAGES", "the PDF has no pages")
+    if len(checked.pages) > limits.max_pages:
+        raise ResourceExhausted(f"{len(checked.pages)} pages; at most {limits.max_pages}", reason="TOO_MANY_PAGES")
+    for number, page in enumerate(checked.pages, start=1):
+        contents = page.obj.get("/Contents")
+        streams = list(contents) if isinstance(contents, pikepdf.Array) else [contents] if contents is not None else []
+        total = 0
+        for stream in streams:
+            if isinstance(stream, pikepdf.Stream):
+                total += _content_size(stream, limits.max_page_content - total)
+            if total > limits.max_page_content:
+                raise ResourceExhausted(
+                    f"page {number}'s content inflates beyond {limits.max_page_content // 2**20} MiB",
+                    reason="PAGE_CONTENT_TOO_LARGE",
+                    metadata={"page": str(number), "limit_bytes": str(limits.max_page_content)},
+                )
+
+
+def _check_pixels(width: int, height: int, limits: Limits, page: int) -> None:
+    """Refuses an image by the size its header declares, before decoding it
+    (Pillow's own guard only raises above twice its limit)."""
+    if width * height > limits.max_pixels:
+        raise ResourceExhausted(
+            f"page {page} is {width} x {height} pixels; at most {limits.max_pixels:,} pixels are read",
+            reason="IMAGE_TOO_LARGE",
+            metadata={"page": str(page), "pixels": str(width * height), "limit_pixels": str(limits.max_pixels)},
+        )
+
+
 def _pages(
     content: bytes, kind: str, limits: Limits, password: str = ""
 ) -> Iterator[tuple[Image.Image | None, PageText]]:
@@ -201,12 +261,11 @@ def _pages(
         # qpdf says precisely what is wrong with a file (PDFium's error state is per thread and goes stale).
         try:
             with pikepdf.open(io.BytesIO(content), password=password) as checked:
-                if len(checked.pages) == 0:
-                    raise invalid("NO_PAGES", "the PDF has no pages")
+                _check_pdf(checked, limits)
         except pikepdf.PasswordError as exc:
             raise invalid("ENCRYPTED_PDF", "the PDF is encrypted: give its password", "password") from exc
         except pikepdf.PdfError as exc:
-            raise invalid("UNREADABLE_PDF", f"the PDF cannot be opened: {exc}") from exc
+            raise invalid("UNREADABLE_PDF", f"the PDF cannot be opened: {_pdf_problem(exc)}") from exc
         try:
             document = pdfium.PdfDocument(content, password=password or None)
         except pdfium.PdfiumError as exc:
@@ -229,11 +288,35 @@ def _pages(
         for frames, frame in enumerate(ImageSequence.Iterator(opened), start=1):
             if frames > limits.max_pages:
                 raise ResourceExhausted(f"more than {limits.max_pages} pages", reason="TOO_MANY_PAGES")
+            _check_pixels(*frame.size, limits, frames)
             yield ImageOps.exif_transpose(frame.convert("RGB")), PageText("")
     except Image.DecompressionBombError as exc:
         raise ResourceExhausted("the image decodes to too many pixels", reason="IMAGE_TOO_LARGE") from exc
     except OSError as exc:
         raise invalid("UNREADABLE_IMAGE", f"the image cannot be decoded: {exc}") from exc
+
+
+_QPDF_SOURCE = re.compile(r"^(stream )?<[^>]*>\s*(\([^)]*\))?:\s*")
+
+
+def _pdf_problem(exc: pikepdf.PdfError) -> str:
+    """qpdf's explanation without the name it gives the in-memory file (a Python object's repr)."""
+    return _QPDF_SOURCE.sub("", str(exc)).strip() or "not a PDF"
+
+
+_worker_engines: TesseractPool | None = None
+
+
+def load_worker_engine(tessdata: Path = TESSDATA) -> None:
+    """A worker process's setup: its one Tesseract engine."""
+    global _worker_engines
+    _worker_engines = TesseractPool(1, tessdata)
+
+
+def read_in_worker(content: bytes, limits: Limits, password: str) -> tuple[Reading, list[PageResult], str]:
+    """`read` with the worker's engine (see `load_worker_engine`)."""
+    assert _worker_engines is not None, "load_worker_engine() was not run in this process"
+    return read(content, _worker_engines, limits, password)
 
 
 def read(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 from bmc.ocr.v1 import ocr_pb2
 from services.kit.database import PooledStore
@@ -29,8 +31,8 @@ class ExtractionStore(PooledStore):
         return ocr_pb2.Extraction.FromString(row["extraction"]) if row else None
 
     async def page(
-        self, size: int, after: tuple[dt.datetime, str] | None, broker: str
-    ) -> list[tuple[ocr_pb2.Extraction, tuple[str, str]]]:
+        self, size: int, after: Sequence[Any] | None, broker: str
+    ) -> list[tuple[ocr_pb2.Extraction, tuple[dt.datetime, str]]]:
         sql = Where()
         if broker:
             sql.add("broker = ?", broker)
@@ -39,4 +41,4 @@ class ExtractionStore(PooledStore):
         rows = await self.select(
             sql, "SELECT * FROM extractions", f"ORDER BY create_time DESC, id DESC LIMIT {sql.bind(size)}"
         )
-        return [(ocr_pb2.Extraction.FromString(r["extraction"]), (r["create_time"].isoformat(), r["id"])) for r in rows]
+        return [(ocr_pb2.Extraction.FromString(r["extraction"]), (r["create_time"], r["id"])) for r in rows]

@@ -9,16 +9,12 @@ from google.longrunning import operations_pb2
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.kit.auth import require_principal
 from services.kit.errors import FieldViolation, InvalidArgument, NotFound
+from services.kit.idempotency import RequestKeys
+from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import decode_page_token, encode_page_token, next_token, page_size
+from services.kit.paging import INT, SCORE, TEXT, list_page
 from services.product.cache import ProductCache
-from services.product.domain import (
-    InvalidProduct,
-    changes_from_mask,
-    code_from_name,
-    data_from_proto,
-    name_of,
-)
+from services.product.domain import CODE, InvalidProduct, changes_from_mask, data_from_proto, name_of
 from services.product.imports import ProductImporter
 from services.product.store import CatalogStore, ListQuery, StoredProduct
 
@@ -54,22 +50,25 @@ def invalid(exc: InvalidProduct, prefix: str = "") -> InvalidArgument:
 
 
 def _code(name: str, field: str = "name") -> str:
-    try:
-        return code_from_name(name)
-    except InvalidProduct as exc:
-        raise invalid(InvalidProduct(field, exc.reason, exc.message)) from exc
+    code = resource_id(name, "products", field)
+    if not CODE.match(code):
+        raise invalid(InvalidProduct(field, "INVALID_NAME", f"{name!r} is not a product name (products/{{code}})"))
+    return code
 
 
 class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer):
     """RPCs of `bmc.product.v1.ProductService`."""
 
-    operations_collection = OPERATIONS
-
     def __init__(
-        self, store: CatalogStore, cache: ProductCache, importer: ProductImporter, operations: OperationStore
+        self,
+        store: CatalogStore,
+        cache: ProductCache,
+        importer: ProductImporter,
+        operations: OperationStore,
+        keys: RequestKeys,
     ) -> None:
         self._store, self._cache, self._importer = store, cache, importer
-        self.operations = operations
+        self.operations, self._keys = operations, keys
 
     async def lookup(self, codes: list[str]) -> tuple[dict[str, product_pb2.Product], list[str]]:
         """Read-through: Redis first, PostgreSQL for the rest, then fill Redis."""
@@ -105,8 +104,6 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
     async def ListProducts(
         self, request: product_service_pb2.ListProductsRequest, context: Any
     ) -> product_service_pb2.ListProductsResponse:
-        size = page_size(request.page_size, 50, 1000)
-        after = decode_page_token(request.page_token, request)
         query = ListQuery(
             code_prefix=request.code_prefix,
             name_query=request.name_query.strip(),
@@ -114,21 +111,30 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
             eligible_only=request.eligible_only,
             show_inactive=request.show_inactive,
         )
-        page = await self._store.search(query, size + 1, after)
-        response = product_service_pb2.ListProductsResponse(
-            products=[to_proto(p) for p, _ in page[:size]], next_page_token=next_token(page, size, request)
+        products, token = await list_page(
+            request,
+            lambda size, after: self._store.search(query, size, after),
+            keys=(SCORE, TEXT) if query.name_query else (TEXT,),
+            default=50,
+            maximum=1000,
         )
-        return response
+        return product_service_pb2.ListProductsResponse(products=[to_proto(p) for p in products], next_page_token=token)
 
     async def CreateProduct(
         self, request: product_service_pb2.CreateProductRequest, context: Any
     ) -> product_pb2.Product:
+        principal = require_principal()
+        return await self._keys.once(
+            "CreateProduct", request, principal, product_pb2.Product, lambda: self._create(request, principal.subject)
+        )
+
+    async def _create(self, request: product_service_pb2.CreateProductRequest, actor: str) -> product_pb2.Product:
         try:
             data = data_from_proto(request.product_id, request.product)
         except InvalidProduct as exc:
             field = "product_id" if exc.field == "code" else f"product.{exc.field}"
             raise invalid(InvalidProduct(field, exc.reason, exc.message)) from exc
-        stored = await self._store.create(data, require_principal().subject)
+        stored = await self._store.create(data, actor)
         await self._cache.invalidate([data.code])
         return to_proto(stored)
 
@@ -171,20 +177,21 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
         self, request: product_service_pb2.ListProductRevisionsRequest, context: Any
     ) -> product_service_pb2.ListProductRevisionsResponse:
         code = _code(request.name)
-        size = page_size(request.page_size, 20, 100)
-        after = decode_page_token(request.page_token, request)
-        versions = await self._store.history(code, size + 1, int(after[0]) if after else None)
-        if not versions and after is None:
-            raise NotFound(f"product {request.name!r} not found", reason="PRODUCT_NOT_FOUND")
-        response = product_service_pb2.ListProductRevisionsResponse(
-            revisions=[
-                product_pb2.ProductRevision(product=to_proto(v), actor=v.actor, change=v.change)
-                for v in versions[:size]
-            ]
+        versions, token = await list_page(
+            request,
+            lambda size, after: self._store.history(code, size, after[0] if after else None),
+            keys=(INT,),
+            default=20,
+            maximum=100,
         )
-        if len(versions) > size:
-            response.next_page_token = encode_page_token([versions[size - 1].revision], request)
-        return response
+        if not versions and not request.page_token:
+            raise NotFound(f"product {request.name!r} not found", reason="PRODUCT_NOT_FOUND")
+        return product_service_pb2.ListProductRevisionsResponse(
+            revisions=[
+                product_pb2.ProductRevision(product=to_proto(v), actor=v.actor, change=v.change) for v in versions
+            ],
+            next_page_token=token,
+        )
 
     async def ImportProducts(
         self, request: product_service_pb2.ImportProductsRequest, context: Any

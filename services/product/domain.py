@@ -117,15 +117,6 @@ def is_eligible(category: int, processing_level: int) -> bool:
     return category in ELIGIBLE_CATEGORIES and processing_level in ELIGIBLE_PROCESSING
 
 
-def code_from_name(name: str) -> str:
-    if not name.startswith(NAME_PREFIX):
-        raise InvalidProduct("name", "INVALID_NAME", f"{name!r} is not a product name (products/{{code}})")
-    code = name[len(NAME_PREFIX) :]
-    if not CODE.match(code):
-        raise InvalidProduct("name", "INVALID_NAME", f"{name!r} is not a product name (products/{{code}})")
-    return code
-
-
 def name_of(code: str) -> str:
     return NAME_PREFIX + code
 

@@ -5,29 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from bmc.product.v1 import product_service_pb2_grpc
+from services.kit.idempotency import RequestKeys
 from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.product.api import OPERATIONS, ProductApi
 from services.product.cache import ProductCache
-from services.product.imports import ProductImporter
+from services.product.imports import ImportRoots, ProductImporter
 from services.product.store import CatalogStore
 
 
 async def build(resources: Resources) -> ProductApi:
-    cache = ProductCache(resources.redis, resources.settings.redis_prefix)
-    operations = OperationStore(resources.engine, OPERATIONS)
-    settings = resources.settings
+    database, settings = resources.database, resources.settings
+    cache = ProductCache(resources.redis, settings.redis_prefix)
+    operations = OperationStore(database.pool, OPERATIONS)
+    settings.import_directories[0].mkdir(parents=True, exist_ok=True)
     importer = ProductImporter(
-        resources.engine,
+        database,
         operations,
         cache,
+        ImportRoots(settings.import_directories),
         settings.data_dir / "imports",
         settings.import_chunk_rows,
         settings.import_bulk_rows,
     )
     await importer.resume_unfinished()
     resources.on_stop.append(importer.close)
-    return ProductApi(CatalogStore(resources.engine), cache, importer, operations)
+    return ProductApi(CatalogStore(database), cache, importer, operations, RequestKeys(database.pool))
 
 
 DEFINITION = ServiceDefinition(

@@ -19,7 +19,7 @@ from typing import IO, Any, NamedTuple, cast
 import orjson
 
 from bmc.product.v1 import product_pb2
-from services.product.domain import canonical_column
+from services.product.domain import DATA_FIELDS, canonical_column
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
@@ -29,6 +29,15 @@ csv.field_size_limit(1 << 20)
 
 class FileFormatError(Exception):
     """The file as a whole cannot be read as the format it claims."""
+
+
+def _known(columns: list[str]) -> str:
+    """What a header without `code` holds, named only by the catalog's own
+    column names: a file that is not an export (a server file, say) is
+    never echoed back in an error."""
+    known = [c for c in dict.fromkeys(columns) if c in DATA_FIELDS or c == "eligible"]
+    found = f"of the catalog's columns it has {', '.join(known)}" if known else "it has none of the catalog's columns"
+    return f"no `code` column ({len(columns)} column(s); {found})"
 
 
 # What reading a damaged or truncated gzip stream raises.
@@ -133,7 +142,7 @@ class SourceFile:
         """The canonical column names of a CSV header; FileFormatError without `code`."""
         columns = self.columns = [canonical_column(h.lstrip("\ufeff")) for h in header]
         if "code" not in columns:
-            raise FileFormatError(f"{self.path}: the header has no `code` column (found: {', '.join(header)})")
+            raise FileFormatError(f"{self.path}: the first line is not a catalog header: {_known(columns)}")
         return columns
 
     def _csv_rows(self, stream: IO[bytes]) -> Iterator[Row | Reject]:
@@ -180,7 +189,7 @@ class SourceFile:
         self._parquet_rows_total = parquet.metadata.num_rows
         columns = [canonical_column(name) for name in parquet.schema_arrow.names]
         if "code" not in columns:
-            raise FileFormatError(f"{self.path}: no `code` column (found: {', '.join(parquet.schema_arrow.names)})")
+            raise FileFormatError(f"{self.path}: not a catalog export: {_known(columns)}")
         number = 0
         for batch in parquet.iter_batches(batch_size=65536):
             for record in batch.rename_columns(columns).to_pylist():

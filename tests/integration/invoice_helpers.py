@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
+from services.cli.products import stage_for_import
 from services.invoice.synth import build_invoice
 from services.kit.settings import Settings
 from tests.conftest import ROOT
@@ -58,4 +59,4 @@ def registry(settings: Settings, role: str = "broker", tenant: str = "acme") -> 
 
 def load_sample_catalog(settings: Settings) -> None:
     with catalog(settings) as cat:
-        result_of(cat.import_and_wait([str(ROOT / "samples" / "catalog" / "commodities.csv")]))
+        result_of(cat.import_and_wait(stage_for_import(settings, [ROOT / "samples" / "catalog" / "commodities.csv"])))

@@ -34,15 +34,13 @@ async def commission_database(platform: Platform, tmp_path: Path) -> AsyncIterat
     assert platform.cluster.infrastructure is not None
     url = platform.cluster.infrastructure.database_url
     config = make_settings(tmp_path, "embedded", db_prefix=f"bmcc{uuid.uuid4().hex[:8]}_")
-    engine = await open_database(config, url, "commission", MIGRATIONS)
-    store = CommissionStore(engine)
-    await store.open()
+    database = await open_database(config, url, "commission", MIGRATIONS)
+    store = CommissionStore(database)
     try:
         await store.seed(reference.schedules(), reference.uvt_values())
         yield store
     finally:
-        await store.close()
-        await engine.dispose()
+        await database.close()
         await drop_database(url, f"{config.db_prefix}commission")
 
 

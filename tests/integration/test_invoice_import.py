@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import random
 import time
 import zipfile
 from decimal import Decimal
@@ -144,10 +145,21 @@ def test_single_ubl_invoice_keeps_its_amounts(registration: Platform) -> None:
 
 def test_oversized_zip_entries_are_refused_not_inflated(registration: Platform) -> None:
     archive = io.BytesIO()
+    noise = random.Random(5).randbytes(6 * 2**20).hex().encode()  # 12 MiB that barely compresses: no bomb
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("bomb.xml", b"<a>" + b" " * (11 * 2**20) + b"</a>")
-    result = _import(registration, archive.getvalue(), "bomb.zip")
+        z.writestr("large.xml", b"<a>" + noise + b"</a>")
+    result = _import(registration, archive.getvalue(), "large.zip")
     assert result.documents[0].issues[0].reason == "TOO_LARGE"
+
+
+def test_a_decompression_bomb_is_refused_at_once(registration: Platform) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("bomb.xml", b"<a>" + b" " * (9 * 2**20) + b"</a>")
+    with registry(registration.settings) as reg, pytest.raises(grpc.RpcError) as caught:
+        reg.ImportInvoices(invoice_service_pb2.ImportInvoicesRequest(content=archive.getvalue(), filename="bomb.zip"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value) == [("content", "DECOMPRESSION_BOMB")]
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,14 @@ from hypothesis import strategies as st
 
 from bmc.common.v1 import tax_pb2
 from bmc.product.v1 import product_pb2
+from services.kit.errors import InvalidArgument
+from services.kit.names import resource_id
 from services.product.domain import (
     InvalidProduct,
     ProductData,
     RowDecoder,
     canonical_column,
     changes_from_mask,
-    code_from_name,
     is_eligible,
     product_from_row,
 )
@@ -123,8 +124,10 @@ def test_update_mask_selects_fields_and_refuses_others() -> None:
         changes_from_mask([], product)
 
 
-def test_names_and_codes() -> None:
-    assert code_from_name("products/MAIZ-1") == "MAIZ-1"
-    for bad in ("product/MAIZ", "products/", "products/a b", "MAIZ"):
-        with pytest.raises(InvalidProduct):
-            code_from_name(bad)
+def test_resource_names_are_parsed_once_for_every_service() -> None:
+    assert resource_id("products/MAIZ-1", "products") == "MAIZ-1"
+    assert resource_id("settlements/2026-11~all", "settlements") == "2026-11~all"
+    for bad in ("product/MAIZ", "products/", "products/a b", "MAIZ", "products/a/b", "products/../x", "products/-x"):
+        with pytest.raises(InvalidArgument) as caught:
+            resource_id(bad, "products", "names[3]")
+        assert [(v.field, v.reason) for v in caught.value.violations] == [("names[3]", "INVALID_NAME")]

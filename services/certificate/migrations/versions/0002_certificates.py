@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.events import OUTBOX_DDL, PROCESSED_DDL, RELAY_DDL
-
 revision = "certificate_0002"
 down_revision = "certificate_0001"
 branch_labels = None
@@ -48,11 +46,28 @@ def upgrade() -> None:
     op.execute("CREATE INDEX certificates_time ON certificates (issue_time DESC, id DESC)")
     op.execute("CREATE INDEX certificates_invoice ON certificates (invoice)")
     op.execute("CREATE TABLE certificate_counters (year integer PRIMARY KEY, last bigint NOT NULL)")
-    op.execute(OUTBOX_DDL)
+    op.execute(
+        """
+        CREATE TABLE IF NOT EXISTS outbox (
+            position bigint PRIMARY KEY,
+            event_id uuid NOT NULL UNIQUE,
+            stream_id text NOT NULL,
+            version integer NOT NULL,
+            type text NOT NULL,
+            tenant text NOT NULL,
+            trace_id text NOT NULL,
+            data jsonb NOT NULL,
+            record_time timestamptz NOT NULL
+        )
+        """
+    )
     op.execute("CREATE TABLE outbox_head (id integer PRIMARY KEY CHECK (id = 1), position bigint NOT NULL)")
     op.execute("INSERT INTO outbox_head VALUES (1, 0)")
-    op.execute(RELAY_DDL)
-    op.execute(PROCESSED_DDL)
+    op.execute("CREATE TABLE IF NOT EXISTS relay_checkpoints (name text PRIMARY KEY, position bigint NOT NULL)")
+    op.execute(
+        "CREATE TABLE IF NOT EXISTS processed_events (consumer text NOT NULL, event_id text NOT NULL, "
+        "processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, event_id))"
+    )
 
 
 def downgrade() -> None:

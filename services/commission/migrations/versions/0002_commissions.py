@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.events import OUTBOX_DDL, PROCESSED_DDL, RELAY_DDL
-from services.kit.operations import create_operations_table
-
 revision = "commission_0002"
 down_revision = "commission_0001"
 branch_labels = None
@@ -100,10 +97,47 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX settlements_period ON settlements (period DESC, id DESC)")
-    op.execute(OUTBOX_DDL)
-    op.execute(RELAY_DDL)
-    op.execute(PROCESSED_DDL)
-    create_operations_table(op)
+    op.execute(
+        """
+        CREATE TABLE IF NOT EXISTS outbox (
+            position bigint PRIMARY KEY,
+            event_id uuid NOT NULL UNIQUE,
+            stream_id text NOT NULL,
+            version integer NOT NULL,
+            type text NOT NULL,
+            tenant text NOT NULL,
+            trace_id text NOT NULL,
+            data jsonb NOT NULL,
+            record_time timestamptz NOT NULL
+        )
+        """
+    )
+    op.execute("CREATE TABLE IF NOT EXISTS relay_checkpoints (name text PRIMARY KEY, position bigint NOT NULL)")
+    op.execute(
+        "CREATE TABLE IF NOT EXISTS processed_events (consumer text NOT NULL, event_id text NOT NULL, "
+        "processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, event_id))"
+    )
+    # Operations (AIP-151), as services.kit.operations kept them at this revision.
+    op.execute(
+        """
+        CREATE TABLE operations (
+            name text PRIMARY KEY,
+            kind text NOT NULL,
+            request_id text UNIQUE,
+            subject text NOT NULL DEFAULT '',
+            tenant text NOT NULL DEFAULT '',
+            request bytea,
+            metadata bytea,
+            response bytea,
+            error bytea,
+            done boolean NOT NULL DEFAULT false,
+            cancel_requested boolean NOT NULL DEFAULT false,
+            create_time timestamptz NOT NULL DEFAULT now(),
+            update_time timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    op.execute("CREATE INDEX operations_unfinished ON operations (create_time) WHERE NOT done")
 
 
 def downgrade() -> None:

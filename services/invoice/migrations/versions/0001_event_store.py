@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.operations import create_operations_table
-
 revision = "invoice_0001"
 down_revision = None
 branch_labels = None
@@ -77,7 +75,27 @@ def upgrade() -> None:
         )
         """
     )
-    create_operations_table(op)
+    # Operations (AIP-151), as services.kit.operations kept them at this revision.
+    op.execute(
+        """
+        CREATE TABLE operations (
+            name text PRIMARY KEY,
+            kind text NOT NULL,
+            request_id text UNIQUE,
+            subject text NOT NULL DEFAULT '',
+            tenant text NOT NULL DEFAULT '',
+            request bytea,
+            metadata bytea,
+            response bytea,
+            error bytea,
+            done boolean NOT NULL DEFAULT false,
+            cancel_requested boolean NOT NULL DEFAULT false,
+            create_time timestamptz NOT NULL DEFAULT now(),
+            update_time timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    op.execute("CREATE INDEX operations_unfinished ON operations (create_time) WHERE NOT done")
 
 
 def downgrade() -> None:

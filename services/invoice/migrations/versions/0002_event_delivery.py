@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.events import PROCESSED_DDL, RELAY_DDL
-
 revision = "invoice_0002"
 down_revision = "invoice_0001"
 branch_labels = None
@@ -17,8 +15,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(RELAY_DDL)
-    op.execute(PROCESSED_DDL)
+    op.execute("CREATE TABLE IF NOT EXISTS relay_checkpoints (name text PRIMARY KEY, position bigint NOT NULL)")
+    op.execute(
+        "CREATE TABLE IF NOT EXISTS processed_events (consumer text NOT NULL, event_id text NOT NULL, "
+        "processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, event_id))"
+    )
 
 
 def downgrade() -> None:
