@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo up test test-fast lint gen gen-check clean
+.PHONY: setup demo up test test-fast test-future lint gen gen-check clean
 
 $(STAMP): pyproject.toml tools/system-packages.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ test: lint
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+# The tests that read the date, run with the clock a year ahead (libfaketime,
+# services and embedded databases included): no expectation holds only today.
+DATED_TESTS := tests/unit tests/integration/test_certificate.py tests/integration/test_commission.py \
+	tests/integration/test_commission_consumer.py tests/integration/test_hardening.py \
+	tests/integration/test_invoice_import.py tests/integration/test_invoice_registration.py \
+	tests/e2e/test_security.py tests/e2e/test_ocr_submit.py
+test-future: setup
+	faketime -f '+365d' $(VENV)/bin/pytest -q -p no:cacheprovider -k "not machine" $(DATED_TESTS)
 
 clean:
 	rm -rf build out .bmc .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,8 @@ import pytest
 import redis
 
 from services.cli.cluster import Cluster
+from services.cli.commissions import ensure_uvt
+from services.dian import calendar
 from services.kit.database import database_name, drop_database
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
@@ -124,6 +126,8 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     settings = make_settings(tmp_path_factory.mktemp(f"platform-{backend}"), backend)
     cluster = Cluster(settings)
     with cluster:
+        # The suite runs on any date: a year the reference data does not reach gets a provisional UVT.
+        ensure_uvt(cluster.settings, calendar.today().year)
         yield Platform(backend, cluster.settings, cluster)
     if backend == "machine":
         cleanup_machine_backend(settings)

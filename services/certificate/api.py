@@ -15,12 +15,11 @@ from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
 from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.errors import DataLoss, NotFound
-from services.kit.idempotency import RequestKeys
+from services.kit.idempotency import RequestKeys, keyed
 from services.kit.names import resource_id
 from services.kit.objects import CorruptObject
 from services.kit.paging import INSTANT, TEXT, list_page
 from services.kit.telemetry import request_id_var
-from services.kit.tokens import Principal
 
 CHUNK = 256 * 1024
 
@@ -33,7 +32,7 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
     """RPCs of `bmc.certificate.v1.CertificateService`."""
 
     def __init__(self, store: CertificateStore, issuer: Issuer, keys: RequestKeys) -> None:
-        self._store, self._issuer, self._keys = store, issuer, keys
+        self._store, self._issuer, self.request_keys = store, issuer, keys
 
     async def _visible(self, name: str) -> certificate_pb2.Certificate:
         found = await self._store.get(_id(name), tenant_scope(require_principal()))
@@ -41,17 +40,11 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
             raise NotFound(f"{name} not found", reason="CERTIFICATE_NOT_FOUND", metadata={"name": name})
         return found
 
+    @keyed(certificate_pb2.Certificate)
     async def IssueCertificate(
         self, request: certificate_service_pb2.IssueCertificateRequest, context: Any
     ) -> certificate_pb2.Certificate:
         principal = require_principal()
-        return await self._keys.once(
-            "IssueCertificate", request, principal, certificate_pb2.Certificate, lambda: self._issue(request, principal)
-        )
-
-    async def _issue(
-        self, request: certificate_service_pb2.IssueCertificateRequest, principal: Principal
-    ) -> certificate_pb2.Certificate:
         if request.WhichOneof("subject") == "periodic":
             periodic = request.periodic
             broker = acting_for(principal, periodic.broker, "certifies")
@@ -97,14 +90,9 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
         broker = acting_for(require_principal(), request.broker, "lists certificates")
         state = certificate_pb2.CertificateState.Name(request.state).removeprefix("CERTIFICATE_STATE_")
         since = request.issue_time_from.ToDatetime(dt.UTC) if request.HasField("issue_time_from") else None
+        state = "" if state == "UNSPECIFIED" else state
         certificates, token = await list_page(
-            request,
-            lambda size, after: self._store.page(
-                size, after, broker, request.invoice, "" if state == "UNSPECIFIED" else state, since
-            ),
-            keys=(INSTANT, TEXT),
-            default=50,
-            maximum=1000,
+            request, (INSTANT, TEXT), 50, self._store.page, broker, request.invoice, state, since
         )
         return certificate_service_pb2.ListCertificatesResponse(certificates=certificates, next_page_token=token)
 

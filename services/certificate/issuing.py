@@ -48,7 +48,7 @@ def signing_key(settings: Settings) -> SigningKey:
     if settings.certificate_signing_cert and settings.certificate_signing_key:
         chain = (settings.certificate_signing_chain,) if settings.certificate_signing_chain else ()
         return SigningKey(settings.certificate_signing_cert, settings.certificate_signing_key, chain)
-    pki = DevPki.from_settings(settings)
+    pki = DevPki.signing(settings)
     pki.identity("document-signer", "Bolsa Mercantil de Colombia S.A.")
     directory = pki.directory
     return SigningKey(directory / "document-signer.pem", directory / "document-signer-key.pem", (pki.ca_path,))

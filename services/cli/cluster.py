@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2
 
 from services.kit.clients import sync_channel
 from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
-from services.kit.pki import DevPki
+from services.kit.pki import CLIENTS, DevPki, client_ssl_context
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
 from services.kit.topology import SERVICES, ServiceSpec, client_host
@@ -60,13 +60,14 @@ GATEWAY = "gateway"
 
 
 def gateway_url(settings: Settings) -> str:
-    return f"http://{client_host(settings)}:{settings.gateway_port}"
+    return f"{'https' if settings.tls else 'http'}://{client_host(settings)}:{settings.gateway_port}"
 
 
 def gateway_state(settings: Settings, path: str = "/readyz", timeout: float = 1.0) -> str:
     """`SERVING` when the gateway answers `path` with 200, else why not."""
+    context = client_ssl_context(settings) if settings.tls else None
     try:
-        with urllib.request.urlopen(gateway_url(settings) + path, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(gateway_url(settings) + path, timeout=timeout, context=context) as response:  # noqa: S310
             return "SERVING" if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"NOT_SERVING (HTTP {exc.code})"
@@ -118,7 +119,7 @@ class Cluster:
         ensure_dev_signing_key(self.settings)
         if self.settings.tls:
             pki = DevPki.from_settings(self.settings)
-            for name in [*(s.name for s in self.specs), "bmc-cli", GATEWAY]:
+            for name in [*(s.name for s in self.specs), *CLIENTS]:
                 pki.identity(name)
         for spec in self.specs:
             self._spawn(spec)

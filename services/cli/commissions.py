@@ -31,6 +31,33 @@ def _stub(settings: Settings, role: str = "operator") -> tuple[Stub, Metadata, g
     return Stub(channel), bearer(mint_token(settings, subject="bmc-cli", roles=[role])), channel
 
 
+def ensure_uvt(settings: Settings, year: int) -> str:
+    """Records a provisional UVT for `year` when DIAN's is not recorded yet
+    (the example tariff bounds commissions in UVT, so without it no
+    commission of that year can be computed): the latest recorded value,
+    labelled as provisional. For demos and tests on a development platform
+    that run in a year the shipped reference data does not reach; a real
+    deployment records DIAN's resolution with `CreateUvtValue`. Returns what
+    was recorded, or "" when the year had its value."""
+    stub, metadata, channel = _stub(settings, "admin")
+    with channel:
+        known = stub.ListUvtValues(commission_service_pb2.ListUvtValuesRequest(), metadata=metadata, timeout=10)
+        if any(v.name == f"uvtValues/{year}" for v in known.uvt_values):
+            return ""
+        latest = max(known.uvt_values, key=lambda v: v.name)
+        source = (
+            f"provisional: {latest.name.removeprefix('uvtValues/')}'s value until DIAN's {year} resolution is recorded"
+        )
+        stub.CreateUvtValue(
+            commission_service_pb2.CreateUvtValueRequest(
+                year=year, uvt_value=commission_pb2.UvtValue(value=latest.value, source=source)
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+    return f"UVT {year} = {latest.value} ({source})"
+
+
 def settle(stub: Stub, metadata: Metadata, period: str, broker: str = "") -> commission_pb2.Settlement:
     """Runs the settlement as an operation, following its stages with a progress bar."""
     operation = stub.RunSettlement(

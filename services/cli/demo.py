@@ -25,6 +25,7 @@ from rich.table import Table
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.cli.app import status_table
 from services.cli.cluster import Cluster, ClusterError, gateway_url
+from services.cli.commissions import ensure_uvt
 from services.dian import calendar
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
@@ -425,6 +426,8 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         console.print(status_table(statuses, f"platform up in {time.monotonic() - started:.1f}s"))
         checks = security_checks(cluster.settings)
         console.print(security_table(checks))
+        if provisional := ensure_uvt(cluster.settings, calendar.today().year):
+            console.print(f"[yellow]reference data ends before this year; recorded {provisional}[/]")
         catalog = catalog_step(cluster, out, console)
         registrations = invoice_step(cluster, out, console)
         invoices = list(registrations["invoices"])  # type: ignore[call-overload]

@@ -32,7 +32,7 @@ from services.kit.database import Database
 from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import DATE, INSTANT, INT, TEXT, list_page
+from services.kit.paging import DATE, INSTANT, INT32, TEXT, list_page
 from services.kit.service_clients import ServiceClient
 
 BOOK_TTL_SECONDS = 2.0  # how stale another worker's new tariff version may be for quotes
@@ -130,11 +130,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
         broker = acting_for(require_principal(), request.broker, "lists commissions")
         invoice_id = resource_id(request.invoice, "invoices", "invoice") if request.invoice else ""
         commissions, token = await list_page(
-            request,
-            lambda size, after: self._store.list_commissions(size, after, broker, request.period, invoice_id),
-            keys=(INSTANT, TEXT),
-            default=50,
-            maximum=1000,
+            request, (INSTANT, TEXT), 50, self._store.list_commissions, broker, request.period, invoice_id
         )
         return commission_service_pb2.ListCommissionsResponse(commissions=commissions, next_page_token=token)
 
@@ -174,13 +170,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
         self, request: commission_service_pb2.ListTariffSchedulesRequest, context: Any
     ) -> commission_service_pb2.ListTariffSchedulesResponse:
         effective_on = _date(request.effective_on, "effective_on") if request.HasField("effective_on") else None
-        schedules, token = await list_page(
-            request,
-            lambda size, after: self._store.list_schedules(size, after, effective_on),
-            keys=(DATE, TEXT),
-            default=20,
-            maximum=100,
-        )
+        schedules, token = await list_page(request, (DATE, TEXT), 20, self._store.list_schedules, effective_on)
         return commission_service_pb2.ListTariffSchedulesResponse(tariff_schedules=schedules, next_page_token=token)
 
     async def CreateUvtValue(
@@ -201,7 +191,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
             values = [v for v in await self._store.uvt_values() if after is None or v[0] < after[0]]
             return [(v, (v[0],)) for v in values[:size]]
 
-        values, token = await list_page(request, newest_first, keys=(INT,), default=100, maximum=100)
+        values, token = await list_page(request, (INT32,), 100, newest_first)
         return commission_service_pb2.ListUvtValuesResponse(
             uvt_values=[
                 commission_pb2.UvtValue(name=f"uvtValues/{year}", value=str(value), source=source)
@@ -247,11 +237,7 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
         broker = acting_for(principal, request.broker, "lists settlements")
         every = not tenant_scope(principal)
         settlements, token = await list_page(
-            request,
-            lambda size, after: self._store.list_settlements(size, after, request.period, broker, every),
-            keys=(TEXT, TEXT),
-            default=20,
-            maximum=100,
+            request, (TEXT, TEXT), 20, self._store.list_settlements, request.period, broker, every
         )
         return commission_service_pb2.ListSettlementsResponse(settlements=settlements, next_page_token=token)
 

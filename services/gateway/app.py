@@ -5,6 +5,7 @@ certificate verification page."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -26,7 +27,7 @@ from services.gateway.oauth import ClientRegistry
 from services.gateway.openapi import Generator
 from services.gateway.routes import Route, RouteTable, routes_of
 from services.gateway.status import gateway_status, http_status, status_json, status_of
-from services.gateway.token_endpoint import token_endpoint, token_paths
+from services.gateway.token_endpoint import TokenLimits, token_endpoint, token_paths
 from services.gateway.transcoding import TranscodeError, build_request, stream_requests, to_json
 from services.gateway.upload import UPLOAD_PATH, upload_paths, upload_requests
 from services.gateway.upstream import Upstream, call_metadata, deadline_of
@@ -45,6 +46,7 @@ ROUTES = web.AppKey("routes", RouteTable)
 OPENAPI = web.AppKey("openapi", dict)
 CLIENTS = web.AppKey("clients", ClientRegistry)
 DOCS = web.AppKey("docs", str)
+TOKEN_LIMITS = web.AppKey("token_limits", TokenLimits)
 
 
 class GatewayError(Exception):
@@ -69,6 +71,12 @@ def error_response(
 
 
 def transcode_failure(exc: TranscodeError) -> GatewayError:
+    if exc.reason == "FILE_TOO_LARGE":
+        status = gateway_status(code_pb2.RESOURCE_EXHAUSTED, exc.message, exc.reason, field=exc.field)
+        return GatewayError(status, http=413, headers={"Connection": "close"})
+    if exc.reason == "SLOW_UPLOAD":
+        status = gateway_status(code_pb2.DEADLINE_EXCEEDED, exc.message, exc.reason, field=exc.field)
+        return GatewayError(status, http=408, headers={"Connection": "close"})
     return GatewayError(gateway_status(code_pb2.INVALID_ARGUMENT, exc.message, exc.reason, field=exc.field))
 
 
@@ -134,6 +142,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             request_id_var.reset(token)
 
 
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No content sniffing anywhere; pages may not be framed, leak their
+    address, or load anything but their own stylesheet and images."""
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.content_type == "text/html":
+        response.headers.update(pages.PAGE_HEADERS)
+    return response
+
+
 def cors(origins: list[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
     allowed = set(origins)
 
@@ -168,7 +187,18 @@ def cors(origins: list[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
 
 
 async def _body(request: web.Request) -> bytes:
-    return await request.read() if request.can_read_body else b""
+    if not request.can_read_body:
+        return b""
+    limit = request.app[SETTINGS].gateway_read_timeout_seconds
+    try:
+        async with asyncio.timeout(limit * 3):  # a whole JSON body: a few reads' worth of time
+            return await request.read()
+    except TimeoutError as exc:
+        raise GatewayError(
+            gateway_status(code_pb2.DEADLINE_EXCEEDED, "the request body arrived too slowly", "SLOW_REQUEST_BODY"),
+            http=408,
+            headers={"Connection": "close"},
+        ) from exc
 
 
 def _deadline(request: web.Request) -> float:
@@ -282,10 +312,13 @@ async def upload(request: web.Request) -> web.StreamResponse:
     routes = request.app[ROUTES]
     route, _ = routes.match("POST", "/v1/extractions:stream")
     assert route is not None
-    limit = request.app[SETTINGS].ocr_max_bytes
+    settings = request.app[SETTINGS]
     try:
-        parts = await upload_requests(request, limit)
-        response = await _invoke(request, route, parts)
+        upload = await upload_requests(request, settings.ocr_max_bytes, settings.gateway_read_timeout_seconds)
+        try:
+            response = await _invoke(request, route, upload.messages())
+        finally:
+            upload.check()  # an upload cut short here answers for itself (413, 408), whatever gRPC made of it
     except TranscodeError as exc:
         raise transcode_failure(exc) from exc
     except grpc.aio.AioRpcError as exc:
@@ -325,13 +358,13 @@ async def verify(request: web.Request) -> web.Response:
 
 
 async def oauth_token(request: web.Request) -> web.Response:
-    return await token_endpoint(request, request.app[SETTINGS], request.app[CLIENTS])
+    return await token_endpoint(request, request.app[SETTINGS], request.app[CLIENTS], request.app[TOKEN_LIMITS])
 
 
 def build_app(settings: Settings, upstream: Upstream) -> web.Application:
     routes = [r for name, spec in SERVICES.items() for r in routes_of(spec.descriptor, name)]
     table = RouteTable(routes)
-    middlewares: list[Any] = [request_context]
+    middlewares: list[Any] = [security_headers, request_context]
     origins = [o.strip() for o in settings.gateway_cors_origins.split(",") if o.strip()]
     if origins:
         middlewares.insert(0, cors(origins))
@@ -340,6 +373,7 @@ def build_app(settings: Settings, upstream: Upstream) -> web.Application:
     app[UPSTREAM] = upstream
     app[ROUTES] = table
     app[CLIENTS] = ClientRegistry(settings.auth_dir / "clients.json")
+    app[TOKEN_LIMITS] = TokenLimits(settings.gateway_token_limit_per_client, settings.gateway_token_limit_per_address)
     generator = Generator(routes, "BMC Registry API", "v1")
     extra = upload_paths() | pages.extra_paths() | token_paths()
     app[OPENAPI] = generator.document(extra, [spec.descriptor for spec in SERVICES.values()])

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.gateway.app import build_app
 from services.gateway.upstream import Upstream
+from services.kit.pki import server_ssl_context
 from services.kit.settings import Settings, get_settings
 from services.kit.telemetry import configure_logging, configure_tracing
 
@@ -21,14 +22,24 @@ log = structlog.get_logger("bmc.gateway")
 async def serve(settings: Settings) -> None:
     upstream = Upstream(settings)
     app = build_app(settings, upstream)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    # aiohttp closes a connection whose request headers are not complete by
+    # its keep-alive deadline: that deadline is the header read timeout.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        keepalive_timeout=settings.gateway_read_timeout_seconds,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, settings.bind_host, settings.gateway_port, reuse_address=True)
+    # With BMC_TLS the edge speaks only HTTPS: tokens and client secrets never travel in the clear.
+    tls = server_ssl_context(settings, "gateway") if settings.tls else None
+    site = web.TCPSite(runner, settings.bind_host, settings.gateway_port, reuse_address=True, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
         raise SystemExit(f"gateway: cannot listen on {settings.bind_host}:{settings.gateway_port} ({exc})") from exc
-    log.info("listening", address=f"http://{settings.bind_host}:{settings.gateway_port}", tls_upstream=settings.tls)
+    scheme = "https" if settings.tls else "http"
+    log.info("listening", address=f"{scheme}://{settings.bind_host}:{settings.gateway_port}", tls=settings.tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

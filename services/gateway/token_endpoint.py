@@ -1,15 +1,26 @@
 """`POST /oauth/token`: the client-credentials grant (RFC 6749 §4.4), with
 client authentication by HTTP Basic or form fields (§2.3.1) and errors in
-the shape of §5.2."""
+the shape of §5.2.
+
+Attempts are limited per client id and per address (a moving window): a
+client guessing secrets, or one address trying many clients, gets 429 with
+`Retry-After`. Tokens are short-lived (`BMC_GATEWAY_TOKEN_TTL_SECONDS`,
+15 minutes by default): a removed client's tokens die with their expiry,
+since services verify tokens offline."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import math
+import time
 from typing import Any
 
 from aiohttp import web
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from services.gateway.oauth import ClientRegistry, secret_matches
 from services.kit.settings import Settings
@@ -18,6 +29,22 @@ from services.kit.tokens import mint_token
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # A hash to compare against for unknown clients, so that timing does not tell which ids exist.
 _DECOY = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+class TokenLimits:
+    """How often a client id, and an address, may ask for a token."""
+
+    def __init__(self, per_client: str, per_address: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._rules: list[tuple[str, RateLimitItem]] = [("client", parse(per_client)), ("address", parse(per_address))]
+
+    async def wait_for(self, client_id: str, address: str) -> int:
+        """0 when the attempt may go on; else the seconds until it may."""
+        for (scope, rule), key in zip(self._rules, (client_id, address), strict=True):
+            if not await self._limiter.hit(rule, scope, key):
+                window = await self._limiter.get_window_stats(rule, scope, key)
+                return max(1, math.ceil(window.reset_time - time.time()))
+        return 0
 
 
 def _error(status: int, error: str, description: str) -> web.Response:
@@ -39,7 +66,9 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return (client_id, secret) if sep else None
 
 
-async def token_endpoint(request: web.Request, settings: Settings, clients: ClientRegistry) -> web.Response:
+async def token_endpoint(
+    request: web.Request, settings: Settings, clients: ClientRegistry, limits: TokenLimits
+) -> web.Response:
     if not settings.gateway_token_endpoint:
         return _error(404, "unsupported_grant_type", "this deployment's tokens come from its identity provider")
     if request.content_type != "application/x-www-form-urlencoded":
@@ -57,6 +86,10 @@ async def token_endpoint(request: web.Request, settings: Settings, clients: Clie
         return _error(
             401, "invalid_client", "client authentication is required (HTTP Basic or client_id/client_secret)"
         )
+    if wait := await limits.wait_for(client_id, request.remote or ""):
+        response = _error(429, "slow_down", f"too many token requests; retry in {wait} s")
+        response.headers["Retry-After"] = str(wait)
+        return response
     client = clients.get(client_id)
     matches = await asyncio.to_thread(secret_matches, secret, client.secret_hash if client else _DECOY)
     if client is None or not matches:

@@ -1,11 +1,17 @@
 """File upload for the OCR service: REST clients post the file as the raw
 request body or as `multipart/form-data`, and the gateway streams it to
-`StreamExtractInvoice` in 1 MiB chunks without holding it whole."""
+`StreamExtractInvoice` in 1 MiB chunks without holding it whole.
+
+The gateway counts what arrives: a body beyond the limit (announced or,
+when chunked, as it streams) is 413, and a body that stalls longer than the
+read timeout is 408, both decided here rather than left to whatever the
+aborted gRPC call reports."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -24,11 +30,44 @@ def _too_large(size: int, limit: int) -> TranscodeError:
     return TranscodeError("file", "FILE_TOO_LARGE", f"the file is {size:,} bytes; the limit is {limit:,}")
 
 
-async def _chunks(read: Any) -> AsyncIterator[bytes]:
-    # A body without Content-Length is not counted here: the service refuses
-    # an upload beyond its limit (FILE_TOO_LARGE) as it arrives.
-    while chunk := await read(CHUNK):
-        yield chunk
+@dataclass
+class Upload:
+    """The messages of one upload, and what stopped it early, if anything."""
+
+    header: ocr_service_pb2.UploadHeader
+    read: Callable[[int], Awaitable[bytes]]
+    limit: int
+    read_timeout: float
+    received: int = 0
+    failure: TranscodeError | None = field(default=None)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    chunk = await self.read(CHUNK)
+            except TimeoutError as exc:
+                self.failure = TranscodeError(
+                    "file", "SLOW_UPLOAD", f"no bytes of the upload for {self.read_timeout:g} s"
+                )
+                raise self.failure from exc
+            if not chunk:
+                return
+            self.received += len(chunk)
+            if self.received > self.limit:
+                self.failure = _too_large(self.received, self.limit)
+                raise self.failure
+            yield chunk
+
+    async def messages(self) -> AsyncIterator[ocr_service_pb2.StreamExtractInvoiceRequest]:
+        yield ocr_service_pb2.StreamExtractInvoiceRequest(header=self.header)
+        async for chunk in self._chunks():
+            yield ocr_service_pb2.StreamExtractInvoiceRequest(chunk=chunk)
+
+    def check(self) -> None:
+        """Raises what cut the upload short, if anything did."""
+        if self.failure is not None:
+            raise self.failure
 
 
 @dataclass
@@ -52,10 +91,8 @@ async def _file_part(request: web.Request) -> _FilePart | None:
     return _FilePart(part, fields.get("filename") or part.filename or "", fields.get("password", ""))
 
 
-async def upload_requests(
-    request: web.Request, limit: int
-) -> AsyncIterator[ocr_service_pb2.StreamExtractInvoiceRequest]:
-    """Checks the upload's shape, then returns the stream of messages:
+async def upload_requests(request: web.Request, limit: int, read_timeout: float) -> Upload:
+    """Checks the upload's shape, then returns its stream of messages:
     an `UploadHeader`, then the file's bytes in chunks."""
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)
@@ -65,7 +102,10 @@ async def upload_requests(
     size = request.content_length or 0
     if content_type == "multipart/form-data":
         try:
-            part = await _file_part(request)
+            async with asyncio.timeout(read_timeout * 3):
+                part = await _file_part(request)
+        except TimeoutError as exc:
+            raise TranscodeError("body", "SLOW_UPLOAD", "the form's fields arrived too slowly") from exc
         except (ValueError, HttpProcessingError) as exc:
             raise TranscodeError("body", "MALFORMED_MULTIPART", f"the multipart body cannot be read: {exc}") from exc
         if part is None:
@@ -75,9 +115,9 @@ async def upload_requests(
         password = part.password or password
         filename = part.filename or filename
         size = 0  # the part's size is not announced
-        source = _chunks(part.file.read_chunk)
+        read: Callable[[int], Awaitable[bytes]] = part.file.read_chunk
     elif content_type.startswith(_RAW_TYPES):
-        source = _chunks(request.content.read)
+        read = request.content.read
     else:
         raise TranscodeError(
             "Content-Type",
@@ -86,13 +126,7 @@ async def upload_requests(
             f"with a `file` part, not {content_type or 'no content type'}; JSON goes to POST /v1/extractions",
         )
     header = ocr_service_pb2.UploadHeader(filename=filename[:255], size_bytes=size, password=password[:128])
-
-    async def messages() -> AsyncIterator[ocr_service_pb2.StreamExtractInvoiceRequest]:
-        yield ocr_service_pb2.StreamExtractInvoiceRequest(header=header)
-        async for chunk in source:
-            yield ocr_service_pb2.StreamExtractInvoiceRequest(chunk=chunk)
-
-    return messages()
+    return Upload(header, read, limit, read_timeout)
 
 
 def upload_paths() -> dict[str, Any]:

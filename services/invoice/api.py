@@ -33,10 +33,10 @@ from services.kit.errors import (
     ServiceError,
     to_status,
 )
-from services.kit.idempotency import RequestKeys, request_fingerprint
+from services.kit.idempotency import RequestKeys, keyed, request_fingerprint
 from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import INSTANT, INT, TEXT, list_page
+from services.kit.paging import INSTANT, INT32, TEXT, list_page
 from services.kit.protojson import to_dict
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
@@ -121,7 +121,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         self._store, self._products = store, products
         self._policy = policy_from(settings)
         self.operations = OperationStore(database.pool, OPERATIONS)
-        self._keys = RequestKeys(database.pool)
+        self.request_keys = RequestKeys(database.pool)
         self._single: MicroBatcher[Submission, invoice_pb2.Invoice] = MicroBatcher(self._register_all)
         self.importer = InvoiceImporter(
             database,
@@ -318,24 +318,11 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
             else None,
             registered_to=request.register_time_to.ToDatetime(dt.UTC) if request.HasField("register_time_to") else None,
         )
-        rows, token = await list_page(
-            request,
-            lambda size, after: self._store.search(where, size, after),
-            keys=(INSTANT, TEXT),
-            default=50,
-            maximum=1000,
-        )
+        rows, token = await list_page(request, (INSTANT, TEXT), 50, self._store.search, where)
         return invoice_service_pb2.ListInvoicesResponse(invoices=[to_proto(r) for r in rows], next_page_token=token)
 
+    @keyed(invoice_pb2.Invoice)
     async def AnnulInvoice(self, request: invoice_service_pb2.AnnulInvoiceRequest, context: Any) -> invoice_pb2.Invoice:
-        principal = require_principal()
-        return await self._keys.once(
-            "AnnulInvoice", request, principal, invoice_pb2.Invoice, lambda: self._annul(request, principal)
-        )
-
-    async def _annul(
-        self, request: invoice_service_pb2.AnnulInvoiceRequest, principal: Principal
-    ) -> invoice_pb2.Invoice:
         current = await self._visible(request.name, "name")
         try:
             expected = int(request.etag.strip('W/"')) if request.etag else 0
@@ -345,7 +332,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
                 reason="INVALID_ETAG",
                 violations=[FieldViolation("etag", 'must look like W/"<version>"', "INVALID_ETAG")],
             ) from exc
-        meta = EventMeta(principal.subject, current.broker, request.request_id, request_id_var.get())
+        meta = EventMeta(require_principal().subject, current.broker, request.request_id, request_id_var.get())
         row = await self._store.transition(current.id, "InvoiceAnnulled", {"reason": request.reason}, meta, expected)
         return to_proto(row)
 
@@ -353,13 +340,7 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
         self, request: invoice_service_pb2.ListInvoiceEventsRequest, context: Any
     ) -> invoice_service_pb2.ListInvoiceEventsResponse:
         invoice = await self._visible(request.parent, "parent")
-        events, token = await list_page(
-            request,
-            lambda size, after: self._store.events(invoice.id, size, after[0] if after else 0),
-            keys=(INT,),
-            default=100,
-            maximum=1000,
-        )
+        events, token = await list_page(request, (INT32,), 100, self._store.events, invoice.id)
         return invoice_service_pb2.ListInvoiceEventsResponse(
             events=[_event_proto(e) for e in events], next_page_token=token
         )

@@ -40,6 +40,8 @@ async def build(resources: Resources) -> InvoiceApi:
     # Uploaded files (ZIP, XML, CSV) are read in a process of their own, within a time and memory budget.
     readers = IsolatedPool(1, settings.reader_memory_mib * 2**20, name="document-reader")
 
+    await readers.start()
+
     async def close_readers() -> None:
         readers.close()
 

@@ -374,7 +374,7 @@ class InvoiceStore(PooledStore):
         return InvoiceRow.from_record(row) if row else None
 
     async def search(
-        self, where: ListFilter, limit: int, after: Sequence[Any] | None
+        self, limit: int, after: Sequence[Any] | None, where: ListFilter
     ) -> list[tuple[InvoiceRow, tuple[dt.datetime, str]]]:
         """A page of the read model, newest registrations first, each with its sort key."""
         sql = Where()
@@ -394,8 +394,10 @@ class InvoiceStore(PooledStore):
         return [(InvoiceRow.from_record(r), (r["register_time"], r["id"])) for r in rows]
 
     async def events(
-        self, invoice_id: str, limit: int, after_version: int
+        self, limit: int, after: Sequence[int] | None, invoice_id: str
     ) -> list[tuple[chain.ChainedEvent, tuple[int]]]:
+        """An invoice's events in order, after the version `after` holds, each with its sort key."""
+        after_version = after[0] if after else 0
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",

@@ -17,6 +17,7 @@ from typing import Any
 from bmc.auth.v1 import policy_pb2
 from services.kit.errors import PermissionDenied, Unauthenticated, abort, to_status
 from services.kit.interception import Context, MethodInfo, ScopedInterceptor, metadata_value
+from services.kit.pki import peer_problem
 from services.kit.tokens import ANONYMOUS, Principal, TokenError, TokenVerifier
 
 _principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
@@ -55,6 +56,28 @@ def bearer_token(context: Context) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+class PeerInterceptor(ScopedInterceptor):
+    """With mutual TLS: the client's certificate must be one made for client
+    authentication and name a known identity (the CA alone is not enough:
+    it may have issued certificates for other purposes or to others)."""
+
+    def __init__(self, known: frozenset[str]) -> None:
+        super().__init__()
+        self._known = known
+        self._verdicts: dict[bytes, str] = {}
+
+    @asynccontextmanager
+    async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
+        pem = next(iter(context.auth_context().get("x509_pem_cert") or ()), b"")
+        problem = self._verdicts.get(pem)
+        if problem is None:
+            problem = peer_problem(pem, self._known) if pem else "no client certificate"
+            self._verdicts[pem] = problem
+        if problem:
+            await abort(context, to_status(PermissionDenied(f"TLS client refused: {problem}", reason="UNKNOWN_PEER")))
+        yield request
 
 
 class AuthenticationInterceptor(ScopedInterceptor):

@@ -15,17 +15,20 @@ long-running operations keep their keys on the operation itself
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
 
+from services.kit.auth import require_principal
 from services.kit.errors import Aborted, AlreadyExists
 from services.kit.tokens import Principal
 
 R = TypeVar("R", bound=Message)
+Q = TypeVar("Q", bound=Message)
 
 # A reservation older than this is taken to belong to a caller that died
 # before answering, and may be taken over by a retry.
@@ -117,3 +120,29 @@ class RequestKeys:
                 *key, answer.SerializeToString(),
             )  # fmt: skip
         return answer
+
+
+class Keyed(Protocol):
+    """A servicer whose keyed RPCs keep their answers in `request_keys`."""
+
+    request_keys: RequestKeys
+
+
+# An RPC method of a servicer: (servicer, request, context) to its answer.
+Rpc = Callable[[Any, Q, Any], Awaitable[R]]
+
+
+def keyed(answer_type: type[R]) -> Callable[[Rpc[Q, R]], Rpc[Q, R]]:
+    """Makes an RPC honour its request's `request_id`: answered once per key
+    of (RPC, tenant, caller), a repeat gets the stored answer."""
+
+    def wrap(rpc: Rpc[Q, R]) -> Rpc[Q, R]:
+        @functools.wraps(rpc)
+        async def once(servicer: Keyed, request: Q, context: Any) -> R:
+            return await servicer.request_keys.once(
+                rpc.__name__, request, require_principal(), answer_type, lambda: rpc(servicer, request, context)
+            )
+
+        return once
+
+    return wrap

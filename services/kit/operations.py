@@ -129,7 +129,7 @@ class OperationStore:
             return await conn.fetchrow("SELECT * FROM operations WHERE name = $1", name)
 
     async def page(
-        self, tenant: str, size: int, after: Sequence[Any] | None
+        self, size: int, after: Sequence[Any] | None, tenant: str
     ) -> list[tuple[operations_pb2.Operation, tuple[dt.datetime, str]]]:
         """Operations newest first, each with its sort key."""
         async with self._pool.acquire() as conn:
@@ -360,13 +360,7 @@ class OperationRpcs:
         self, request: operations_pb2.ListOperationsRequest, context: object
     ) -> operations_pb2.ListOperationsResponse:
         tenant = self.operations_tenant()
-        operations, token = await list_page(
-            request,
-            lambda size, after: self.operations.page(tenant, size, after),
-            keys=(INSTANT, TEXT),
-            default=20,
-            maximum=100,
-        )
+        operations, token = await list_page(request, (INSTANT, TEXT), 20, self.operations.page, tenant)
         return operations_pb2.ListOperationsResponse(operations=operations, next_page_token=token)
 
     async def CancelOperation(  # noqa: N802 - the RPC's name

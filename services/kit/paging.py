@@ -27,11 +27,13 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from buf.validate import validate_pb2
 from services.kit.errors import FieldViolation, InvalidArgument
 
 T = TypeVar("T")
 _PAGING_FIELDS = ("page_token", "page_size")
 _INT64 = (-(2**63), 2**63 - 1)
+_INT32 = (-(2**31), 2**31 - 1)
 _MAX_TEXT = 1024
 _key: bytes | None = None
 
@@ -78,10 +80,13 @@ def _read_text(value: Any) -> str:
     return value
 
 
-def _read_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not _INT64[0] <= value <= _INT64[1]:
-        raise TypeError("not a 64-bit integer key")
-    return value
+def _integer(bounds: tuple[int, int]) -> Callable[[Any], int]:
+    def read(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+            raise TypeError(f"not an integer key in [{bounds[0]}, {bounds[1]}]")
+        return value
+
+    return read
 
 
 def _read_float(value: Any) -> float:
@@ -102,7 +107,8 @@ def _read_date(value: Any) -> dt.date:
 
 
 TEXT = KeyPart("text", str, _read_text)
-INT = KeyPart("int", int, _read_int)
+INT = KeyPart("int", int, _integer(_INT64))  # a bigint column
+INT32 = KeyPart("int32", int, _integer(_INT32))  # an integer column
 SCORE = KeyPart("score", float, _read_float)
 INSTANT = KeyPart("instant", lambda v: v.isoformat(), _read_instant)
 DATE = KeyPart("date", lambda v: v.isoformat(), _read_date)
@@ -168,18 +174,34 @@ def page_size(requested: int, default: int, maximum: int) -> int:
     return default if requested <= 0 else min(requested, maximum)
 
 
-# Fetches up to `limit` items after a sort key (None: from the start), each with its own sort key.
-Fetch = Callable[[int, list[Any] | None], Awaitable[Sequence[tuple[T, Sequence[Any]]]]]
+# Fetches up to `limit` items after a sort key (None: from the start), each
+# with its own sort key; then any arguments of the caller's (filters).
+Fetch = Callable[..., Awaitable[Sequence[tuple[T, Sequence[Any]]]]]
+_maxima: dict[str, int] = {}
+
+
+def _contract_maximum(request: Message, fallback: int) -> int:
+    """The largest page the request's contract allows (its protovalidate
+    `page_size` rule), or `fallback` for a request without one."""
+    name = request.DESCRIPTOR.full_name
+    if name not in _maxima:
+        options = request.DESCRIPTOR.fields_by_name["page_size"].GetOptions()
+        rules = options.Extensions[validate_pb2.field] if options.HasExtension(validate_pb2.field) else None
+        _maxima[name] = rules.int32.lte if rules is not None and rules.int32.HasField("lte") else fallback
+    return _maxima[name]
 
 
 async def list_page(
-    request: Any, fetch: Fetch[T], *, keys: Sequence[KeyPart], default: int, maximum: int
+    request: Any, keys: Sequence[KeyPart], default: int, fetch: Fetch[T], *filters: Any
 ) -> tuple[list[T], str]:
-    """One page of a List RPC (`request` has `page_size` and `page_token`):
-    its items and the next page's token ("" on the last page). Fetches one
-    item more than the page holds, to know whether another page follows."""
-    size = page_size(request.page_size, default, maximum)
+    """One page of a List RPC (`request` has `page_size` and `page_token`)
+    sorted by `keys`: its items and the next page's token ("" on the last
+    page), from `fetch(limit, after, *filters)`. The page is `default` long,
+    or as asked up to what the contract allows (100 where it says nothing).
+    Fetches one item more than the page holds, to know whether another page
+    follows."""
+    size = page_size(request.page_size, default, _contract_maximum(request, 100))
     after = decode_page_token(request.page_token, request, keys)
-    rows = await fetch(size + 1, after)
+    rows = await fetch(size + 1, after, *filters)
     token = encode_page_token(list(rows[size - 1][1]), request, keys) if len(rows) > size else ""
     return [item for item, _ in rows[:size]], token

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from services.kit.files import exclusive_lock, write_private
 from services.kit.settings import Settings
 
 CA_NAME = "BMC Registry development CA"
+SIGNING_CA_NAME = "BMC Registry development document-signing CA"
 VALIDITY = dt.timedelta(days=825)
+# Identities the mTLS CA issues client certificates to, besides the services.
+CLIENTS = ("gateway", "bmc-cli")
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,24 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 class DevPki:
-    """Files: ca.pem, ca-key.pem, <name>.pem, <name>-key.pem."""
+    """Files: ca.pem, ca-key.pem, <name>.pem, <name>-key.pem.
 
-    def __init__(self, directory: Path) -> None:
+    Transport identities (services, the gateway, clients) and the document
+    signer have CAs of their own (`signing()`): a certificate made to sign
+    PDFs is never one a service accepts from a TLS client."""
+
+    def __init__(self, directory: Path, ca_name: str = CA_NAME) -> None:
         self.directory = directory
+        self.ca_name = ca_name
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DevPki:
         return cls(settings.pki_dir)
+
+    @classmethod
+    def signing(cls, settings: Settings) -> DevPki:
+        """The CA of the development document-signing certificate."""
+        return cls(settings.pki_dir / "signing", SIGNING_CA_NAME)
 
     @property
     def ca_path(self) -> Path:
@@ -87,7 +101,7 @@ class DevPki:
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
-                x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME),
+                x509.NameAttribute(NameOID.COMMON_NAME, self.ca_name),
             ]
         )
         now = dt.datetime.now(dt.UTC)
@@ -167,6 +181,37 @@ class DevPki:
         signed = cert.sign(ca_key, hashes.SHA256())
         write_private(key_path, _pem_key(key))
         cert_path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
+
+
+def peer_problem(pem: bytes, known: frozenset[str]) -> str:
+    """Why a TLS client's certificate is not one of a known identity made
+    for client authentication; empty when it is."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "the certificate is not made for TLS client authentication"
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return "the certificate is not made for TLS client authentication"
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if not any(str(name) in known for name in names):
+        return f"{', '.join(map(str, names)) or 'an unnamed certificate'} is not a known identity"
+    return ""
+
+
+def server_ssl_context(settings: Settings, name: str) -> ssl.SSLContext:
+    """HTTPS for `name` (the REST edge): TLS 1.3 only, its dev certificate."""
+    pki = DevPki.from_settings(settings)
+    pki.identity(name)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(pki.directory / f"{name}.pem", pki.directory / f"{name}-key.pem")
+    return context
+
+
+def client_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """An HTTPS client that trusts the dev CA (for the REST edge in TLS mode)."""
+    return ssl.create_default_context(cafile=DevPki.from_settings(settings).ca_path)
 
 
 def server_credentials(settings: Settings, service: str) -> grpc.ServerCredentials:

@@ -22,12 +22,13 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.dian import calendar
 from services.kit import paging
-from services.kit.auth import AuthenticationInterceptor, AuthorizationInterceptor
+from services.kit.auth import AuthenticationInterceptor, AuthorizationInterceptor, PeerInterceptor
 from services.kit.database import Database, open_database
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
-from services.kit.pki import server_credentials
+from services.kit.pki import CLIENTS, server_credentials
 from services.kit.redis_connection import open_redis
 from services.kit.settings import Settings, get_settings
 from services.kit.telemetry import LoggingInterceptor, TracingInterceptor, configure_logging, configure_tracing
@@ -59,11 +60,16 @@ class ServiceDefinition:
 
 
 def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
-    """The fixed order: tracing, logging, authentication, authorisation,
-    request validation, error mapping (innermost, around the handler)."""
+    """The fixed order: tracing, logging, (with mTLS) the client's identity,
+    authentication, authorisation, request validation, error mapping
+    (innermost, around the handler)."""
+    peers: list[grpc.aio.ServerInterceptor] = (
+        [PeerInterceptor(frozenset(SERVICES) | frozenset(CLIENTS))] if settings.tls else []
+    )
     return [
         TracingInterceptor(),
         LoggingInterceptor(),
+        *peers,
         AuthenticationInterceptor(TokenVerifier.from_settings(settings)),
         AuthorizationInterceptor(),
         ValidationInterceptor(),
@@ -163,6 +169,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
 def run_service(definition: ServiceDefinition) -> None:
     """Entry point of a service's `main`."""
     settings = get_settings()
+    calendar.pin(settings.calendar_date)
     configure_logging(settings, definition.name)
     configure_tracing(settings, definition.name)
     # uvloop: the libuv event loop, markedly faster for asyncpg/redis/grpc I/O.

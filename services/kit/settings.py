@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     invoice_same_or_previous_month: bool = Field(
         default=False, description="Accept only invoices issued this month or the previous one instead."
     )
+    calendar_date: dt.date | None = Field(
+        default=None,
+        description="The date the services take as today (registration windows, periods, tariffs); unset: the "
+        "Colombian date now. For tests and replays of a given day.",
+    )
     invoice_currencies: str = Field(default="COP", description="Comma-separated currencies accepted on invoices.")
     invoice_technical_keys: Path | None = Field(
         default=None, description="JSON file {issuer NIT: ClTec} to recompute production CUFEs of those issuers."
@@ -129,7 +135,22 @@ class Settings(BaseSettings):
         default=True, description="Serve POST /oauth/token from the dev issuer (off when an external IdP issues)."
     )
     gateway_token_ttl_seconds: int = Field(
-        default=3600, ge=60, le=86400, description="Lifetime of /oauth/token tokens."
+        default=900,
+        ge=60,
+        le=86400,
+        description="Lifetime of /oauth/token tokens; a removed client's tokens stay valid until they expire.",
+    )
+    gateway_token_limit_per_client: str = Field(
+        default="20/minute", description="Token requests a client id may make (moving window; 429 beyond)."
+    )
+    gateway_token_limit_per_address: str = Field(
+        default="60/minute", description="Token requests an address may make, whatever the client."
+    )
+    gateway_read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a client may take to send a request's headers, or between two reads of its body "
+        "(slow clients are cut off: 408, or the connection closed).",
     )
 
     def as_environment(self) -> dict[str, str]:

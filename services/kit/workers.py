@@ -52,6 +52,10 @@ class TaskBudgetExceeded(ResourceExhausted):
     """A task ran past its time budget or memory ceiling and was stopped."""
 
 
+def _ready() -> None:
+    """A task that only proves a worker has started."""
+
+
 class IsolatedPool:
     """A pool of worker processes for untrusted input."""
 
@@ -64,6 +68,7 @@ class IsolatedPool:
         name: str = "worker",
     ) -> None:
         self.name = name
+        self.workers = workers
         self.memory_bytes = memory_bytes
         self._pool = pebble.ProcessPool(
             max_workers=workers,
@@ -71,6 +76,11 @@ class IsolatedPool:
             initargs=(memory_bytes, setup, setup_args),
             context=multiprocessing.get_context("spawn"),
         )
+
+    async def start(self, seconds: float = 120.0) -> None:
+        """Starts the workers now (each runs its setup, such as loading a
+        model) rather than on the first upload."""
+        await asyncio.gather(*(self.run(seconds, _ready) for _ in range(self.workers)))
 
     async def run(self, budget: float, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`function(*args)` in a worker, within `budget` seconds. Cancelling

@@ -115,11 +115,5 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
         self, request: ocr_service_pb2.ListExtractionsRequest, context: Any
     ) -> ocr_service_pb2.ListExtractionsResponse:
         broker = tenant_scope(require_principal())
-        extractions, token = await list_page(
-            request,
-            lambda size, after: self._store.page(size, after, broker),
-            keys=(INSTANT, TEXT),
-            default=20,
-            maximum=100,
-        )
+        extractions, token = await list_page(request, (INSTANT, TEXT), 20, self._store.page, broker)
         return ocr_service_pb2.ListExtractionsResponse(extractions=extractions, next_page_token=token)

@@ -20,6 +20,8 @@ async def build(resources: Resources) -> OcrApi:
         settings.ocr_engines, settings.reader_memory_mib * 2**20, load_worker_engine, name="ocr-reader"
     )
 
+    await readers.start()
+
     async def close_readers() -> None:
         readers.close()
 

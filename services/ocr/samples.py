@@ -224,7 +224,10 @@ def scan(pdf: bytes, seed: int, dpi: int = 200) -> bytes:
     rng = random.Random(seed)  # noqa: S311 - test data, not secrets
     image = page_image(pdf, dpi).convert("L")
     image = image.rotate(rng.uniform(-2, 2), resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
-    noise = Image.effect_noise(image.size, 18)
+    # Seeded speckle (PIL's effect_noise draws from an unseeded C generator): uniform
+    # bytes squeezed around mid-grey to the spread of Gaussian noise of sigma 18.
+    noise = Image.frombytes("L", image.size, rng.randbytes(image.width * image.height))
+    noise = noise.point(lambda v: 128 + (v - 128) * 18 // 74)
     image = Image.blend(image, noise, 0.08)
     out = io.BytesIO()
     image.save(out, "PNG", dpi=(dpi, dpi))

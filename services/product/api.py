@@ -9,7 +9,7 @@ from google.longrunning import operations_pb2
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.kit.auth import require_principal
 from services.kit.errors import FieldViolation, InvalidArgument, NotFound
-from services.kit.idempotency import RequestKeys
+from services.kit.idempotency import RequestKeys, keyed
 from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
 from services.kit.paging import INT, SCORE, TEXT, list_page
@@ -68,7 +68,7 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
         keys: RequestKeys,
     ) -> None:
         self._store, self._cache, self._importer = store, cache, importer
-        self.operations, self._keys = operations, keys
+        self.operations, self.request_keys = operations, keys
 
     async def lookup(self, codes: list[str]) -> tuple[dict[str, product_pb2.Product], list[str]]:
         """Read-through: Redis first, PostgreSQL for the rest, then fill Redis."""
@@ -111,30 +111,20 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
             eligible_only=request.eligible_only,
             show_inactive=request.show_inactive,
         )
-        products, token = await list_page(
-            request,
-            lambda size, after: self._store.search(query, size, after),
-            keys=(SCORE, TEXT) if query.name_query else (TEXT,),
-            default=50,
-            maximum=1000,
-        )
+        keys = (SCORE, TEXT) if query.name_query else (TEXT,)
+        products, token = await list_page(request, keys, 50, self._store.search, query)
         return product_service_pb2.ListProductsResponse(products=[to_proto(p) for p in products], next_page_token=token)
 
+    @keyed(product_pb2.Product)
     async def CreateProduct(
         self, request: product_service_pb2.CreateProductRequest, context: Any
     ) -> product_pb2.Product:
-        principal = require_principal()
-        return await self._keys.once(
-            "CreateProduct", request, principal, product_pb2.Product, lambda: self._create(request, principal.subject)
-        )
-
-    async def _create(self, request: product_service_pb2.CreateProductRequest, actor: str) -> product_pb2.Product:
         try:
             data = data_from_proto(request.product_id, request.product)
         except InvalidProduct as exc:
             field = "product_id" if exc.field == "code" else f"product.{exc.field}"
             raise invalid(InvalidProduct(field, exc.reason, exc.message)) from exc
-        stored = await self._store.create(data, actor)
+        stored = await self._store.create(data, require_principal().subject)
         await self._cache.invalidate([data.code])
         return to_proto(stored)
 
@@ -177,13 +167,7 @@ class ProductApi(OperationRpcs, product_service_pb2_grpc.ProductServiceServicer)
         self, request: product_service_pb2.ListProductRevisionsRequest, context: Any
     ) -> product_service_pb2.ListProductRevisionsResponse:
         code = _code(request.name)
-        versions, token = await list_page(
-            request,
-            lambda size, after: self._store.history(code, size, after[0] if after else None),
-            keys=(INT,),
-            default=20,
-            maximum=100,
-        )
+        versions, token = await list_page(request, (INT,), 20, self._store.history, code)
         if not versions and not request.page_token:
             raise NotFound(f"product {request.name!r} not found", reason="PRODUCT_NOT_FOUND")
         return product_service_pb2.ListProductRevisionsResponse(

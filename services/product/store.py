@@ -113,7 +113,7 @@ class CatalogStore(PooledStore):
         return (await self.get_many([code])).get(code)
 
     async def search(
-        self, query: ListQuery, limit: int, after: Sequence[Any] | None
+        self, limit: int, after: Sequence[Any] | None, query: ListQuery
     ) -> list[tuple[StoredProduct, tuple[Any, ...]]]:
         """A page of products and each one's sort key: (code), or by name
         (similarity, code)."""
@@ -225,9 +225,11 @@ class CatalogStore(PooledStore):
             return await self._change(conn, code, etag, {"active": active}, change, actor)
 
     async def history(
-        self, code: str, limit: int, before_revision: int | None
+        self, limit: int, after: Sequence[int] | None, code: str
     ) -> list[tuple[StoredProduct, tuple[int]]]:
-        """Versions of a product, newest first, the current one included, each with its sort key."""
+        """Versions of a product, newest first (older than the revision
+        `after` holds), the current one included, each with its sort key."""
+        before_revision = after[0] if after else None
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT * FROM (SELECT {_COLUMN_LIST} FROM products WHERE code = $1 "  # noqa: S608

@@ -1,7 +1,13 @@
-"""Mutual TLS (BMC_TLS=1): only clients holding a certificate from the CA get in."""
+"""Mutual TLS (BMC_TLS=1): only clients holding a client certificate of a
+known identity from the CA get in; the REST edge speaks only HTTPS."""
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from services.cli.cluster import Cluster
-from services.kit.pki import DevPki, channel_credentials
+from services.cli.cluster import Cluster, gateway_url
+from services.kit.pki import DevPki, Identity, channel_credentials, client_ssl_context
 from services.kit.settings import Settings
 from services.kit.topology import SERVICES
 from tests.conftest import grpcurl, make_settings
@@ -21,8 +27,16 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def tls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = make_settings(tmp_path_factory.mktemp("tls"), "embedded", tls=True)
-    with Cluster(settings, services=["invoice", "product"]) as cluster:
+    with Cluster(settings, services=["invoice", "product"], gateway=True) as cluster:
         yield cluster.settings
+
+
+def _credentials(settings: Settings, identity: Identity) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=DevPki.from_settings(settings).ca_certificate(),
+        private_key=identity.private_key,
+        certificate_chain=identity.certificate,
+    )
 
 
 def _check(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
@@ -64,6 +78,44 @@ def test_certificate_from_another_ca_is_refused(tls_settings: Settings, tmp_path
         root_certificates=ca, private_key=identity.private_key, certificate_chain=identity.certificate
     )
     assert _check(SERVICES["product"].target(tls_settings), credentials) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_document_signing_certificate_is_no_client_certificate(tls_settings: Settings) -> None:
+    signer = DevPki.signing(tls_settings).identity("document-signer", "Bolsa Mercantil de Colombia S.A.")
+    target = SERVICES["invoice"].target(tls_settings)
+    assert _check(target, _credentials(tls_settings, signer)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_only_client_certificates_of_known_identities_are_accepted(tls_settings: Settings) -> None:
+    """Certificates from the right CA, refused all the same: one made to sign
+    documents (as the signer was issued before it had a CA of its own), and
+    a client certificate of a name the platform does not know."""
+    pki = DevPki.from_settings(tls_settings)
+    signer = pki.identity("old-document-signer", "Bolsa Mercantil de Colombia S.A.")
+    stranger = pki.identity("intruder")
+    target = SERVICES["product"].target(tls_settings)
+    assert _check(target, _credentials(tls_settings, signer)) == grpc.StatusCode.PERMISSION_DENIED
+    assert _check(target, _credentials(tls_settings, stranger)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_rest_edge_serves_only_https_at_tls_1_3(tls_settings: Settings) -> None:
+    url = gateway_url(tls_settings)
+    assert url.startswith("https://")
+    context = client_ssl_context(tls_settings)
+    with urllib.request.urlopen(url + "/healthz", context=context, timeout=5) as response:  # noqa: S310
+        assert response.status == 200
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        assert tls.version() == "TLSv1.3"
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(url.replace("https://", "http://") + "/healthz", timeout=5)  # noqa: S310
+    old = ssl.create_default_context(cafile=str(DevPki.from_settings(tls_settings).ca_path))
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/healthz", context=old, timeout=5)  # noqa: S310
 
 
 def test_grpcurl_with_client_certificate_lists_services(tls_settings: Settings) -> None:

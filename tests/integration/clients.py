@@ -15,10 +15,13 @@ from services.kit.tokens import mint_token
 
 
 class Client:
-    def __init__(self, settings: Settings, service: str, stub_type: type[Any], role: str, tenant: str = "") -> None:
+    def __init__(
+        self, settings: Settings, service: str, stub_type: type[Any], role: str, tenant: str = "", subject: str = ""
+    ) -> None:
         self.channel = sync_channel(settings, service)
         self.stub = stub_type(self.channel)
-        self.metadata = bearer(mint_token(settings, subject=f"{role}-{tenant or 'bmc'}", roles=[role], tenant=tenant))
+        subject = subject or f"{role}-{tenant or 'bmc'}"
+        self.metadata = bearer(mint_token(settings, subject=subject, roles=[role], tenant=tenant))
 
     def __getattr__(self, method: str) -> Any:
         rpc = getattr(self.stub, method)
