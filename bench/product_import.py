@@ -115,7 +115,7 @@ def run(rows: int, shard_count: int, root: Path) -> list[str]:
     paths = shards_for(rows, shard_count, root)
     size = sum(p.stat().st_size for p in paths)
     lines = [f"{rows:,} rows, {shard_count} CSV shards, {size / 1e9:.2f} GB"]
-    with platform(["product"], directory=str(root)) as cluster:
+    with platform(["product"], directory=str(root), import_roots=str(root.resolve())) as cluster:
         settings = cluster.settings
         assert cluster.infrastructure is not None
         copy_seconds = asyncio.run(raw_copy(settings, cluster.infrastructure.database_url, paths))

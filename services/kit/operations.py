@@ -111,7 +111,8 @@ class OperationStore:
                 kind, tenant, subject, request_id,
             )  # fmt: skip
         assert existing is not None  # the row the insert conflicted with is committed
-        if existing["fingerprint"] != fingerprint:
+        # Keys recorded before fingerprints were kept have none, and match any repeat.
+        if existing["fingerprint"] and existing["fingerprint"] != fingerprint:
             raise reused(request_id)
         return self._proto(existing), False
 
