@@ -38,6 +38,7 @@ from services.kit.objects import object_store
 from services.kit.pki import DevPki
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
+from services.kit.workers import die_with_parent
 
 ID_TYPES = {party_pb2.IDENTIFICATION_TYPE_NIT: "NIT", party_pb2.IDENTIFICATION_TYPE_CITIZENSHIP_CARD: "CC"}
 _sealer: Sealer | None = None
@@ -56,6 +57,7 @@ def signing_key(settings: Settings) -> SigningKey:
 
 def _start_worker(key: SigningKey) -> None:
     global _sealer
+    die_with_parent()  # a killed service leaves no renderer behind
     _sealer = Sealer(key)
 
 

@@ -3,9 +3,10 @@ AttachedDocument), a ZIP of them, or a CSV with one row per invoice line.
 
 ZIP archives are checked before they are expanded (entry count, declared and
 actual sizes, compression ratio) so that a decompression bomb is refused,
-not inflated. The invoice service calls `inspect` and `read_documents` in
-an isolated worker process (`services.kit.workers`), with a time budget from
-`reading_budget`: parsing never runs on its event loop."""
+not inflated. The invoice service runs `inspect`, `read_documents` and, for
+the files of an archive a group at a time, `parse_parts` in an isolated
+worker process (`services.kit.workers`) within a time budget: parsing never
+runs on its event loop."""
 
 from __future__ import annotations
 
@@ -113,15 +114,19 @@ def _archive(content: bytes) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
     return archive, entries
 
 
-def inspect(content: bytes, requested: int) -> float:
-    """Seconds reading the file may take (by what it expands to), once the
-    file as a whole is acceptable: a ZIP's directory within limits, an XML
-    document that parses safely. Raises DocumentError or UblError."""
-    kind, size = detect(content, requested), len(content)
+def inspect(content: bytes, requested: int) -> None:
+    """Refuses, with DocumentError or UblError, a file that is not
+    acceptable as a whole: a ZIP's directory beyond limits (a bomb), an XML
+    document that does not parse safely."""
+    kind = detect(content, requested)
     if kind == invoice_pb2.DOCUMENT_FORMAT_ZIP:
-        size = sum(e.file_size for e in _archive(content)[1])
+        _archive(content)
     elif kind in (invoice_pb2.DOCUMENT_FORMAT_UBL_INVOICE, invoice_pb2.DOCUMENT_FORMAT_ATTACHED_DOCUMENT):
         safe_root(content)
+
+
+def reading_budget(size: int) -> float:
+    """Seconds reading `size` bytes of XML or CSV may take."""
     return BASE_SECONDS + SECONDS_PER_MIB * size / 2**20
 
 
@@ -130,11 +135,24 @@ def read_documents(content: bytes, requested: int, filename: str) -> list[Source
     return list(split(content, requested, filename))
 
 
-def _zip(content: bytes) -> Iterator[SourceDocument]:
+# An XML file of an archive: its name and bytes, still to be parsed.
+Part = tuple[str, bytes]
+
+
+def _xml_entries(content: bytes) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
     archive, entries = _archive(content)
+    return archive, [e for e in entries if e.filename.lower().endswith(".xml")]
+
+
+def zip_document_count(content: bytes) -> int:
+    return len(_xml_entries(content)[1])
+
+
+def zip_parts(content: bytes) -> Iterator[Part | SourceDocument]:
+    """The archive's XML files in order, read but not parsed (or, for one
+    too large, the refusal): parsing is the costly part, done elsewhere."""
+    archive, entries = _xml_entries(content)
     for entry in entries:
-        if not entry.filename.lower().endswith(".xml"):
-            continue
         if entry.file_size > MAX_ENTRY_BYTES:
             yield SourceDocument(entry.filename, None, 0, UblError("", "TOO_LARGE", "entry larger than 10 MiB"))
             continue
@@ -143,7 +161,17 @@ def _zip(content: bytes) -> Iterator[SourceDocument]:
         if len(data) > MAX_ENTRY_BYTES:
             yield SourceDocument(entry.filename, None, 0, UblError("", "TOO_LARGE", "entry larger than 10 MiB"))
             continue
-        yield _xml(data, entry.filename)
+        yield entry.filename, data
+
+
+def parse_parts(parts: list[Part | SourceDocument]) -> list[SourceDocument]:
+    """Each part parsed, in order (for a worker process)."""
+    return [part if isinstance(part, SourceDocument) else _xml(part[1], part[0]) for part in parts]
+
+
+def _zip(content: bytes) -> Iterator[SourceDocument]:
+    for part in zip_parts(content):
+        yield part if isinstance(part, SourceDocument) else _xml(part[1], part[0])
 
 
 def _decimal(value: str, column: str, line: int) -> Decimal:

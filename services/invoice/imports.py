@@ -8,14 +8,27 @@ registered are recognised, not registered twice."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 from google.longrunning import operations_pb2
 
 from bmc.auth.v1 import policy_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.invoice.conversion import proto_from_document
-from services.invoice.documents import DocumentError, inspect, read_documents
+from services.invoice.documents import (
+    DocumentError,
+    Part,
+    SourceDocument,
+    detect,
+    inspect,
+    parse_parts,
+    read_documents,
+    reading_budget,
+    zip_document_count,
+    zip_parts,
+)
 from services.invoice.ubl import UblError
 from services.kit.database import Database
 from services.kit.errors import FieldViolation, InvalidArgument, ServiceError
@@ -58,10 +71,14 @@ class InvoiceImporter:
             self._run,
         )
 
-    async def _inspect(self, request: invoice_service_pb2.ImportInvoicesRequest, seconds: float) -> float:
-        """The reading budget of the file, or its refusal (hostile or unreadable)."""
+    async def _inspect(self, request: invoice_service_pb2.ImportInvoicesRequest, seconds: float) -> None:
+        """Refuses a hostile or unreadable file: an archive by its directory
+        (read here, in a thread: nothing is inflated), a document in the worker."""
         try:
-            return await self._readers.run(seconds, inspect, request.content, request.format)
+            if detect(request.content, request.format) == invoice_pb2.DOCUMENT_FORMAT_ZIP:
+                await asyncio.to_thread(inspect, request.content, request.format)
+            else:
+                await self._readers.run(seconds, inspect, request.content, request.format)
         except (DocumentError, UblError) as exc:
             raise unreadable(exc) from exc
 
@@ -89,37 +106,70 @@ class InvoiceImporter:
         roles = {policy_pb2.ROLE_BROKER} if job.tenant else {policy_pb2.ROLE_OPERATOR}
         principal = Principal(job.subject, frozenset(roles), job.tenant.removeprefix("brokers/"))
         await job.report("reading")
-        budget = await self._inspect(request, INSPECT_SECONDS)
+        response = invoice_pb2.ImportInvoicesResponse()
+        index = 0
+        async for sources in self._sources(job):
+            group: Group = []
+            for source in sources:
+                outcome = response.documents.add(source=source.source)
+                if source.error is not None or source.document is None:
+                    error = source.error
+                    outcome.issues.add(
+                        field=error.path if error else "", reason=error.reason if error else "UNREADABLE",
+                        description=error.message if error else "unreadable",
+                    )  # fmt: skip
+                    response.rejected += 1
+                else:
+                    outcome.number = source.document.number
+                    proto = proto_from_document(source.document, source.source_format)
+                    proto.broker = request.broker
+                    # A request id per document: a resumed import recognises what it already registered.
+                    registration = invoice_service_pb2.RegisterInvoiceRequest(
+                        invoice=proto, request_id=f"{job.name}#{index}"
+                    )
+                    group.append((outcome, registration))
+                index += 1
+            await self._register_group(group, principal, response)
+            await self._report(job, response)
+        return response
+
+    async def _sources(self, job: ImportJob) -> AsyncIterator[list[SourceDocument]]:
+        """The file's documents, a group at a time, read in the worker. An
+        archive's files are parsed a group at a time, the next group while
+        this one is registered; other files are parsed whole."""
+        request = job.request
         try:
-            sources = await self._readers.run(budget, read_documents, request.content, request.format, request.filename)
+            if detect(request.content, request.format) != invoice_pb2.DOCUMENT_FORMAT_ZIP:
+                budget = reading_budget(len(request.content))
+                sources = await self._readers.run(
+                    budget, read_documents, request.content, request.format, request.filename
+                )
+                job.progress.total = len(sources)
+                for start in range(0, len(sources), GROUP_SIZE):
+                    yield sources[start : start + GROUP_SIZE]
+                return
+            job.progress.total = await asyncio.to_thread(zip_document_count, request.content)
+            parts = zip_parts(request.content)
+            pending = await self._parse_next(parts)
+            while pending is not None:
+                following = await self._parse_next(parts)
+                try:
+                    yield await pending
+                except BaseException:
+                    if following is not None:
+                        following.cancel()
+                    raise
+                pending = following
         except (DocumentError, UblError) as exc:
             raise unreadable(exc) from exc
-        job.progress.total = len(sources)
-        response = invoice_pb2.ImportInvoicesResponse()
-        group: Group = []
-        for index, source in enumerate(sources):
-            outcome = response.documents.add(source=source.source)
-            if source.error is not None or source.document is None:
-                error = source.error
-                outcome.issues.add(
-                    field=error.path if error else "", reason=error.reason if error else "UNREADABLE",
-                    description=error.message if error else "unreadable",
-                )  # fmt: skip
-                response.rejected += 1
-                continue
-            outcome.number = source.document.number
-            proto = proto_from_document(source.document, source.source_format)
-            proto.broker = request.broker
-            # A request id per document: a resumed import recognises what it already registered.
-            group.append(
-                (outcome, invoice_service_pb2.RegisterInvoiceRequest(invoice=proto, request_id=f"{job.name}#{index}"))
-            )
-            if len(group) == GROUP_SIZE:
-                await self._register_group(group, principal, response)
-                await self._report(job, response)
-        await self._register_group(group, principal, response)
-        await self._report(job, response)
-        return response
+
+    async def _parse_next(self, parts: Iterator[Part | SourceDocument]) -> asyncio.Task[list[SourceDocument]] | None:
+        """The parse of the archive's next group, started in the worker, or None at the end."""
+        group = list(itertools.islice(parts, GROUP_SIZE))
+        if not group:
+            return None
+        size = sum(len(part[1]) for part in group if isinstance(part, tuple))
+        return asyncio.create_task(self._readers.run(reading_budget(size), parse_parts, group))
 
     async def _register_group(
         self, group: Group, principal: Principal, response: invoice_pb2.ImportInvoicesResponse

@@ -35,13 +35,19 @@ Q = TypeVar("Q", bound=Message)
 STALE_SECONDS = 60
 
 
-def request_fingerprint(request: Message, key_field: str = "request_id") -> str:
-    """What makes two requests with one key the same request: every field but the key."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    if key_field in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField(key_field)
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+def request_fingerprint(request: Message) -> str:
+    """What makes two requests with one key the same request: every field
+    but the key. (The key is cleared and put back rather than the request
+    copied: uploads carry files of tens of megabytes.)"""
+    key = getattr(request, "request_id", "")
+    if key:
+        request.ClearField("request_id")
+    try:
+        serialized = request.SerializeToString(deterministic=True)
+    finally:
+        if key:
+            request.request_id = key  # type: ignore[attr-defined]
+    return hashlib.sha256(serialized).hexdigest()
 
 
 def reused(request_id: str) -> AlreadyExists:
@@ -92,17 +98,19 @@ class RequestKeys:
                     raise reused(request_id)
                 if row["response"] is not None:
                     return answer_type.FromString(row["response"])
-                if not row["stale"]:
+                # A reservation whose caller died before answering is taken over, by one retry only.
+                taken = row["stale"] and await conn.fetchval(
+                    "UPDATE request_keys SET create_time = now() "
+                    "WHERE method = $1 AND tenant = $2 AND subject = $3 AND request_id = $4 AND response IS NULL "
+                    "AND create_time < now() - make_interval(secs => $5) RETURNING true",
+                    *key, STALE_SECONDS,
+                )  # fmt: skip
+                if not taken:
                     raise Aborted(
                         f"the request with request_id {request_id!r} is still being answered; retry shortly",
                         reason="REQUEST_IN_PROGRESS",
                         metadata={"request_id": request_id},
                     )
-                await conn.execute(
-                    "UPDATE request_keys SET create_time = now() "
-                    "WHERE method = $1 AND tenant = $2 AND subject = $3 AND request_id = $4",
-                    *key,
-                )  # fmt: skip
         try:
             answer = await produce()
         except BaseException:

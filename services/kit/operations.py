@@ -253,7 +253,7 @@ class OperationRunner(Generic[RequestT, MetaT]):
             tenant=tenant,
             subject=subject,
             request_id=getattr(request, "request_id", ""),
-            fingerprint=await asyncio.to_thread(request_fingerprint, request),
+            fingerprint=request_fingerprint(request),
         )
         if created:
             self._spawn(operation.name)

@@ -30,7 +30,7 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the kernel kills this process when the thread that started it
     (the pool's manager, in the service process) ends, even by SIGKILL."""
     try:
@@ -41,7 +41,7 @@ def _die_with_parent() -> None:
 
 
 def _start_worker(memory_bytes: int, setup: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
-    _die_with_parent()
+    die_with_parent()
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     if setup is not None:

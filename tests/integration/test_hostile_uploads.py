@@ -153,11 +153,18 @@ def test_reading_stops_when_the_callers_deadline_passes(platform: Platform, ocr:
 
 
 def xml_zip(documents: int, size: int, compressible: bool) -> bytes:
+    """A ZIP of XML documents of about `size` bytes: blank (a bomb), or a
+    soup of small elements with random attributes that barely compresses and
+    takes seconds to walk."""
     archive = io.BytesIO()
     rng = random.Random(3)
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         for n in range(documents):
-            body = b"<a>" + (b" " * size if compressible else rng.randbytes(size // 2).hex().encode()) + b"</a>"
+            if compressible:
+                body = b"<a>" + b" " * size + b"</a>"
+            else:
+                body = b"<a>" + b"".join(b'<b x="%s"/>' % rng.randbytes(8).hex().encode() for _ in range(size // 28))
+                body += b"</a>"
             z.writestr(f"f{n}.xml", body)
     return archive.getvalue()
 
@@ -178,8 +185,9 @@ def test_a_zip_of_huge_xml_is_refused_at_once(platform: Platform) -> None:
 
 
 def test_large_documents_are_read_away_from_the_event_loop(platform: Platform) -> None:
-    """Three 9 MiB XML documents that are no bomb: read in the worker while
-    the service keeps answering; each refused as no invoice."""
+    """Three 8 MiB XML documents that are no bomb but take seconds each to
+    walk: read in the worker while the service keeps answering; each refused
+    as no invoice."""
     content = xml_zip(3, 9 * 2**20, compressible=False)
     watched = Watched(platform, "invoice")
     with registry(platform.settings) as reg:
