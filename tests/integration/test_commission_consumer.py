@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -22,31 +21,22 @@ from services.commission.domain import period_of
 from services.commission.store import CommissionStore
 from services.dian import calendar
 from services.dian.calendar import local_date
-from services.kit.database import drop_database, open_database
-from tests.conftest import Platform, make_settings
+from tests.conftest import Platform
+from tests.integration.database import fresh_database
 from tests.integration.test_commission import _annulled, _registered
-
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "commission" / "migrations"
 
 
 @asynccontextmanager
-async def commission_database(platform: Platform, tmp_path: Path) -> AsyncIterator[CommissionStore]:
+async def commission_database(platform: Platform) -> AsyncIterator[CommissionStore]:
     """A fresh, migrated and seeded commission database of its own, dropped afterwards."""
-    assert platform.cluster.infrastructure is not None
-    url = platform.cluster.infrastructure.database_url
-    config = make_settings(tmp_path, "embedded", db_prefix=f"bmcc{uuid.uuid4().hex[:8]}_")
-    database = await open_database(config, url, "commission", MIGRATIONS)
-    store = CommissionStore(database)
-    try:
+    async with fresh_database(platform.cluster, "commission") as database:
+        store = CommissionStore(database)
         uvts = reference.uvt_values()
         latest, year = max(uvts, key=lambda u: u.year), calendar.today().year
         if year > latest.year:  # a year the shipped reference data does not reach: as the platform fixture does
             uvts.append(reference.UvtEntry(year, latest.value, f"provisional: {latest.year}'s value"))
         await store.seed(reference.schedules(), uvts)
         yield store
-    finally:
-        await database.close()
-        await drop_database(url, f"{config.db_prefix}commission")
 
 
 def consumer_of(store: CommissionStore) -> CommissionConsumer:
@@ -54,13 +44,13 @@ def consumer_of(store: CommissionStore) -> CommissionConsumer:
     return CommissionConsumer(store, lambda: store.book(rules))
 
 
-def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, tmp_path: Path) -> None:
+def test_an_annulment_before_its_registration_waits_for_it(platform: Platform) -> None:
     broker, now = "brokers/acme", dt.datetime.now(dt.UTC)
     registered = _registered(broker, now)
     annulled = _annulled(registered.stream_id, broker, now)
 
     async def scenario() -> tuple[str, ...]:
-        async with commission_database(platform, tmp_path) as store:
+        async with commission_database(platform) as store:
             consumer = consumer_of(store)
             with pytest.raises(EventsNotApplied):
                 await consumer.handle([annulled])  # its charge is not there yet: left for a retry
@@ -81,7 +71,7 @@ def test_an_annulment_before_its_registration_waits_for_it(platform: Platform, t
     assert asyncio.run(scenario()) == ("absent", "2", "0", "-1")
 
 
-def test_a_settlement_adds_up_to_its_invoices_to_the_peso(platform: Platform, tmp_path: Path) -> None:
+def test_a_settlement_adds_up_to_its_invoices_to_the_peso(platform: Platform) -> None:
     """Property: whatever the invoices' values, and whichever of them are
     annulled, the settlement computed in SQL equals the sum of the
     commissions the consumer charged (minus those reversed), to the peso."""
@@ -90,7 +80,7 @@ def test_a_settlement_adds_up_to_its_invoices_to_the_peso(platform: Platform, tm
     )
 
     async def scenario() -> None:
-        async with commission_database(platform, tmp_path) as store:
+        async with commission_database(platform) as store:
             consumer = consumer_of(store)
             loop = asyncio.get_running_loop()
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -17,28 +15,19 @@ from google.protobuf import wrappers_pb2
 from google.rpc import code_pb2
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
-from services.kit.database import Database, drop_database, open_database
+from services.kit.database import Database
 from services.kit.errors import AlreadyExists, FailedPrecondition
 from services.kit.operations import Job, OperationRunner, OperationStore
-from tests.conftest import Platform, make_settings
+from tests.conftest import Platform
+from tests.integration.database import fresh_database
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "invoice" / "migrations"
 Request = invoice_service_pb2.ImportInvoicesRequest
 Meta = invoice_pb2.ImportInvoicesMetadata
 
 
-@asynccontextmanager
-async def operations_database(platform: Platform, tmp_path: Path) -> AsyncIterator[Database]:
-    """A fresh, migrated database of its own (the invoice service's schema), dropped afterwards."""
-    assert platform.cluster.infrastructure is not None
-    url = platform.cluster.infrastructure.database_url
-    config = make_settings(tmp_path, "embedded", db_prefix=f"bmco{uuid.uuid4().hex[:8]}_")
-    database = await open_database(config, url, "invoice", MIGRATIONS)
-    try:
-        yield database
-    finally:
-        await database.close()
-        await drop_database(url, f"{config.db_prefix}invoice")
+def operations_database(platform: Platform) -> AbstractAsyncContextManager[Database]:
+    """A fresh database with the invoice service's schema (its operations table)."""
+    return fresh_database(platform.cluster, "invoice")
 
 
 class Recorder:
@@ -75,9 +64,9 @@ async def _done(runner: OperationRunner[Request, Meta], name: str) -> Any:
 
 
 @pytest.mark.parametrize("platform", ["embedded"], indirect=True)
-def test_an_unfinished_operation_is_run_by_one_worker_only(platform: Platform, tmp_path: Path) -> None:
+def test_an_unfinished_operation_is_run_by_one_worker_only(platform: Platform) -> None:
     async def scenario() -> tuple[list[str], list[str], Any]:
-        async with operations_database(platform, tmp_path) as database:
+        async with operations_database(platform) as database:
             first, second = Recorder(hold=0.5), Recorder(hold=0.5)
             a, b = runner(database, first), runner(database, second)
             operation, _ = await a.store.create("test", Request(filename="f"), Meta(), tenant="", subject="ops")
@@ -93,9 +82,9 @@ def test_an_unfinished_operation_is_run_by_one_worker_only(platform: Platform, t
 
 
 @pytest.mark.parametrize("platform", ["embedded"], indirect=True)
-def test_keys_are_scoped_to_kind_tenant_and_caller(platform: Platform, tmp_path: Path) -> None:
+def test_keys_are_scoped_to_kind_tenant_and_caller(platform: Platform) -> None:
     async def scenario() -> dict[str, Any]:
-        async with operations_database(platform, tmp_path) as database:
+        async with operations_database(platform) as database:
             work = Recorder()
             ops = runner(database, work)
             key = uuid.uuid4().hex
@@ -136,9 +125,9 @@ def test_keys_are_scoped_to_kind_tenant_and_caller(platform: Platform, tmp_path:
 
 
 @pytest.mark.parametrize("platform", ["embedded"], indirect=True)
-def test_cancellation_failures_and_resumption(platform: Platform, tmp_path: Path) -> None:
+def test_cancellation_failures_and_resumption(platform: Platform) -> None:
     async def scenario() -> dict[str, Any]:
-        async with operations_database(platform, tmp_path) as database:
+        async with operations_database(platform) as database:
             slow = Recorder(hold=0.3)
             ops = runner(database, slow)
             cancelled = await ops.start(Request(filename="c"), Meta(), tenant="", subject="ops")
