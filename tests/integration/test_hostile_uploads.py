@@ -30,6 +30,11 @@ from tests.integration.invoice_helpers import registry
 from tests.integration.product_helpers import reason, violations
 
 T = TypeVar("T")
+# "At once", as a bound that tells the behaviours apart rather than a
+# performance figure (bench/ and the README have those): refused from its
+# headers, a bomb takes well under a second here; read, these took 37 s to
+# 10 minutes before the fix.
+AT_ONCE = 5.0
 pytestmark = pytest.mark.parametrize("platform", ["embedded"], indirect=True)
 
 
@@ -105,7 +110,7 @@ def test_an_image_bomb_is_refused_before_it_is_decoded(platform: Platform, ocr: 
     assert watched.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason(watched.error) == "IMAGE_TOO_LARGE"
     assert "10900 x 10900" in (watched.error.details() or "")
-    assert watched.seconds < 1.0, watched.seconds
+    assert watched.seconds < AT_ONCE, watched.seconds
     assert watched.healthy(), watched.health
 
 
@@ -117,7 +122,7 @@ def test_a_pdf_content_bomb_is_refused_without_inflating_it(platform: Platform, 
     assert watched.error is not None
     assert watched.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason(watched.error) == "PAGE_CONTENT_TOO_LARGE"
-    assert watched.seconds < 1.0, watched.seconds
+    assert watched.seconds < AT_ONCE, watched.seconds
     assert watched.healthy(), watched.health
 
 
@@ -180,7 +185,7 @@ def test_a_zip_of_huge_xml_is_refused_at_once(platform: Platform) -> None:
     assert watched.error is not None
     assert watched.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(watched.error) == [("content", "DECOMPRESSION_BOMB")]
-    assert watched.seconds < 1.0, watched.seconds
+    assert watched.seconds < AT_ONCE, watched.seconds
     assert watched.healthy(), watched.health
 
 
