@@ -368,14 +368,16 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
 
 async def verify_chain(store: InvoiceStore, start: int = 1) -> chain.ChainReport:
     """Re-walks the stored chain from `start`, a batch at a time, then checks
-    it ends at the recorded head."""
-    walk = chain.ChainWalk(await store.hash_before(start), start)
-    async with contextlib.aclosing(store.walk(start)) as events:
-        async for event in events:
-            if not walk.step(event):
-                return walk.report()
-    report = walk.report()
-    position, head = await store.head()
+    it ends at the recorded head, all in one snapshot: an append committing
+    meanwhile is either wholly seen or not at all, never mistaken for tampering."""
+    async with store.snapshot() as snapshot:
+        walk = chain.ChainWalk(await snapshot.hash_before(start), start)
+        async with contextlib.aclosing(snapshot.walk(start)) as events:
+            async for event in events:
+                if not walk.step(event):
+                    return walk.report()
+        report = walk.report()
+        position, head = await snapshot.head()
     if (walk.position - 1, report.head_hash) != (position, head):
         return chain.ChainReport(False, report.checked, walk.position, "the chain ends before its recorded head", head)
     return report

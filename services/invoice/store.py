@@ -7,7 +7,8 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -405,30 +406,41 @@ class InvoiceStore(PooledStore):
             )  # fmt: skip
         return [(_event(r), (r["version"],)) for r in rows]
 
-    async def walk(self, from_position: int = 1, batch: int = 5_000) -> AsyncGenerator[chain.ChainedEvent, None]:
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[ChainSnapshot]:
+        """The chain as of one instant (a repeatable-read, read-only
+        transaction): registrations committing meanwhile are not half seen."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield ChainSnapshot(conn)
+
+
+class ChainSnapshot:
+    """Reads of the event chain inside one snapshot."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def walk(self, from_position: int, batch: int = 5_000) -> AsyncGenerator[chain.ChainedEvent, None]:
         """Every event from `from_position`, in order, a batch at a time."""
         position = from_position - 1
-        async with self.pool.acquire() as conn:
-            while True:
-                rows = await conn.fetch(
-                    "SELECT * FROM events WHERE position > $1 ORDER BY position LIMIT $2", position, batch
-                )
-                if not rows:
-                    return
-                for r in rows:
-                    yield _event(r)
-                position = rows[-1]["position"]
+        while True:
+            rows = await self._conn.fetch(
+                "SELECT * FROM events WHERE position > $1 ORDER BY position LIMIT $2", position, batch
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield _event(r)
+            position = rows[-1]["position"]
 
     async def hash_before(self, position: int) -> str:
         if position <= 1:
             return chain.GENESIS
-        async with self.pool.acquire() as conn:
-            value = await conn.fetchval("SELECT hash FROM events WHERE position = $1", position - 1)
+        value = await self._conn.fetchval("SELECT hash FROM events WHERE position = $1", position - 1)
         return str(value) if value else chain.GENESIS
 
     async def head(self) -> tuple[int, str]:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+        row = await self._conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
         assert row is not None
         return int(row["position"]), str(row["hash"])
 

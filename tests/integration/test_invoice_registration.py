@@ -300,6 +300,35 @@ def test_chain_verifies_and_an_altered_event_is_found(own_registry: Cluster) -> 
     assert broken.first_broken_position == 3
 
 
+def test_the_audit_never_cries_wolf_while_registrations_commit(own_registry: Cluster) -> None:
+    """`VerifyEventChain` 50 times while batches of registrations commit: it
+    reads one snapshot, so an append in flight is never taken for tampering."""
+    settings = own_registry.settings
+    done = threading.Event()
+
+    def register_batches() -> None:
+        with registry(settings, role="operator") as reg:
+            while not done.is_set():
+                batch = [
+                    invoice_service_pb2.RegisterInvoiceRequest(invoice=invoice(broker="brokers/acme"))
+                    for _ in range(50)
+                ]
+                reg.BatchRegisterInvoices(invoice_service_pb2.BatchRegisterInvoicesRequest(requests=batch))
+
+    writer = threading.Thread(target=register_batches)
+    writer.start()
+    reports = []
+    try:
+        with registry(settings, role="auditor") as auditor:
+            for _ in range(50):
+                reports.append(auditor.VerifyEventChain(invoice_service_pb2.VerifyEventChainRequest()))
+    finally:
+        done.set()
+        writer.join()
+    assert [r.detail for r in reports if not r.intact] == []
+    assert reports[-1].events_checked > reports[0].events_checked, "registrations committed during the audits"
+
+
 def test_the_duplicate_check_looks_invoices_up_by_index(registration: Platform) -> None:
     """It runs under the chain head's lock for every batch: a plan that reads
     the whole table slows every registration as the registry grows."""
