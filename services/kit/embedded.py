@@ -90,8 +90,11 @@ def _start_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
             "--unixsocketperm", "700",
             "--dir", str(directory),
             "--dbfilename", "bmc.rdb",
-            "--appendonly", "no",
-            "--save", "60 1000",
+            # Streams and consumer groups survive a restart: every write goes
+            # to the append-only file, flushed to disk every second.
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--appendfilename", "bmc.aof",
             "--logfile", str(directory / "redis.log"),
         ],
         stdout=subprocess.DEVNULL,
