@@ -37,6 +37,7 @@ async def build(resources: Resources) -> CertificateApi:
         f"certificate-{os.getpid()}",
         concurrently(CertificateConsumer(issuer).handle),
         count=64,  # a read is applied concurrently: enough to keep every render process busy
+        health=resources.health,
     )
     await relay.start()
     await consumer.start()

@@ -32,6 +32,7 @@ async def build(resources: Resources) -> CommissionApi:
         f"commission-{os.getpid()}",
         CommissionConsumer(store, lambda: store.book(withholding)).handle,
         count=500,
+        health=resources.health,
     )
     await relay.start()
     await consumer.start()

@@ -31,6 +31,7 @@ async def build(resources: Resources) -> InvoiceApi:
             "invoice",
             f"invoice-{os.getpid()}",
             one_by_one(lifecycle.handle),
+            health=resources.health,
         )
         for source in ("commission", "certificate")
     ]

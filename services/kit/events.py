@@ -200,6 +200,8 @@ class OutboxRelay:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+# Sets a health status: (name, serving).
+Health = Callable[[str, bool], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 
 
@@ -243,12 +245,20 @@ class StreamConsumer:
         claim_idle_ms: int = 30_000,
         block_ms: int = 1_000,
         count: int = 100,
+        health: Health | None = None,
     ) -> None:
         self._redis, self._stream, self._group, self._consumer = redis, stream, group, consumer
         self._handler = handler
         self._claim_idle_ms, self._block_ms, self._count = claim_idle_ms, block_ms, count
         self._task: asyncio.Task[None] | None = None
+        self._health = health
+        self.problem: str | None = None  # why it cannot make progress; None before the first poll
         self.handled = 0
+
+    @property
+    def health_name(self) -> str:
+        """Its name in `grpc.health.v1`: `bmc.consumer.<group>.<stream>`."""
+        return f"bmc.consumer.{self._group}.{self._stream}"
 
     async def ensure_group(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
@@ -274,7 +284,11 @@ class StreamConsumer:
         return len(live)
 
     async def poll_once(self) -> int:
-        """Reclaims stale pending messages, then reads new ones; the number handled."""
+        """Retries its own pending messages (a read its handler failed),
+        reclaims stale ones of crashed members, then reads new ones; the number handled."""
+        own: Any = await self._redis.xreadgroup(self._group, self._consumer, {self._stream: "0"}, count=self._count)
+        for _stream, messages in own or []:
+            await self._handle(messages)
         reclaimed: Any = await self._redis.xautoclaim(
             self._stream,
             self._group,
@@ -291,14 +305,36 @@ class StreamConsumer:
             handled += await self._handle(messages)
         return handled
 
+    async def _report(self, problem: str) -> None:
+        """Health follows whether the consumer makes progress, under a name of
+        its own, so a stuck consumer shows without taking the service's RPCs
+        out of rotation."""
+        if problem == self.problem:
+            return
+        self.problem = problem
+        if problem:
+            log.warning("consumer paused", group=self._group, stream=self._stream, error=problem)
+        else:
+            log.info("consumer running", group=self._group, stream=self._stream)
+        if self._health is not None:
+            await self._health(self.health_name, not problem)
+
     async def _run(self) -> None:
         while True:
             try:
                 await self.poll_once()
+                await self._report("")
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if str(exc).startswith("NOGROUP"):  # Redis lost the stream or the group: make it again
+                    log.warning("consumer group missing; recreated", group=self._group, stream=self._stream)
+                    await self.ensure_group()
+                    continue
+                await self._report(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
             except Exception as exc:  # a failing handler leaves the message pending for a retry
-                log.warning("consumer paused", group=self._group, error=str(exc))
+                await self._report(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
 
 

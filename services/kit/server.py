@@ -28,6 +28,7 @@ from services.kit.auth import AuthenticationInterceptor, AuthorizationIntercepto
 from services.kit.database import Database, open_database
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
+from services.kit.events import Health
 from services.kit.pki import CLIENTS, server_credentials
 from services.kit.redis_connection import open_redis
 from services.kit.settings import Settings, get_settings
@@ -46,6 +47,7 @@ class Resources:
     settings: Settings
     database: Database
     redis: aioredis.Redis
+    health: Health  # sets a status of its own name in grpc.health.v1 (consumers, for one)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -116,7 +118,13 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     paging.use_key(paging.key_from(settings.page_token_secret.get_secret_value(), settings.page_token_key_file))
     database = await open_database(settings, infra.database_url, definition.name, definition.migrations)
     redis = open_redis(infra.redis_url)
-    resources = Resources(settings=settings, database=database, redis=redis)
+    health_servicer = health.aio.HealthServicer()
+
+    async def set_health(name: str, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await health_servicer.set(name, status)
+
+    resources = Resources(settings=settings, database=database, redis=redis, health=set_health)
     servicer = await definition.build(resources)
 
     server = grpc.aio.server(
@@ -130,7 +138,6 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
         ],
     )
     definition.register(servicer, server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
