@@ -49,7 +49,9 @@ class MicroBatcher(Generic[_I, _R]):
                     break
             self.batches += 1
             try:
-                results = await self._handler([item for item, _ in batch])
+                results = list(await self._handler([item for item, _ in batch]))
+                if len(results) != len(batch):  # a handler bug must not take the worker (and every later caller) down
+                    raise RuntimeError(f"the batch handler answered {len(results)} results for {len(batch)} items")
             except Exception as exc:  # the whole batch failed: every caller learns why
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):

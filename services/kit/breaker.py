@@ -1,6 +1,7 @@
 """A circuit breaker for calls to another service: after `threshold`
-consecutive failures it fails fast for `reset_seconds`, then lets one trial
-call through (half-open); a success closes it again."""
+consecutive failures it fails fast for `reset_seconds`, then lets exactly
+one trial call through (half-open: the others still fail fast while it is
+out); the trial's success closes it, its failure opens it again."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class CircuitBreaker:
         self.name, self.threshold, self.reset_seconds = name, threshold, reset_seconds
         self.failures = 0
         self.opened_at: float | None = None
+        self._trial = False  # a half-open trial call is out
 
     @property
     def state(self) -> str:
@@ -29,19 +31,25 @@ class CircuitBreaker:
         self, action: Callable[[], Awaitable[_T]], failure: type[BaseException] | tuple[type[BaseException], ...]
     ) -> _T:
         """Runs `action`; exceptions of type `failure` count against the breaker."""
-        if self.state == "open":
+        state = self.state
+        if state == "open" or (state == "half-open" and self._trial):
             raise Unavailable(
                 f"{self.name} is unavailable (circuit open after {self.failures} failures); retry shortly",
                 reason="CIRCUIT_OPEN",
                 metadata={"dependency": self.name},
             )
+        trial = state == "half-open"
+        self._trial = self._trial or trial
         try:
             result = await action()
         except failure:
             self.failures += 1
-            if self.failures >= self.threshold or self.state == "half-open":
+            if self.failures >= self.threshold or trial:
                 self.opened_at = time.monotonic()
             raise
+        finally:
+            if trial:
+                self._trial = False
         self.failures = 0
         self.opened_at = None
         return result
