@@ -22,7 +22,9 @@ def test_a_handler_answering_the_wrong_count_fails_its_batch_and_the_batcher_ser
     async def scenario() -> tuple[list[object], int]:
         nonlocal faulty
         batcher: MicroBatcher[int, int] = MicroBatcher(handler)
-        first = await asyncio.gather(*(batcher.submit(n) for n in range(3)), return_exceptions=True)
+        first = await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(n) for n in range(3)), return_exceptions=True), timeout=5
+        )
         faulty = False
         later = await asyncio.wait_for(batcher.submit(21), timeout=5)
         await batcher.close()
