@@ -1,6 +1,8 @@
 """What the invoice service does with other services' events: a calculated
 commission marks the registration COMMISSIONED, an issued certificate marks
-it CERTIFIED. Idempotent: redelivered events change nothing."""
+it CERTIFIED. Each is recorded in the invoice's history whatever the order
+they arrive in (the state only moves forward; an annulled invoice stays
+annulled). Idempotent: redelivered events change nothing."""
 
 from __future__ import annotations
 
@@ -37,5 +39,5 @@ class LifecycleConsumer:
                 applying=(f"{CONSUMER}:{event.type}", event.event_id),
             )
         except (NotFound, FailedPrecondition) as exc:
-            # An annulled or unknown invoice cannot move on; the event is acknowledged, not retried forever.
+            # An unknown invoice cannot record it; the event is acknowledged, not retried forever.
             log.warning("event not applied", event_id=event.event_id, type=event.type, reason=exc.reason)

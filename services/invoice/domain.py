@@ -44,16 +44,12 @@ class State(StrEnum):
     ANNULLED = "ANNULLED"
 
 
-# Which event moves a registration from which state to which.
-TRANSITIONS: Mapping[tuple[State | None, str], State] = {
-    (None, "InvoiceRegistered"): State.REGISTERED,
-    (State.REGISTERED, "CommissionCalculated"): State.COMMISSIONED,
-    (State.REGISTERED, "InvoiceCertified"): State.CERTIFIED,
-    (State.COMMISSIONED, "InvoiceCertified"): State.CERTIFIED,
-    (State.REGISTERED, "InvoiceAnnulled"): State.ANNULLED,
-    (State.COMMISSIONED, "InvoiceAnnulled"): State.ANNULLED,
-    (State.CERTIFIED, "InvoiceAnnulled"): State.ANNULLED,
-}
+# Steps other services report (a commission charged, a certificate issued):
+# facts that happened, which reach the invoice through streams in whatever
+# order. Each is recorded whenever it arrives; the state is the furthest step
+# reached, and an annulled registration stays annulled.
+REPORTED_STEPS: Mapping[str, State] = {"CommissionCalculated": State.COMMISSIONED, "InvoiceCertified": State.CERTIFIED}
+_PROGRESS = (State.REGISTERED, State.COMMISSIONED, State.CERTIFIED)
 
 
 class IllegalTransition(ValueError):
@@ -64,10 +60,19 @@ class IllegalTransition(ValueError):
 
 
 def next_state(state: State | None, event: str) -> State:
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise IllegalTransition(state, event) from None
+    """The state after `event`. Registration only starts an invoice and an
+    annulment only ends a live one; a reported step is accepted in any state
+    of an existing invoice and never moves it back."""
+    if event == "InvoiceRegistered" and state is None:
+        return State.REGISTERED
+    if event == "InvoiceAnnulled" and state not in (None, State.ANNULLED):
+        return State.ANNULLED
+    reached = REPORTED_STEPS.get(event)
+    if reached is not None and state is not None:
+        if state is State.ANNULLED:
+            return state
+        return max(state, reached, key=_PROGRESS.index)
+    raise IllegalTransition(state, event)
 
 
 class Issue(NamedTuple):
