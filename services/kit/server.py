@@ -26,6 +26,7 @@ from services.dian import calendar
 from services.kit import paging
 from services.kit.auth import AuthenticationInterceptor, AuthorizationInterceptor, PeerInterceptor
 from services.kit.database import Database, open_database
+from services.kit.deadlines import DeadlineInterceptor
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
 from services.kit.events import Health
@@ -62,7 +63,7 @@ class ServiceDefinition:
 
 
 def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
-    """The fixed order: tracing, logging, (with mTLS) the client's identity,
+    """The fixed order: tracing, logging, the caller's deadline, (with mTLS) the client's identity,
     authentication, authorisation, request validation, error mapping
     (innermost, around the handler)."""
     peers: list[grpc.aio.ServerInterceptor] = (
@@ -71,6 +72,7 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [
         TracingInterceptor(),
         LoggingInterceptor(),
+        DeadlineInterceptor(),
         *peers,
         AuthenticationInterceptor(TokenVerifier.from_settings(settings)),
         AuthorizationInterceptor(),

@@ -12,6 +12,7 @@ import grpc
 
 from services.kit.breaker import CircuitBreaker
 from services.kit.clients import aio_channel, bearer
+from services.kit.deadlines import bounded
 from services.kit.errors import Unavailable, from_remote
 from services.kit.settings import Settings
 from services.kit.telemetry import outgoing_metadata
@@ -40,7 +41,8 @@ class ServiceClient:
         self._channel = aio_channel(settings, callee, client=caller)
         self.stub = stub_type(self._channel)
         self._deadline = deadline
-        self._breaker = CircuitBreaker(f"{callee} service")
+        # Half-open after a second, one trial at a time: a dependency that comes back is used again within ~1 s.
+        self._breaker = CircuitBreaker(f"{callee} service", reset_seconds=1.0)
         self._token = ""
         self._token_expires = 0.0
 
@@ -57,7 +59,8 @@ class ServiceClient:
     async def call(self, method: Callable[..., Awaitable[_T]], request: Any) -> _T:
         async def attempt() -> _T:
             try:
-                return await method(request, metadata=self._metadata(), timeout=self._deadline)
+                # What is left of the caller's deadline, if less: the callee gets no more time than the caller has.
+                return await method(request, metadata=self._metadata(), timeout=bounded(self._deadline))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _DEPENDENCY_FAILURES:
                     raise _DependencyFailure(exc) from exc

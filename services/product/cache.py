@@ -10,6 +10,7 @@ back, so no stale entry outlives an outage.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from bmc.product.v1 import product_pb2
+from services.kit.deadlines import bounded
 
 log = structlog.get_logger("bmc.product.cache")
 
@@ -27,6 +29,7 @@ POSITIVE_TTL_SECONDS = 3600
 MISSING_LIMIT = 1_000_000
 PENDING_LIMIT = 100_000
 BREAKER_SECONDS = 5.0
+CACHE_SECONDS = 0.5  # longest a cache call may take, whatever the deadline
 _T = TypeVar("_T")
 # A batch of found products in one command: a pipeline of a hundred SETs costs
 # redis-py more to pack and parse than the lookup itself. (With Redis Cluster
@@ -64,7 +67,10 @@ class ProductCache:
         try:
             if self._pending or self._pending_all:
                 await self._replay()
-            return await action()
+            # A cache must answer fast or be skipped: at most a quarter of what is left of the
+            # caller's deadline (a frozen Redis would otherwise hold the call past it), PostgreSQL after.
+            async with asyncio.timeout(bounded(CACHE_SECONDS, share=0.25)):
+                return await action()
         except (RedisError, OSError, TimeoutError) as exc:
             self._open_until = time.monotonic() + BREAKER_SECONDS
             log.warning("redis unavailable, serving from PostgreSQL", error=str(exc), retry_in_s=BREAKER_SECONDS)

@@ -3,6 +3,7 @@ and the catalog answering from PostgreSQL while Redis is down."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -120,3 +121,25 @@ def test_catalog_answers_from_postgresql_while_redis_is_down(
     finally:
         restarted.terminate()
         restarted.wait()
+
+
+def test_a_frozen_redis_falls_back_to_postgresql_within_the_callers_deadline(
+    own_redis: tuple[Cluster, subprocess.Popen[bytes], list[str]],
+) -> None:
+    """Redis stopped mid-flight (SIGSTOP: connections stay open, nothing
+    answers): lookups with a 2 s deadline, as the invoice service makes them,
+    still answer from PostgreSQL."""
+    cluster, server, _ = own_redis
+    code = f"F-{uuid.uuid4().hex[:8].upper()}"
+    with catalog(cluster.settings) as cat:
+        cat.create(code, "Guanabana")
+        assert _get(cluster.settings, code).display_name == "Guanabana"  # cached
+        server.send_signal(signal.SIGSTOP)
+        try:
+            answers = [
+                cat.BatchGetProducts(product_service_pb2.BatchGetProductsRequest(names=[f"products/{code}"]), timeout=2)
+                for _ in range(3)
+            ]
+        finally:
+            server.send_signal(signal.SIGCONT)
+    assert [[p.display_name for p in a.products] for a in answers] == [["Guanabana"]] * 3
