@@ -55,6 +55,10 @@ def signing_key(settings: Settings) -> SigningKey:
     return SigningKey(directory / "document-signer.pem", directory / "document-signer-key.pem", (pki.ca_path,))
 
 
+def _ready() -> None:
+    """A task that only proves a render process has started."""
+
+
 def _start_worker(key: SigningKey) -> None:
     global _sealer
     die_with_parent()  # a killed service leaves no renderer behind
@@ -125,6 +129,13 @@ class Issuer:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=(self._key,),
+        )
+
+    async def warm(self) -> None:
+        """Starts the render processes now rather than at the first certificate."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _ready) for _ in range(self._settings.certificate_renderers))
         )
 
     def close(self) -> None:

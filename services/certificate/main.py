@@ -27,6 +27,7 @@ async def build(resources: Resources) -> CertificateApi:
         settings, "certificate", "commission", commission_service_pb2_grpc.CommissionServiceStub
     )
     issuer = await asyncio.to_thread(Issuer, settings, store, invoices, commissions)
+    await issuer.warm()
     relay = OutboxRelay(
         store.pool, resources.redis, stream_name(settings.redis_prefix, "certificate"), "certificate.events"
     )

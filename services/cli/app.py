@@ -28,11 +28,13 @@ console = Console()
 
 def status_table(statuses: list[ServiceStatus], title: str) -> Table:
     table = Table(title=title)
-    for column in ("service", "gRPC name", "address", "pid", "health", "log"):
+    for column in ("service", "gRPC name", "address", "pid", "health", "restarts", "log"):
         table.add_column(column)
     for s in statuses:
         colour = "green" if s.health == "SERVING" else "red"
-        table.add_row(s.name, s.full_name, s.address, str(s.pid), f"[{colour}]{s.health}[/]", str(s.log))
+        table.add_row(
+            s.name, s.full_name, s.address, str(s.pid), f"[{colour}]{s.health}[/]", str(s.restarts), str(s.log)
+        )
     return table
 
 
@@ -58,9 +60,10 @@ def up() -> None:
         assert infra is not None
         console.print(f"PostgreSQL: {infra.database_url}\nRedis: {infra.redis_url}")
         console.print(f"TLS: {'mutual TLS (dev CA in ' + str(settings.pki_dir) + ')' if settings.tls else 'off'}")
-        console.print("ready; press Ctrl-C to stop", style="bold")
+        console.print("ready; press Ctrl-C to stop (crashed parts are restarted)", style="bold")
         while not stopping:
-            cluster.check_alive()
+            for name in cluster.supervise():
+                console.print(f"[yellow]{name} stopped unexpectedly; restarted[/] (restarts: {cluster.restarts[name]})")
             time.sleep(0.5)
     except ClusterError as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ class ServiceStatus:
     pid: int
     health: str
     log: Path
+    restarts: int = 0
 
 
 def health_of(settings: Settings, spec: ServiceSpec, timeout: float = 1.0) -> str:
@@ -87,6 +89,8 @@ class Cluster:
         self.infrastructure: EmbeddedInfrastructure | None = None
         # Each service runs `settings.workers` processes on one port (SO_REUSEPORT).
         self.processes: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.restarts: Counter[str] = Counter()
+        self._crashes: dict[str, list[float]] = {}  # when each part last died, for the back-off
 
     def _environment(self) -> dict[str, str]:
         assert self.infrastructure is not None
@@ -141,14 +145,39 @@ class Cluster:
     def _spawn(self, spec: ServiceSpec) -> None:
         self._spawn_module(spec.name, spec.module, self.settings.workers)
 
-    def _spawn_module(self, name: str, module: str, count: int) -> None:
+    def _popen(self, name: str, module: str) -> subprocess.Popen[bytes]:
         with (self.log_dir / f"{name}.log").open("ab") as log:
-            self.processes[name] = [
-                subprocess.Popen(
-                    [sys.executable, "-m", module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
-                )
-                for _ in range(count)
-            ]
+            return subprocess.Popen(
+                [sys.executable, "-m", module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def _spawn_module(self, name: str, module: str, count: int) -> None:
+        self.processes[name] = [self._popen(name, module) for _ in range(count)]
+
+    def supervise(self) -> list[str]:
+        """Restarts what died — a service process, the gateway, an embedded
+        database — as ECS restarts a stopped task: each after a back-off that
+        doubles with every crash of the last ten minutes (1 s up to 60 s); the
+        others keep running. Returns what it restarted now."""
+        restarted = []
+        now = time.monotonic()
+        if self.infrastructure is not None:
+            for name in self.infrastructure.revive():
+                self.restarts[name] += 1
+                restarted.append(name)
+        for name, group in self.processes.items():
+            module = SERVICES[name].module if name in SERVICES else "services.gateway.main"
+            for index, process in enumerate(group):
+                if process.poll() is None:
+                    continue
+                crashes = [t for t in self._crashes.get(name, []) if now - t < 600]
+                if crashes and now - crashes[-1] < min(60.0, 2.0 ** (len(crashes) - 1)):
+                    continue  # backing off
+                self._crashes[name] = [*crashes, now]
+                group[index] = self._popen(name, module)
+                self.restarts[name] += 1
+                restarted.append(name)
+        return restarted
 
     def kill(self, name: str) -> None:
         """Kills one service abruptly (SIGKILL), as a crash would."""
@@ -198,6 +227,7 @@ class Cluster:
                 pid=self.processes[spec.name][0].pid,
                 health=health_of(self.settings, spec),
                 log=self.log_dir / f"{spec.name}.log",
+                restarts=self.restarts[spec.name],
             )
             for spec in self.specs
         ] + (
@@ -209,6 +239,7 @@ class Cluster:
                     pid=self.processes[GATEWAY][0].pid,
                     health=gateway_state(self.settings),
                     log=self.log_dir / f"{GATEWAY}.log",
+                    restarts=self.restarts[GATEWAY],
                 )
             ]
             if GATEWAY in self.processes

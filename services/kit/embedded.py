@@ -27,8 +27,22 @@ class EmbeddedInfrastructure:
     database_url: str
     redis_url: str
     embedded: list[str] = field(default_factory=list)
+    data_dir: Path = Path(".bmc")
     _postgres: Any = field(default=None, repr=False)
     _redis: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def revive(self) -> list[str]:
+        """Starts again whichever embedded server died, at the same address
+        and on the same data (services reconnect by themselves); the names of
+        those restarted."""
+        revived = []
+        if self._redis is not None and self._redis.poll() is not None:
+            self.redis_url, self._redis = _start_redis(self.data_dir)
+            revived.append("redis")
+        if self._postgres is not None and not _postgres_alive(Path(self._postgres.pgdata)):
+            self._postgres.ensure_postgres_running()
+            revived.append("postgresql")
+        return revived
 
     def close(self) -> None:
         """Stops the embedded servers now (a fast shutdown for PostgreSQL), so
@@ -44,6 +58,14 @@ class EmbeddedInfrastructure:
                 self._redis.kill()
                 self._redis.wait()
         self._redis = None
+
+
+def _postgres_alive(pgdata: Path) -> bool:
+    try:
+        os.kill(int((pgdata / "postmaster.pid").read_text().split()[0]), 0)
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return False
+    return True
 
 
 def _stop_postgres(pgdata: Path) -> None:
@@ -110,7 +132,9 @@ def _start_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
 
 def ensure_infrastructure(settings: Settings) -> EmbeddedInfrastructure:
     """The configured URLs, starting embedded servers for those left unset."""
-    infra = EmbeddedInfrastructure(database_url=settings.database_url or "", redis_url=settings.redis_url or "")
+    infra = EmbeddedInfrastructure(
+        database_url=settings.database_url or "", redis_url=settings.redis_url or "", data_dir=settings.data_dir
+    )
     if not settings.database_url:
         infra.database_url, infra._postgres = _start_postgres(settings.data_dir)
         infra.embedded.append("postgresql")
