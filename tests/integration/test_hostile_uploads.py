@@ -52,7 +52,7 @@ class Watched:
 
         def watch() -> None:
             while not done.is_set():
-                self.health.append(health_of(self._platform.settings, self._spec, timeout=0.5))
+                self.health.append(health_of(self._platform.settings, self._spec, timeout=1.0))
                 time.sleep(0.1)
 
         watcher = threading.Thread(target=watch)
@@ -111,7 +111,7 @@ def test_an_image_bomb_is_refused_before_it_is_decoded(platform: Platform, ocr: 
     assert reason(watched.error) == "IMAGE_TOO_LARGE"
     assert "10900 x 10900" in (watched.error.details() or "")
     assert watched.seconds < AT_ONCE, watched.seconds
-    assert watched.healthy(), watched.health
+    assert watched.healthy(), [h for h in watched.health if h != "SERVING"]
 
 
 def test_a_pdf_content_bomb_is_refused_without_inflating_it(platform: Platform, ocr: Client) -> None:
@@ -123,7 +123,7 @@ def test_a_pdf_content_bomb_is_refused_without_inflating_it(platform: Platform, 
     assert watched.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason(watched.error) == "PAGE_CONTENT_TOO_LARGE"
     assert watched.seconds < AT_ONCE, watched.seconds
-    assert watched.healthy(), watched.health
+    assert watched.healthy(), [h for h in watched.health if h != "SERVING"]
 
 
 def _workers(platform: Platform) -> set[int]:
@@ -153,7 +153,7 @@ def test_reading_stops_when_the_callers_deadline_passes(platform: Platform, ocr:
     assert watched.error is not None
     assert watched.error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert before - after, "the worker reading past the deadline was stopped (and replaced)"
-    assert watched.healthy(), watched.health
+    assert watched.healthy(), [h for h in watched.health if h != "SERVING"]
     assert ocr.ExtractInvoice(ocr_service_pb2.ExtractInvoiceRequest(content=render_pdf(invoice))).fields
 
 
@@ -186,7 +186,7 @@ def test_a_zip_of_huge_xml_is_refused_at_once(platform: Platform) -> None:
     assert watched.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(watched.error) == [("content", "DECOMPRESSION_BOMB")]
     assert watched.seconds < AT_ONCE, watched.seconds
-    assert watched.healthy(), watched.health
+    assert watched.healthy(), [h for h in watched.health if h != "SERVING"]
 
 
 def test_large_documents_are_read_away_from_the_event_loop(platform: Platform) -> None:
@@ -205,7 +205,7 @@ def test_large_documents_are_read_away_from_the_event_loop(platform: Platform) -
     assert watched.error is None, watched.error
     assert done is not None
     assert not done.HasField("error"), done
-    assert watched.healthy(), watched.health
+    assert watched.healthy(), [h for h in watched.health if h != "SERVING"]
     assert len(watched.health) >= 3, "the health checks ran while the documents were read"
 
 
