@@ -39,6 +39,8 @@ from tests.integration.invoice_helpers import Registry, invoice, load_sample_cat
 from tests.integration.product_helpers import Catalog, reason, violations
 
 PERIOD = period_of(calendar.today())
+# Service logic, the same on either backend: the embedded one is enough.
+pytestmark = pytest.mark.parametrize("platform", ["embedded"], indirect=True)
 
 
 @pytest.fixture(scope="module")

@@ -71,19 +71,21 @@ def _publish(settings: Settings, url: str, service: str, event_type: str, invoic
     redis.Redis.from_url(url).xadd(stream_name(settings.redis_prefix, service), event.fields())  # type: ignore[arg-type]
 
 
-def test_commission_and_certificate_events_move_the_invoice_once(registration: Platform) -> None:
-    url = _redis_url(registration.cluster)
-    with registry(registration.settings) as reg:
+def test_commission_and_certificate_events_move_the_invoice_once(own_registry: Cluster) -> None:
+    """The events as the commission and certificate services would publish
+    them (no such services run here, so these are the only ones)."""
+    url = _redis_url(own_registry)
+    with registry(own_registry.settings) as reg:
         registered = reg.register(invoice())
 
         def state() -> int:
             return reg.GetInvoice(invoice_service_pb2.GetInvoiceRequest(name=registered.name)).state  # type: ignore[no-any-return]
 
         commission_id, certificate_id = str(uuid.uuid4()), str(uuid.uuid4())
-        _publish(registration.settings, url, "commission", "CommissionCalculated", registered.name, commission_id)
+        _publish(own_registry.settings, url, "commission", "CommissionCalculated", registered.name, commission_id)
         _wait(lambda: state() == invoice_pb2.INVOICE_STATE_COMMISSIONED)
         for _ in range(2):  # delivered twice: applied once
-            _publish(registration.settings, url, "certificate", "CertificateIssued", registered.name, certificate_id)
+            _publish(own_registry.settings, url, "certificate", "CertificateIssued", registered.name, certificate_id)
         _wait(lambda: state() == invoice_pb2.INVOICE_STATE_CERTIFIED)
         time.sleep(1.0)
         final = reg.GetInvoice(invoice_service_pb2.GetInvoiceRequest(name=registered.name))

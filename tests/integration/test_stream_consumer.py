@@ -8,9 +8,8 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
 from services.kit.events import Event, StreamConsumer
+from services.kit.redis_connection import open_redis
 from tests.conftest import Platform
 
 
@@ -24,7 +23,7 @@ def test_a_lost_group_is_recreated_and_health_follows_progress(platform: Platfor
     stream = f"{platform.settings.redis_prefix}test-{uuid.uuid4().hex[:8]}.events"
 
     async def scenario() -> tuple[list[int], list[tuple[str, bool]], str]:
-        client = aioredis.Redis.from_url(url)
+        client = open_redis(url)  # as the services have it: no read waits for ever
         handled: list[int] = []
         health: list[tuple[str, bool]] = []
         failing = asyncio.Event()
@@ -58,7 +57,7 @@ def test_a_lost_group_is_recreated_and_health_follows_progress(platform: Platfor
             await client.aclose()
         return handled, health, reason
 
-    handled, health, reason = asyncio.run(scenario())
+    handled, health, reason = asyncio.run(asyncio.wait_for(scenario(), timeout=90))
     assert handled[:3] == [0, 1, 2]
     assert set(handled) == {0, 1, 2, 3, 4}, "the recreated group delivers again; handlers are idempotent"
     assert [serving for _, serving in health] == [True, False, True]
