@@ -14,7 +14,10 @@ from services.certificate.domain import normalise_code
 from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
 from services.kit.auth import acting_for, require_principal, tenant_scope
+from services.kit.catchup import outbox_page
+from services.kit.dead_letters import DeadLetterRpcs
 from services.kit.errors import DataLoss, NotFound
+from services.kit.events import OUTBOX_RELAY_QUERY
 from services.kit.idempotency import RequestKeys, keyed
 from services.kit.names import resource_id
 from services.kit.objects import CorruptObject
@@ -28,7 +31,7 @@ def _id(name: str) -> str:
     return resource_id(name, "certificates")
 
 
-class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
+class CertificateApi(DeadLetterRpcs, certificate_service_pb2_grpc.CertificateServiceServicer):
     """RPCs of `bmc.certificate.v1.CertificateService`."""
 
     def __init__(self, store: CertificateStore, issuer: Issuer, keys: RequestKeys) -> None:
@@ -103,6 +106,14 @@ class CertificateApi(certificate_service_pb2_grpc.CertificateServiceServicer):
         if revoked is None:
             raise NotFound(f"{request.name} not found", reason="CERTIFICATE_NOT_FOUND")
         return revoked
+
+    async def ListCertificateEvents(
+        self, request: certificate_service_pb2.ListCertificateEventsRequest, context: Any
+    ) -> certificate_service_pb2.ListCertificateEventsResponse:
+        response: certificate_service_pb2.ListCertificateEventsResponse = await outbox_page(
+            self._store.pool, OUTBOX_RELAY_QUERY, request, certificate_service_pb2.ListCertificateEventsResponse
+        )
+        return response
 
     async def VerifyCertificate(
         self, request: certificate_service_pb2.VerifyCertificateRequest, context: Any

@@ -10,8 +10,8 @@ from decimal import Decimal
 import structlog
 
 from services.certificate.issuing import Issuer
+from services.kit.envelopes import Event
 from services.kit.errors import FailedPrecondition, NotFound
-from services.kit.events import Event
 
 log = structlog.get_logger("bmc.certificate.consumer")
 

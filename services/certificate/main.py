@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
-from bmc.certificate.v1 import certificate_service_pb2_grpc
-from bmc.commission.v1 import commission_service_pb2_grpc
+from bmc.certificate.v1 import certificate_service_pb2, certificate_service_pb2_grpc
+from bmc.commission.v1 import commission_service_pb2, commission_service_pb2_grpc
 from bmc.invoice.v1 import invoice_service_pb2_grpc
 from services.certificate.api import CertificateApi
 from services.certificate.consumer import CertificateConsumer
 from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
-from services.kit.events import OutboxRelay, StreamConsumer, concurrently, stream_name
+from services.kit.catchup import remote_feed
+from services.kit.event_wiring import Subscription, start_relay, subscribe
+from services.kit.events import concurrently
 from services.kit.idempotency import RequestKeys
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
@@ -28,26 +29,31 @@ async def build(resources: Resources) -> CertificateApi:
     )
     issuer = await asyncio.to_thread(Issuer, settings, store, invoices, commissions)
     await issuer.warm()
-    relay = OutboxRelay(
-        store.pool, resources.redis, stream_name(settings.redis_prefix, "certificate"), "certificate.events"
-    )
-    consumer = StreamConsumer(
-        resources.redis,
-        stream_name(settings.redis_prefix, "commission"),
+    await start_relay(resources, "certificate")
+    dead_letters = await subscribe(
+        resources,
         "certificate",
-        f"certificate-{os.getpid()}",
-        concurrently(CertificateConsumer(issuer).handle),
-        count=64,  # a read is applied concurrently: enough to keep every render process busy
-        health=resources.health,
+        [
+            Subscription(
+                "commission",
+                concurrently(CertificateConsumer(issuer).handle),
+                remote_feed(
+                    lambda r: commissions.call(commissions.stub.ListCommissionEvents, r),
+                    commission_service_pb2.ListCommissionEventsRequest,
+                ),
+                count=64,  # a read is applied concurrently: enough to keep every render process busy
+            )
+        ],
+        certificate_service_pb2.ListDeadLettersResponse,
     )
-    await relay.start()
-    await consumer.start()
 
     async def close_issuer() -> None:
         issuer.close()
 
-    resources.on_stop += [consumer.stop, relay.stop, close_issuer, invoices.close, commissions.close]
-    return CertificateApi(store, issuer, RequestKeys(resources.database.pool))
+    resources.on_stop += [close_issuer, invoices.close, commissions.close]
+    api = CertificateApi(store, issuer, RequestKeys(resources.database.pool))
+    api.dead_letters = dead_letters
+    return api
 
 
 DEFINITION = ServiceDefinition(

@@ -28,8 +28,11 @@ from services.commission.settlements import OPERATIONS, SettlementRunner
 from services.commission.store import CommissionStore
 from services.dian import calendar
 from services.kit.auth import acting_for, require_principal, tenant_scope
+from services.kit.catchup import outbox_page
 from services.kit.database import Database
+from services.kit.dead_letters import DeadLetterRpcs
 from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.kit.events import OUTBOX_RELAY_QUERY
 from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
 from services.kit.paging import DATE, INSTANT, INT32, TEXT, list_page
@@ -51,7 +54,7 @@ def _date(value: date_pb2.Date, field: str) -> dt.date:
         raise _invalid(field, f"not a calendar date ({exc})", "INVALID_DATE") from exc
 
 
-class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionServiceServicer):
+class CommissionApi(OperationRpcs, DeadLetterRpcs, commission_service_pb2_grpc.CommissionServiceServicer):
     """RPCs of `bmc.commission.v1.CommissionService`."""
 
     def __init__(
@@ -250,6 +253,14 @@ class CommissionApi(OperationRpcs, commission_service_pb2_grpc.CommissionService
             return httpbody_pb2.HttpBody(content_type="application/json", data=content)
         content = await self.settlements.csv(settlement, last_entry)
         return httpbody_pb2.HttpBody(content_type="text/csv; charset=utf-8", data=content)
+
+    async def ListCommissionEvents(
+        self, request: commission_service_pb2.ListCommissionEventsRequest, context: Any
+    ) -> commission_service_pb2.ListCommissionEventsResponse:
+        response: commission_service_pb2.ListCommissionEventsResponse = await outbox_page(
+            self._store.pool, OUTBOX_RELAY_QUERY, request, commission_service_pb2.ListCommissionEventsResponse
+        )
+        return response
 
     async def ClosePeriod(
         self, request: commission_service_pb2.ClosePeriodRequest, context: Any

@@ -15,14 +15,19 @@ from services.commission.conversion import breakdown_to_proto, date_to_proto, wi
 from services.commission.domain import OperationLine, TariffBook, TariffError, dominant
 from services.commission.store import Charge, CommissionStore, Reversal
 from services.dian.calendar import local_date
-from services.kit.events import Event
+from services.kit.dead_letters import NotYet
+from services.kit.envelopes import Event
 
 log = structlog.get_logger("bmc.commission.consumer")
 
 
 class EventsNotApplied(Exception):
-    """Some events of a batch could not be applied yet; the batch stays
-    pending and is delivered again (those applied are not applied twice)."""
+    """Some events of a batch could not be applied; the batch stays pending
+    and is delivered again (those applied are not applied twice)."""
+
+
+class ReversalsBeforeCharges(EventsNotApplied, NotYet):
+    """Annulments arrived before the registrations they annul."""
 
 
 def operation_lines(data: Mapping[str, Any]) -> list[OperationLine]:
@@ -84,7 +89,7 @@ class CommissionConsumer:
             log.info(
                 "commissions applied", charged=applied.charged, reversed=applied.reversed, repeated=applied.repeated
             )
-        if failed or applied.deferred:
-            raise EventsNotApplied(
-                f"{len(failed)} not computable, {len(applied.deferred)} reversals before their charge"
-            )
+        if failed:
+            raise EventsNotApplied(f"{len(failed)} not computable: {', '.join(failed)}")
+        if applied.deferred:
+            raise ReversalsBeforeCharges(f"{len(applied.deferred)} reversals before their charge")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from bmc.commission.v1 import commission_service_pb2_grpc
+from bmc.commission.v1 import commission_service_pb2, commission_service_pb2_grpc
+from bmc.invoice.v1 import invoice_service_pb2, invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
 from services.commission import reference
 from services.commission.api import CommissionApi
 from services.commission.consumer import CommissionConsumer
 from services.commission.store import CommissionStore
-from services.kit.events import OutboxRelay, StreamConsumer, stream_name
+from services.kit.catchup import remote_feed
+from services.kit.event_wiring import Subscription, start_relay, subscribe
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 
@@ -23,21 +24,27 @@ async def build(resources: Resources) -> CommissionApi:
     withholding = reference.withholding_rules()
     products = ServiceClient(settings, "commission", "product", product_service_pb2_grpc.ProductServiceStub)
     api = CommissionApi(store, products, withholding, resources.database)
-    stream = stream_name(settings.redis_prefix, "commission")
-    relay = OutboxRelay(store.pool, resources.redis, stream, "commission.events")
-    consumer = StreamConsumer(
-        resources.redis,
-        stream_name(settings.redis_prefix, "invoice"),
+    invoices = ServiceClient(settings, "commission", "invoice", invoice_service_pb2_grpc.InvoiceServiceStub)
+    await start_relay(resources, "commission")
+    api.dead_letters = await subscribe(
+        resources,
         "commission",
-        f"commission-{os.getpid()}",
-        CommissionConsumer(store, lambda: store.book(withholding)).handle,
-        count=500,
-        health=resources.health,
+        [
+            Subscription(
+                "invoice",
+                CommissionConsumer(store, lambda: store.book(withholding)).handle,
+                remote_feed(
+                    lambda r: invoices.call(invoices.stub.ListInvoiceEvents, r),
+                    invoice_service_pb2.ListInvoiceEventsRequest,
+                    parent="invoices/-",
+                ),
+                count=500,
+            )
+        ],
+        commission_service_pb2.ListDeadLettersResponse,
     )
-    await relay.start()
-    await consumer.start()
     await api.settlements.resume_unfinished()
-    resources.on_stop += [api.settlements.close, consumer.stop, relay.stop, products.close]
+    resources.on_stop += [api.settlements.close, products.close, invoices.close]
     return api
 
 

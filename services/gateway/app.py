@@ -201,12 +201,23 @@ async def _body(request: web.Request) -> bytes:
         ) from exc
 
 
+# No upstream call completes in less: a shorter deadline is already over
+# (gRPC itself may still let a fast answer through such a deadline, by a race).
+_SHORTEST_DEADLINE = 0.001
+
+
 def _deadline(request: web.Request) -> float:
     settings = request.app[SETTINGS]
     try:
-        return deadline_of(request.headers, settings.gateway_deadline_seconds, settings.gateway_max_deadline_seconds)
+        seconds = deadline_of(request.headers, settings.gateway_deadline_seconds, settings.gateway_max_deadline_seconds)
     except TranscodeError as exc:
         raise transcode_failure(exc) from exc
+    if seconds < _SHORTEST_DEADLINE:
+        status = gateway_status(
+            code_pb2.DEADLINE_EXCEEDED, "Grpc-Timeout expired before the call could be made", "DEADLINE_TOO_SHORT"
+        )
+        raise GatewayError(status, http=504)
+    return seconds
 
 
 async def _invoke(request: web.Request, route: Route, message: Any, streaming: bool = False) -> Any:

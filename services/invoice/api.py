@@ -26,6 +26,7 @@ from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilt
 from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.batching import MicroBatcher
 from services.kit.database import Database
+from services.kit.dead_letters import DeadLetterRpcs
 from services.kit.errors import (
     FieldViolation,
     InvalidArgument,
@@ -36,7 +37,7 @@ from services.kit.errors import (
 from services.kit.idempotency import RequestKeys, keyed, request_fingerprint
 from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
-from services.kit.paging import INSTANT, INT32, TEXT, list_page
+from services.kit.paging import INSTANT, INT, INT32, TEXT, list_page
 from services.kit.protojson import to_dict
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
@@ -104,7 +105,7 @@ def to_proto(row: InvoiceRow, document: invoice_pb2.Invoice | None = None) -> in
     return invoice
 
 
-class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
+class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
 
     def operations_tenant(self) -> str:
@@ -339,8 +340,12 @@ class InvoiceApi(OperationRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer)
     async def ListInvoiceEvents(
         self, request: invoice_service_pb2.ListInvoiceEventsRequest, context: Any
     ) -> invoice_service_pb2.ListInvoiceEventsResponse:
-        invoice = await self._visible(request.parent, "parent")
-        events, token = await list_page(request, (INT32,), 100, self._store.events, invoice.id)
+        if request.parent == "invoices/-":  # AIP-159: every invoice the caller may see, in log order
+            scope = tenant_scope(require_principal())
+            events, token = await list_page(request, (INT,), 100, self._store.log, request.after_position, scope)
+        else:
+            invoice = await self._visible(request.parent, "parent")
+            events, token = await list_page(request, (INT32,), 100, self._store.events, invoice.id)
         return invoice_service_pb2.ListInvoiceEventsResponse(
             events=[_event_proto(e) for e in events], next_page_token=token
         )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import structlog
 
 from services.invoice.store import EventMeta, InvoiceStore
+from services.kit.envelopes import Event
 from services.kit.errors import FailedPrecondition, NotFound
-from services.kit.events import Event
 
 log = structlog.get_logger("bmc.invoice.consumer")
 CONSUMER = "invoice"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from bmc.invoice.v1 import invoice_service_pb2_grpc
+from bmc.certificate.v1 import certificate_service_pb2, certificate_service_pb2_grpc
+from bmc.commission.v1 import commission_service_pb2, commission_service_pb2_grpc
+from bmc.invoice.v1 import invoice_service_pb2, invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
 from services.invoice.api import InvoiceApi
 from services.invoice.consumer import LifecycleConsumer
 from services.invoice.store import RELAY_QUERY, InvoiceStore
-from services.kit.events import OutboxRelay, StreamConsumer, one_by_one, stream_name
+from services.kit.catchup import remote_feed
+from services.kit.event_wiring import Subscription, start_relay, subscribe
+from services.kit.events import one_by_one
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 from services.kit.workers import IsolatedPool
@@ -20,24 +23,35 @@ async def build(resources: Resources) -> InvoiceApi:
     store = InvoiceStore(resources.database)
     settings = resources.settings
     products = ServiceClient(settings, "invoice", "product", product_service_pb2_grpc.ProductServiceStub)
-    relay = OutboxRelay(
-        store.pool, resources.redis, stream_name(settings.redis_prefix, "invoice"), "invoice.events", RELAY_QUERY
+    commissions = ServiceClient(settings, "invoice", "commission", commission_service_pb2_grpc.CommissionServiceStub)
+    certificates = ServiceClient(
+        settings, "invoice", "certificate", certificate_service_pb2_grpc.CertificateServiceStub
     )
-    lifecycle = LifecycleConsumer(store)
-    consumers = [
-        StreamConsumer(
-            resources.redis,
-            stream_name(settings.redis_prefix, source),
-            "invoice",
-            f"invoice-{os.getpid()}",
-            one_by_one(lifecycle.handle),
-            health=resources.health,
-        )
-        for source in ("commission", "certificate")
-    ]
-    await relay.start()
-    for consumer in consumers:
-        await consumer.start()
+    await start_relay(resources, "invoice", RELAY_QUERY)
+    lifecycle = one_by_one(LifecycleConsumer(store).handle)
+    dead_letters = await subscribe(
+        resources,
+        "invoice",
+        [
+            Subscription(
+                "commission",
+                lifecycle,
+                remote_feed(
+                    lambda r: commissions.call(commissions.stub.ListCommissionEvents, r),
+                    commission_service_pb2.ListCommissionEventsRequest,
+                ),
+            ),
+            Subscription(
+                "certificate",
+                lifecycle,
+                remote_feed(
+                    lambda r: certificates.call(certificates.stub.ListCertificateEvents, r),
+                    certificate_service_pb2.ListCertificateEventsRequest,
+                ),
+            ),
+        ],
+        invoice_service_pb2.ListDeadLettersResponse,
+    )
     # Uploaded files (ZIP, XML, CSV) are read in a process of their own, within a time and memory budget.
     readers = IsolatedPool(1, settings.reader_memory_mib * 2**20, name="document-reader")
 
@@ -46,8 +60,9 @@ async def build(resources: Resources) -> InvoiceApi:
     async def close_readers() -> None:
         readers.close()
 
-    resources.on_stop += [relay.stop, *(c.stop for c in consumers), products.close, close_readers]
+    resources.on_stop += [products.close, commissions.close, certificates.close, close_readers]
     api = InvoiceApi(store, products, settings, resources.database, readers)
+    api.dead_letters = dead_letters
     await api.importer.resume_unfinished()
     resources.on_stop[:0] = [api.importer.close, api.close]
     return api

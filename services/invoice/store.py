@@ -406,6 +406,18 @@ class InvoiceStore(PooledStore):
             )  # fmt: skip
         return [(_event(r), (r["version"],)) for r in rows]
 
+    async def log(
+        self, limit: int, after: Sequence[int] | None, after_position: int, tenant: str
+    ) -> list[tuple[chain.ChainedEvent, tuple[int]]]:
+        """Events of all invoices (of `tenant`, if one) in the order of the log, after a position."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM events WHERE position > $1 AND ($2 = '' OR metadata->>'tenant' = $2) "
+                "ORDER BY position LIMIT $3",
+                after[0] if after else after_position, tenant, limit,
+            )  # fmt: skip
+        return [(_event(r), (r["position"],)) for r in rows]
+
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[ChainSnapshot]:
         """The chain as of one instant (a repeatable-read, read-only

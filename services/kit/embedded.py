@@ -31,6 +31,17 @@ class EmbeddedInfrastructure:
     _postgres: Any = field(default=None, repr=False)
     _redis: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    @property
+    def server_pids(self) -> dict[str, int]:
+        """The embedded servers running, by name: their process ids (for
+        operators, and for fault injection in tests)."""
+        pids = {}
+        if self._redis is not None and self._redis.poll() is None:
+            pids["redis"] = self._redis.pid
+        if self._postgres is not None and _postgres_alive(Path(self._postgres.pgdata)):
+            pids["postgresql"] = int((Path(self._postgres.pgdata) / "postmaster.pid").read_text().split()[0])
+        return pids
+
     def revive(self) -> list[str]:
         """Starts again whichever embedded server died, at the same address
         and on the same data (services reconnect by themselves); the names of

@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
+
+from services.kit.catchup import Catchup
+from services.kit.dead_letters import Applier, BatchHandler
+from services.kit.envelopes import Event, parse_envelope, row_envelope
+from services.kit.leadership import cancel, while_leader
 
 log = structlog.get_logger("bmc.events")
 
@@ -60,68 +62,15 @@ def stream_name(prefix: str, service: str) -> str:
     return f"{prefix}{service}.events"
 
 
-@dataclass(frozen=True)
-class Event:
-    """An event as it travels on a stream."""
-
-    event_id: str
-    type: str
-    stream_id: str
-    version: int
-    position: int
-    tenant: str
-    trace_id: str
-    data: Mapping[str, Any]
-    time: str = ""  # when the event was recorded, RFC 3339
-
-    @property
-    def occurred(self) -> dt.datetime:
-        """The record time (now, for an event that does not carry one)."""
-        return dt.datetime.fromisoformat(self.time) if self.time else dt.datetime.now(dt.UTC)
-
-    def fields(self) -> dict[str, bytes]:
-        """The stream entry: the event type (for filtering with XRANGE by eye)
-        and one JSON envelope with everything, the payload included."""
-        return {"type": self.type.encode(), "event": envelope(self._header(), orjson.dumps(self.data))}
-
-    def _header(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "type": self.type,
-            "stream_id": self.stream_id,
-            "version": self.version,
-            "position": self.position,
-            "tenant": self.tenant,
-            "trace_id": self.trace_id,
-            "time": self.time,
-        }
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
-        e = orjson.loads(fields[b"event"])
-        return cls(
-            event_id=e["event_id"],
-            type=e["type"],
-            stream_id=e["stream_id"],
-            version=int(e["version"]),
-            position=int(e["position"]),
-            tenant=e.get("tenant") or "",
-            trace_id=e.get("trace_id") or "",
-            data=e["data"],
-            time=e.get("time") or "",
-        )
-
-
-def envelope(header: Mapping[str, Any], data_json: bytes) -> bytes:
-    """`header` as JSON with `"data": <data_json>` spliced in unparsed."""
-    return orjson.dumps(header)[:-1] + b',"data":' + data_json + b"}"
-
-
 class OutboxRelay:
     """Publishes rows of an ordered, gapless event table to a Redis stream.
 
     `query` selects events with `position > $1 ORDER BY position LIMIT $2`
-    and returns the columns of `Event` (`time` as a timestamptz)."""
+    and returns the columns of `Event` (`time` as a timestamptz). The stream
+    is trimmed to about `max_length` entries: consumers further behind catch
+    up from this service's log instead. With `prune_outbox`, relayed rows
+    older than `retention` are deleted (not for an event store, whose
+    events are the record itself)."""
 
     def __init__(
         self,
@@ -131,70 +80,74 @@ class OutboxRelay:
         name: str,
         query: str = OUTBOX_RELAY_QUERY,
         batch: int = 500,
+        *,
+        max_length: int = 1_000_000,
+        retention: dt.timedelta | None = None,
     ) -> None:
         self._pool, self._redis, self._stream, self._name = pool, redis, stream, name
-        self._query, self._batch = query, batch
+        self._query, self._batch, self._max_length = query, batch, max_length
+        self._retention = retention
         self._task: asyncio.Task[None] | None = None
         self.published = 0
 
     async def start(self) -> None:
         async with self._pool.acquire() as conn:
             await conn.execute("INSERT INTO relay_checkpoints VALUES ($1, 0) ON CONFLICT DO NOTHING", self._name)
-        self._task = asyncio.create_task(self._run(), name=f"relay:{self._name}")
+        self._task = asyncio.create_task(
+            while_leader(self._pool, f"relay:{self._name}", self._publish_while_leader), name=f"relay:{self._name}"
+        )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
-    async def publish_once(self) -> int:
-        """Publishes the next batch; the number of events published."""
-        async with self._pool.acquire() as conn:
+    async def publish_once(self, leader: asyncpg.Connection | None = None) -> int:
+        """Publishes the next batch; the number of events published. On the
+        leader's own connection (the one holding the advisory lock): if that
+        session is gone, so is the leadership, and nothing is published."""
+        async with contextlib.AsyncExitStack() as stack:
+            conn: asyncpg.Connection = leader or await stack.enter_async_context(self._pool.acquire())
             position = await conn.fetchval("SELECT position FROM relay_checkpoints WHERE name = $1", self._name)
             rows = await conn.fetch(self._query, position, self._batch)
-        if not rows:
-            return 0
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                # orjson writes `time` (a datetime) as RFC 3339
-                header = {k: row[k] for k in Event.__dataclass_fields__ if k != "data"}
-                data = row["data"]  # JSON text passes through without a parse
-                payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
-                pipe.xadd(self._stream, {"type": row["type"], "event": envelope(header, payload)})
-            await pipe.execute()
-        async with self._pool.acquire() as conn:
+            if not rows:
+                return 0
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    pipe.xadd(
+                        self._stream,
+                        {"type": row["type"], "event": row_envelope(row)},
+                        maxlen=self._max_length,
+                        approximate=True,
+                    )
+                await pipe.execute()
             await conn.execute(
                 "UPDATE relay_checkpoints SET position = $2 WHERE name = $1", self._name, rows[-1]["position"]
             )
         self.published += len(rows)
         return len(rows)
 
-    async def _run(self) -> None:
-        """Publishes while this process holds the relay's leadership: with
-        several workers of a service, one relays and the others stand by."""
-        lock = int.from_bytes(hashlib.sha256(f"relay:{self._name}".encode()).digest()[:8], "big", signed=True)
-        while True:
-            try:
-                async with self._pool.acquire() as leader:
-                    if not await leader.fetchval("SELECT pg_try_advisory_lock($1)", lock):
-                        await asyncio.sleep(2.0)
-                        continue
-                    try:
-                        await self._publish_while_leader()
-                    finally:
-                        await leader.execute("SELECT pg_advisory_unlock($1)", lock)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("relay paused", relay=self._name, error=str(exc))
-                await asyncio.sleep(1.0)
+    async def prune(self, conn: asyncpg.Connection) -> int:
+        """Deletes relayed outbox rows past the retention; how many."""
+        if self._retention is None:
+            return 0
+        status: str = await conn.execute(
+            "DELETE FROM outbox WHERE position IN (SELECT position FROM outbox WHERE position <= "
+            "(SELECT position FROM relay_checkpoints WHERE name = $1) AND record_time < now() - $2 "
+            "ORDER BY position LIMIT 10000)",
+            self._name, self._retention,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
 
-    async def _publish_while_leader(self) -> None:
-        idle = 0.05
+    async def _publish_while_leader(self, leader: asyncpg.Connection) -> None:
+        idle, next_prune = 0.05, 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            count = await self.publish_once()
+            count = await self.publish_once(leader)
             idle = 0.05 if count else min(idle * 2, 0.5)
+            if loop.time() >= next_prune:
+                pruned = await self.prune(leader)
+                if pruned:
+                    log.info("outbox pruned", relay=self._name, rows=pruned)
+                next_prune = loop.time() + (1.0 if pruned == 10_000 else 600.0)
             if count < self._batch:
                 await asyncio.sleep(idle)
 
@@ -202,7 +155,6 @@ class OutboxRelay:
 Handler = Callable[[Event], Awaitable[None]]
 # Sets a health status: (name, serving).
 Health = Callable[[str, bool], Awaitable[None]]
-BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 def one_by_one(handler: Handler) -> BatchHandler:
@@ -226,13 +178,21 @@ def concurrently(handler: Handler) -> BatchHandler:
     return all_at_once
 
 
+class EventsPending(RuntimeError):
+    """Some events of a read could not be applied yet; they stay pending."""
+
+
 class StreamConsumer:
     """One member of a consumer group: reads new messages, reclaims those a
-    crashed member left pending, and acknowledges them once the handler ran.
+    crashed member left pending, and acknowledges them once applied.
 
     The handler gets the events of one read together (up to `count`), so it
-    can apply them in one transaction; if it raises, none is acknowledged and
-    the whole read is delivered again (handlers are idempotent)."""
+    can apply them in one transaction. If it raises, the `Applier` applies
+    them one at a time: the others are acknowledged, the failing one stays
+    pending for a retry, and one that keeps failing is set aside as a dead
+    letter (when the applier has somewhere to put it). With a `Catchup`, the
+    consumer skips what it already applied and tells it which positions of
+    the producer's log it saw, so that it can find what the stream lost."""
 
     def __init__(
         self,
@@ -240,15 +200,17 @@ class StreamConsumer:
         stream: str,
         group: str,
         consumer: str,
-        handler: BatchHandler,
+        handler: BatchHandler | Applier,
         *,
         claim_idle_ms: int = 30_000,
         block_ms: int = 1_000,
         count: int = 100,
         health: Health | None = None,
+        catchup: Catchup | None = None,
     ) -> None:
         self._redis, self._stream, self._group, self._consumer = redis, stream, group, consumer
-        self._handler = handler
+        self._applier = handler if isinstance(handler, Applier) else Applier(handler)
+        self._catchup = catchup
         self._claim_idle_ms, self._block_ms, self._count = claim_idle_ms, block_ms, count
         self._task: asyncio.Task[None] | None = None
         self._health = health
@@ -269,26 +231,53 @@ class StreamConsumer:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
-    async def _handle(self, messages: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> int:
-        live = [(message_id, fields) for message_id, fields in messages if fields]  # trimmed entries come back empty
-        if not live:
-            return 0
-        await self._handler([Event.from_fields(fields) for _, fields in live])
-        await self._redis.xack(self._stream, self._group, *(message_id for message_id, _ in live))
-        self.handled += len(live)
-        return len(live)
+    async def _handle(self, messages: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> tuple[int, str]:
+        """Applies a read; (how many were done with, why some are left)."""
+        done: list[bytes] = []
+        todo: dict[str, bytes] = {}
+        events: list[Event] = []
+        for message_id, fields in messages:
+            if not fields:  # trimmed while pending: gone (a catch-up finds it in the producer's log)
+                done.append(message_id)
+                continue
+            event = parse_envelope(fields.get(b"event", b""))
+            if event is None:
+                log.error("not an event; set aside", stream=self._stream, message_id=message_id.decode())
+                await self._applier.set_aside_unreadable(fields, "the entry is not an event envelope")
+                done.append(message_id)
+            elif self._catchup is not None and self._catchup.applied(event.position):
+                done.append(message_id)  # applied before (a redelivery, or the catch-up was first)
+            else:
+                todo[event.event_id] = message_id
+                events.append(event)
+        outcome = await self._applier.apply(events)
+        done += [todo[event.event_id] for event in outcome.done]
+        if done:
+            await self._redis.xack(self._stream, self._group, *done)
+        if self._catchup is not None:
+            self._catchup.delivered(outcome.done)
+        self.handled += len(outcome.done)
+        return len(done), outcome.problem
 
     async def poll_once(self) -> int:
-        """Retries its own pending messages (a read its handler failed),
-        reclaims stale ones of crashed members, then reads new ones; the number handled."""
+        """Retries its own pending messages (a read whose handler failed),
+        reclaims stale ones of crashed members, then reads new ones; the
+        number handled. Raises `EventsPending` if some are left to retry."""
+        problems: list[str] = []
+        handled = 0
+
+        async def handle(messages: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> None:
+            nonlocal handled
+            count, problem = await self._handle(messages)
+            handled += count
+            if problem:
+                problems.append(problem)
+
         own: Any = await self._redis.xreadgroup(self._group, self._consumer, {self._stream: "0"}, count=self._count)
         for _stream, messages in own or []:
-            await self._handle(messages)
+            await handle(messages)
         reclaimed: Any = await self._redis.xautoclaim(
             self._stream,
             self._group,
@@ -297,12 +286,14 @@ class StreamConsumer:
             start_id="0-0",
             count=self._count,
         )
-        handled = await self._handle(reclaimed[1])
+        await handle(reclaimed[1])
         batches: Any = await self._redis.xreadgroup(
             self._group, self._consumer, {self._stream: ">"}, count=self._count, block=self._block_ms
         )
         for _stream, messages in batches or []:
-            handled += await self._handle(messages)
+            await handle(messages)
+        if problems:
+            raise EventsPending(problems[0])
         return handled
 
     async def _report(self, problem: str) -> None:
@@ -334,7 +325,7 @@ class StreamConsumer:
                 await self._report(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
             except Exception as exc:  # a failing handler leaves the message pending for a retry
-                await self._report(f"{type(exc).__name__}: {exc}")
+                await self._report(str(exc) if isinstance(exc, EventsPending) else f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
 
 

@@ -57,6 +57,36 @@ class Settings(BaseSettings):
     readiness_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often health re-checks PostgreSQL and Redis."
     )
+    stream_max_length: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description="Entries a service's event stream keeps (XADD MAXLEN ~); a consumer further behind catches up "
+        "from the producer's log instead.",
+    )
+    event_retention_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="How long relayed outbox rows stay readable for consumers catching up; the ids of applied "
+        "events are kept four times as long.",
+    )
+    catchup_grace_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a consumer waits for a missing event on the stream before reading it from its "
+        "producer's log (and how old an event must be before a catch-up applies it).",
+    )
+    catchup_probe_seconds: float = Field(
+        default=5.0, gt=0, description="How often an idle consumer asks its producers whether it missed events."
+    )
+    dead_letter_attempts: int = Field(
+        default=5, ge=1, le=1000, description="Failed attempts after which an event is set aside as a dead letter."
+    )
+    dead_letter_after_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="...and the least time from its first failure (an event that arrived before the one it "
+        "depends on gets that long to succeed).",
+    )
     import_roots: str = Field(
         default="",
         description="Comma-separated directories catalog imports may read from (a relative URI is taken in the "

@@ -17,7 +17,8 @@ from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2, certifi
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.certificate.store import LATEST_OF_SUBJECT
 from services.dian import calendar
-from services.kit.events import Event, stream_name
+from services.kit.envelopes import Event
+from services.kit.events import stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform
 from tests.integration.clients import Client, wait_until

@@ -23,7 +23,8 @@ from bmc.commission.v1 import commission_pb2, commission_service_pb2, commission
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.commission.domain import next_period, period_of
 from services.dian import calendar
-from services.kit.events import Event, stream_name
+from services.kit.envelopes import Event
+from services.kit.events import stream_name
 from services.kit.protojson import to_dict
 from services.kit.settings import Settings
 from tests.conftest import Platform

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
-from services.kit.events import Event, StreamConsumer, one_by_one, stream_name
+from services.kit.envelopes import Event
+from services.kit.events import StreamConsumer, one_by_one, stream_name
 from services.kit.settings import Settings
 from tests.conftest import Platform, make_settings
 from tests.integration.clients import wait_until

@@ -13,7 +13,7 @@ import pytest
 from services.invoice.consumer import LifecycleConsumer
 from services.invoice.domain import State
 from services.invoice.store import EventMeta, InvoiceStore, NewInvoice
-from services.kit.events import Event
+from services.kit.envelopes import Event
 from tests.conftest import Platform
 from tests.integration.database import fresh_database
 

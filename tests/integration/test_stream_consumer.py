@@ -8,7 +8,8 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from services.kit.events import Event, StreamConsumer
+from services.kit.envelopes import Event
+from services.kit.events import StreamConsumer
 from services.kit.redis_connection import open_redis
 from tests.conftest import Platform
 

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from bmc.auth.v1 import policy_pb2 as bmc_dot_auth_dot_v1_dot_policy__pb2
+from bmc.common.v1 import events_pb2 as bmc_dot_common_dot_v1_dot_events__pb2
 from bmc.certificate.v1 import certificate_pb2 as bmc_dot_certificate_dot_v1_dot_certificate__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
@@ -32,7 +33,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,bmc/certificate/v1/certificate_service.proto\x12\x12\x62mc.certificate.v1\x1a\x18\x62mc/auth/v1/policy.proto\x1a$bmc/certificate/v1/certificate.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\x17IssueCertificateRequest\x12\x38\n\x07invoice\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$H\x00\x12\x37\n\x08periodic\x18\x02 \x01(\x0b\x32#.bmc.certificate.v1.PeriodicSubjectH\x00\x12\x0f\n\x07reissue\x18\x03 \x01(\x08\x12\x1b\n\nrequest_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@B\x10\n\x07subject\x12\x05\xbaH\x02\x08\x01\"\xb1\x01\n\x0fPeriodicSubject\x12,\n\x08\x62uyer_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^[0-9A-Za-z]{3,20}$\x12\x19\n\x04year\x18\x02 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xb4\x10(\xd0\x0f\x12\x18\n\x05month\x18\x03 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x0c(\x00\x12;\n\x06\x62roker\x18\x04 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\"T\n\x15GetCertificateRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xbaH&r$2\"^certificates/[A-Za-z0-9_-]{1,64}$\"Y\n\x1a\x44ownloadCertificateRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xbaH&r$2\"^certificates/[A-Za-z0-9_-]{1,64}$\"\xc2\x02\n\x17ListCertificatesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x39\n\x07invoice\x18\x03 \x01(\tB(\xbaH%r#2!^(invoices/[A-Za-z0-9_-]{1,64})?$\x12=\n\x05state\x18\x04 \x01(\x0e\x32$.bmc.certificate.v1.CertificateStateB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12;\n\x06\x62roker\x18\x05 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x33\n\x0fissue_time_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x18ListCertificatesResponse\x12\x35\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x1f.bmc.certificate.v1.Certificate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x18RevokeCertificateRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xbaH&r$2\"^certificates/[A-Za-z0-9_-]{1,64}$\x12\x1a\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xe8\x07\"\x97\x01\n\x18VerifyCertificateRequest\x12:\n\x04\x63ode\x18\x01 \x01(\tB,\xbaH)r\'2%^([A-Za-z0-9]{4}-?){2}[A-Za-z0-9]{4}$\x12(\n\x06sha256\x18\x02 \x01(\tB\x18\xbaH\x15r\x13\x32\x11^[0-9a-fA-F]{64}$:\x15\xbaH\x12\"\x10\n\x04\x63ode\n\x06sha256\x10\x01\"\xfa\x01\n\x19VerifyCertificateResponse\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.bmc.certificate.v1.CertificateState\x12\x0f\n\x07unknown\x18\x02 \x01(\x08\x12\x31\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\".bmc.certificate.v1.CertifiedFacts\x12\x15\n\rrevoke_reason\x18\x04 \x01(\t\x12/\n\x0b\x63hange_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14superseded_by_number\x18\x06 \x01(\t2\xcf\x07\n\x12\x43\x65rtificateService\x12\x89\x01\n\x10IssueCertificate\x12+.bmc.certificate.v1.IssueCertificateRequest\x1a\x1f.bmc.certificate.v1.Certificate\"\'\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x06\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x10/v1/certificates:\x01*\x12\x8c\x01\n\x0eGetCertificate\x12).bmc.certificate.v1.GetCertificateRequest\x1a\x1f.bmc.certificate.v1.Certificate\".\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/{name=certificates/*}\x12\x95\x01\n\x13\x44ownloadCertificate\x12..bmc.certificate.v1.DownloadCertificateRequest\x1a\x14.google.api.HttpBody\"6\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02$\x12\"/v1/{name=certificates/*}:download0\x01\x12\x93\x01\n\x10ListCertificates\x12+.bmc.certificate.v1.ListCertificatesRequest\x1a,.bmc.certificate.v1.ListCertificatesResponse\"$\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/certificates\x12\x97\x01\n\x11RevokeCertificate\x12,.bmc.certificate.v1.RevokeCertificateRequest\x1a\x1f.bmc.certificate.v1.Certificate\"3\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02%\" /v1/{name=certificates/*}:revoke:\x01*\x12\xbb\x01\n\x11VerifyCertificate\x12,.bmc.certificate.v1.VerifyCertificateRequest\x1a-.bmc.certificate.v1.VerifyCertificateResponse\"I\xa2\xbb\x18\n\n\x06\x01\x02\x03\x04\x05\x06\x10\x01\x82\xd3\xe4\x93\x02\x35\x12\x17/v1/certificates:verifyZ\x1a\x12\x18/v1/verifications/{code}\x1a\x18\xca\x41\x15\x63\x65rtificate.bmc.localb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,bmc/certificate/v1/certificate_service.proto\x12\x12\x62mc.certificate.v1\x1a\x18\x62mc/auth/v1/policy.proto\x1a\x1a\x62mc/common/v1/events.proto\x1a$bmc/certificate/v1/certificate.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\x17IssueCertificateRequest\x12\x38\n\x07invoice\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$H\x00\x12\x37\n\x08periodic\x18\x02 \x01(\x0b\x32#.bmc.certificate.v1.PeriodicSubjectH\x00\x12\x0f\n\x07reissue\x18\x03 \x01(\x08\x12\x1b\n\nrequest_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@B\x10\n\x07subject\x12\x05\xbaH\x02\x08\x01\"\xb1\x01\n\x0fPeriodicSubject\x12,\n\x08\x62uyer_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^[0-9A-Za-z]{3,20}$\x12\x19\n\x04year\x18\x02 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xb4\x10(\xd0\x0f\x12\x18\n\x05month\x18\x03 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x0c(\x00\x12;\n\x06\x62roker\x18\x04 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\"T\n\x15GetCertificateRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xbaH&r$2\"^certificates/[A-Za-z0-9_-]{1,64}$\"Y\n\x1a\x44ownloadCertificateRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xbaH&r$2\"^certificates/[A-Za-z0-9_-]{1,64}$\"\xc2\x02\n\x17ListCertificatesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x39\n\x07invoice\x18\x03 \x01(\tB(\xbaH%r#2!^(invoices/[A-Za-z0-9_-]{1,64})?$\x12=\n\x05state\x18\x04 \x01(\x0e\x32$.bmc.certificate.v1.CertificateStateB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12;\n\x06\x62roker\x18\x05 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x33\n\x0fissue_time_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x18ListCertificatesResponse\x12\x35\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x1f.bmc.certificate.v1.Certificate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x18RevokeCertificateRequest\x12;\n\x04name\x18\x01 \x01(\tB-\xe2\x41\x01\x02\xbaH&r$2\"^certificates/[A-Za-z0-9_-]{1,64}$\x12\x1a\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xe8\x07\"\x97\x01\n\x18VerifyCertificateRequest\x12:\n\x04\x63ode\x18\x01 \x01(\tB,\xbaH)r\'2%^([A-Za-z0-9]{4}-?){2}[A-Za-z0-9]{4}$\x12(\n\x06sha256\x18\x02 \x01(\tB\x18\xbaH\x15r\x13\x32\x11^[0-9a-fA-F]{64}$:\x15\xbaH\x12\"\x10\n\x04\x63ode\n\x06sha256\x10\x01\"\xfa\x01\n\x19VerifyCertificateResponse\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.bmc.certificate.v1.CertificateState\x12\x0f\n\x07unknown\x18\x02 \x01(\x08\x12\x31\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\".bmc.certificate.v1.CertifiedFacts\x12\x15\n\rrevoke_reason\x18\x04 \x01(\t\x12/\n\x0b\x63hange_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14superseded_by_number\x18\x06 \x01(\t\"|\n\x1cListCertificateEventsRequest\x12\x1f\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"g\n\x1dListCertificateEventsResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.bmc.common.v1.PublishedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x16ListDeadLettersRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"c\n\x17ListDeadLettersResponse\x12/\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x19.bmc.common.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x18RedriveDeadLetterRequest\x12=\n\x04name\x18\x01 \x01(\tB/\xe2\x41\x01\x02\xbaH(r&2$^certificateDeadLetters/[0-9]{1,19}$2\xb5\x0b\n\x12\x43\x65rtificateService\x12\x89\x01\n\x10IssueCertificate\x12+.bmc.certificate.v1.IssueCertificateRequest\x1a\x1f.bmc.certificate.v1.Certificate\"\'\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x06\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x10/v1/certificates:\x01*\x12\x8c\x01\n\x0eGetCertificate\x12).bmc.certificate.v1.GetCertificateRequest\x1a\x1f.bmc.certificate.v1.Certificate\".\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/{name=certificates/*}\x12\x95\x01\n\x13\x44ownloadCertificate\x12..bmc.certificate.v1.DownloadCertificateRequest\x1a\x14.google.api.HttpBody\"6\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02$\x12\"/v1/{name=certificates/*}:download0\x01\x12\x93\x01\n\x10ListCertificates\x12+.bmc.certificate.v1.ListCertificatesRequest\x1a,.bmc.certificate.v1.ListCertificatesResponse\"$\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/certificates\x12\x97\x01\n\x11RevokeCertificate\x12,.bmc.certificate.v1.RevokeCertificateRequest\x1a\x1f.bmc.certificate.v1.Certificate\"3\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02%\" /v1/{name=certificates/*}:revoke:\x01*\x12\xbb\x01\n\x11VerifyCertificate\x12,.bmc.certificate.v1.VerifyCertificateRequest\x1a-.bmc.certificate.v1.VerifyCertificateResponse\"I\xa2\xbb\x18\n\n\x06\x01\x02\x03\x04\x05\x06\x10\x01\x82\xd3\xe4\x93\x02\x35\x12\x17/v1/certificates:verifyZ\x1a\x12\x18/v1/verifications/{code}\x12\xa4\x01\n\x15ListCertificateEvents\x12\x30.bmc.certificate.v1.ListCertificateEventsRequest\x1a\x31.bmc.certificate.v1.ListCertificateEventsResponse\"&\xa2\xbb\x18\x05\n\x03\x01\x04\x06\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/certificateEvents\x12\x96\x01\n\x0fListDeadLetters\x12*.bmc.certificate.v1.ListDeadLettersRequest\x1a+.bmc.certificate.v1.ListDeadLettersResponse\"*\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/certificateDeadLetters\x12\xa3\x01\n\x11RedriveDeadLetter\x12,.bmc.certificate.v1.RedriveDeadLetterRequest\x1a\x19.bmc.common.v1.DeadLetter\"E\xda\x41\x04name\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=certificateDeadLetters/*}:redrive:\x01*\x1a\x18\xca\x41\x15\x63\x65rtificate.bmc.localb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,6 +78,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYCERTIFICATEREQUEST'].fields_by_name['sha256']._serialized_options = b'\272H\025r\0232\021^[0-9a-fA-F]{64}$'
   _globals['_VERIFYCERTIFICATEREQUEST']._loaded_options = None
   _globals['_VERIFYCERTIFICATEREQUEST']._serialized_options = b'\272H\022\"\020\n\004code\n\006sha256\020\001'
+  _globals['_LISTCERTIFICATEEVENTSREQUEST'].fields_by_name['after_position']._loaded_options = None
+  _globals['_LISTCERTIFICATEEVENTSREQUEST'].fields_by_name['after_position']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_LISTCERTIFICATEEVENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCERTIFICATEEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTCERTIFICATEEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTCERTIFICATEEVENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H(r&2$^certificateDeadLetters/[0-9]{1,19}$'
   _globals['_CERTIFICATESERVICE']._loaded_options = None
   _globals['_CERTIFICATESERVICE']._serialized_options = b'\312A\025certificate.bmc.local'
   _globals['_CERTIFICATESERVICE'].methods_by_name['IssueCertificate']._loaded_options = None
@@ -91,24 +104,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CERTIFICATESERVICE'].methods_by_name['RevokeCertificate']._serialized_options = b'\242\273\030\004\n\002\001\002\202\323\344\223\002%\" /v1/{name=certificates/*}:revoke:\001*'
   _globals['_CERTIFICATESERVICE'].methods_by_name['VerifyCertificate']._loaded_options = None
   _globals['_CERTIFICATESERVICE'].methods_by_name['VerifyCertificate']._serialized_options = b'\242\273\030\n\n\006\001\002\003\004\005\006\020\001\202\323\344\223\0025\022\027/v1/certificates:verifyZ\032\022\030/v1/verifications/{code}'
-  _globals['_ISSUECERTIFICATEREQUEST']._serialized_start=310
-  _globals['_ISSUECERTIFICATEREQUEST']._serialized_end=514
-  _globals['_PERIODICSUBJECT']._serialized_start=517
-  _globals['_PERIODICSUBJECT']._serialized_end=694
-  _globals['_GETCERTIFICATEREQUEST']._serialized_start=696
-  _globals['_GETCERTIFICATEREQUEST']._serialized_end=780
-  _globals['_DOWNLOADCERTIFICATEREQUEST']._serialized_start=782
-  _globals['_DOWNLOADCERTIFICATEREQUEST']._serialized_end=871
-  _globals['_LISTCERTIFICATESREQUEST']._serialized_start=874
-  _globals['_LISTCERTIFICATESREQUEST']._serialized_end=1196
-  _globals['_LISTCERTIFICATESRESPONSE']._serialized_start=1198
-  _globals['_LISTCERTIFICATESRESPONSE']._serialized_end=1304
-  _globals['_REVOKECERTIFICATEREQUEST']._serialized_start=1306
-  _globals['_REVOKECERTIFICATEREQUEST']._serialized_end=1421
-  _globals['_VERIFYCERTIFICATEREQUEST']._serialized_start=1424
-  _globals['_VERIFYCERTIFICATEREQUEST']._serialized_end=1575
-  _globals['_VERIFYCERTIFICATERESPONSE']._serialized_start=1578
-  _globals['_VERIFYCERTIFICATERESPONSE']._serialized_end=1828
-  _globals['_CERTIFICATESERVICE']._serialized_start=1831
-  _globals['_CERTIFICATESERVICE']._serialized_end=2806
+  _globals['_CERTIFICATESERVICE'].methods_by_name['ListCertificateEvents']._loaded_options = None
+  _globals['_CERTIFICATESERVICE'].methods_by_name['ListCertificateEvents']._serialized_options = b'\242\273\030\005\n\003\001\004\006\202\323\344\223\002\027\022\025/v1/certificateEvents'
+  _globals['_CERTIFICATESERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
+  _globals['_CERTIFICATESERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\242\273\030\004\n\002\001\002\202\323\344\223\002\034\022\032/v1/certificateDeadLetters'
+  _globals['_CERTIFICATESERVICE'].methods_by_name['RedriveDeadLetter']._loaded_options = None
+  _globals['_CERTIFICATESERVICE'].methods_by_name['RedriveDeadLetter']._serialized_options = b'\332A\004name\242\273\030\004\n\002\001\002\202\323\344\223\0020\"+/v1/{name=certificateDeadLetters/*}:redrive:\001*'
+  _globals['_ISSUECERTIFICATEREQUEST']._serialized_start=338
+  _globals['_ISSUECERTIFICATEREQUEST']._serialized_end=542
+  _globals['_PERIODICSUBJECT']._serialized_start=545
+  _globals['_PERIODICSUBJECT']._serialized_end=722
+  _globals['_GETCERTIFICATEREQUEST']._serialized_start=724
+  _globals['_GETCERTIFICATEREQUEST']._serialized_end=808
+  _globals['_DOWNLOADCERTIFICATEREQUEST']._serialized_start=810
+  _globals['_DOWNLOADCERTIFICATEREQUEST']._serialized_end=899
+  _globals['_LISTCERTIFICATESREQUEST']._serialized_start=902
+  _globals['_LISTCERTIFICATESREQUEST']._serialized_end=1224
+  _globals['_LISTCERTIFICATESRESPONSE']._serialized_start=1226
+  _globals['_LISTCERTIFICATESRESPONSE']._serialized_end=1332
+  _globals['_REVOKECERTIFICATEREQUEST']._serialized_start=1334
+  _globals['_REVOKECERTIFICATEREQUEST']._serialized_end=1449
+  _globals['_VERIFYCERTIFICATEREQUEST']._serialized_start=1452
+  _globals['_VERIFYCERTIFICATEREQUEST']._serialized_end=1603
+  _globals['_VERIFYCERTIFICATERESPONSE']._serialized_start=1606
+  _globals['_VERIFYCERTIFICATERESPONSE']._serialized_end=1856
+  _globals['_LISTCERTIFICATEEVENTSREQUEST']._serialized_start=1858
+  _globals['_LISTCERTIFICATEEVENTSREQUEST']._serialized_end=1982
+  _globals['_LISTCERTIFICATEEVENTSRESPONSE']._serialized_start=1984
+  _globals['_LISTCERTIFICATEEVENTSRESPONSE']._serialized_end=2087
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2089
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2174
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2176
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2275
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=2277
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=2366
+  _globals['_CERTIFICATESERVICE']._serialized_start=2369
+  _globals['_CERTIFICATESERVICE']._serialized_end=3830
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ import warnings
 
 from bmc.certificate.v1 import certificate_pb2 as bmc_dot_certificate_dot_v1_dot_certificate__pb2
 from bmc.certificate.v1 import certificate_service_pb2 as bmc_dot_certificate_dot_v1_dot_certificate__service__pb2
+from bmc.common.v1 import events_pb2 as bmc_dot_common_dot_v1_dot_events__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -68,6 +69,21 @@ class CertificateServiceStub:
                 request_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.VerifyCertificateRequest.SerializeToString,
                 response_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.VerifyCertificateResponse.FromString,
                 _registered_method=True)
+        self.ListCertificateEvents = channel.unary_unary(
+                '/bmc.certificate.v1.CertificateService/ListCertificateEvents',
+                request_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListCertificateEventsRequest.SerializeToString,
+                response_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListCertificateEventsResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/bmc.certificate.v1.CertificateService/ListDeadLetters',
+                request_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetter = channel.unary_unary(
+                '/bmc.certificate.v1.CertificateService/RedriveDeadLetter',
+                request_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+                response_deserializer=bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.FromString,
+                _registered_method=True)
 
 
 class CertificateServiceServicer:
@@ -119,6 +135,30 @@ class CertificateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCertificateEvents(self, request, context):
+        """Lists the events this service published, in the order of its log,
+        after a position: what a consumer reads to catch up when the stream
+        lost entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists the events this service could not apply and set aside, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetter(self, request, context):
+        """Applies a dead letter's event again (after its cause was fixed); it
+        stays pending, with one attempt more, if it fails again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CertificateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +191,21 @@ def add_CertificateServiceServicer_to_server(servicer, server):
                     servicer.VerifyCertificate,
                     request_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.VerifyCertificateRequest.FromString,
                     response_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.VerifyCertificateResponse.SerializeToString,
+            ),
+            'ListCertificateEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCertificateEvents,
+                    request_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListCertificateEventsRequest.FromString,
+                    response_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListCertificateEventsResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetter,
+                    request_deserializer=bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.RedriveDeadLetterRequest.FromString,
+                    response_serializer=bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +372,87 @@ class CertificateService:
             '/bmc.certificate.v1.CertificateService/VerifyCertificate',
             bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.VerifyCertificateRequest.SerializeToString,
             bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.VerifyCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCertificateEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.certificate.v1.CertificateService/ListCertificateEvents',
+            bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListCertificateEventsRequest.SerializeToString,
+            bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListCertificateEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.certificate.v1.CertificateService/ListDeadLetters',
+            bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListDeadLettersRequest.SerializeToString,
+            bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.certificate.v1.CertificateService/RedriveDeadLetter',
+            bmc_dot_certificate_dot_v1_dot_certificate__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+            bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.FromString,
             options,
             channel_credentials,
             insecure,

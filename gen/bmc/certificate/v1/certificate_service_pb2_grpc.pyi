@@ -5,6 +5,7 @@ isort:skip_file
 
 from bmc.certificate.v1 import certificate_pb2 as _certificate_pb2
 from bmc.certificate.v1 import certificate_service_pb2 as _certificate_service_pb2
+from bmc.common.v1 import events_pb2 as _events_pb2
 from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
@@ -53,6 +54,17 @@ class CertificateServiceStub:
     """Public verification by code or by SHA-256: valid, revoked, superseded
     or unknown, and what the certificate states.
     """
+    ListCertificateEvents: _grpc.UnaryUnaryMultiCallable[_certificate_service_pb2.ListCertificateEventsRequest, _certificate_service_pb2.ListCertificateEventsResponse]
+    """Lists the events this service published, in the order of its log,
+    after a position: what a consumer reads to catch up when the stream
+    lost entries.
+    """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_certificate_service_pb2.ListDeadLettersRequest, _certificate_service_pb2.ListDeadLettersResponse]
+    """Lists the events this service could not apply and set aside, newest first."""
+    RedriveDeadLetter: _grpc.UnaryUnaryMultiCallable[_certificate_service_pb2.RedriveDeadLetterRequest, _events_pb2.DeadLetter]
+    """Applies a dead letter's event again (after its cause was fixed); it
+    stays pending, with one attempt more, if it fails again.
+    """
 
 @_typing.type_check_only
 class CertificateServiceAsyncStub(CertificateServiceStub):
@@ -76,6 +88,17 @@ class CertificateServiceAsyncStub(CertificateServiceStub):
     VerifyCertificate: _aio.UnaryUnaryMultiCallable[_certificate_service_pb2.VerifyCertificateRequest, _certificate_service_pb2.VerifyCertificateResponse]  # type: ignore[assignment]
     """Public verification by code or by SHA-256: valid, revoked, superseded
     or unknown, and what the certificate states.
+    """
+    ListCertificateEvents: _aio.UnaryUnaryMultiCallable[_certificate_service_pb2.ListCertificateEventsRequest, _certificate_service_pb2.ListCertificateEventsResponse]  # type: ignore[assignment]
+    """Lists the events this service published, in the order of its log,
+    after a position: what a consumer reads to catch up when the stream
+    lost entries.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_certificate_service_pb2.ListDeadLettersRequest, _certificate_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the events this service could not apply and set aside, newest first."""
+    RedriveDeadLetter: _aio.UnaryUnaryMultiCallable[_certificate_service_pb2.RedriveDeadLetterRequest, _events_pb2.DeadLetter]  # type: ignore[assignment]
+    """Applies a dead letter's event again (after its cause was fixed); it
+    stays pending, with one attempt more, if it fails again.
     """
 
 class CertificateServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -133,6 +156,35 @@ class CertificateServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_certificate_service_pb2.VerifyCertificateResponse, _abc.Awaitable[_certificate_service_pb2.VerifyCertificateResponse]]:
         """Public verification by code or by SHA-256: valid, revoked, superseded
         or unknown, and what the certificate states.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCertificateEvents(
+        self,
+        request: _certificate_service_pb2.ListCertificateEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_service_pb2.ListCertificateEventsResponse, _abc.Awaitable[_certificate_service_pb2.ListCertificateEventsResponse]]:
+        """Lists the events this service published, in the order of its log,
+        after a position: what a consumer reads to catch up when the stream
+        lost entries.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _certificate_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_certificate_service_pb2.ListDeadLettersResponse]]:
+        """Lists the events this service could not apply and set aside, newest first."""
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetter(
+        self,
+        request: _certificate_service_pb2.RedriveDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.DeadLetter, _abc.Awaitable[_events_pb2.DeadLetter]]:
+        """Applies a dead letter's event again (after its cause was fixed); it
+        stays pending, with one attempt more, if it fails again.
         """
 
 def add_CertificateServiceServicer_to_server(servicer: CertificateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

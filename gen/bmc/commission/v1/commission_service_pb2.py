@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from bmc.auth.v1 import policy_pb2 as bmc_dot_auth_dot_v1_dot_policy__pb2
+from bmc.common.v1 import events_pb2 as bmc_dot_common_dot_v1_dot_events__pb2
 from bmc.commission.v1 import commission_pb2 as bmc_dot_commission_dot_v1_dot_commission__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
@@ -33,7 +34,7 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*bmc/commission/v1/commission_service.proto\x12\x11\x62mc.commission.v1\x1a\x18\x62mc/auth/v1/policy.proto\x1a\"bmc/commission/v1/commission.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a#google/longrunning/operations.proto\x1a\x16google/type/date.proto\"\xaf\x01\n\x16QuoteCommissionRequest\x12\x38\n\x05lines\x18\x01 \x03(\x0b\x32\x1c.bmc.commission.v1.QuoteLineB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\x88\'\x12:\n\x0eoperation_type\x18\x02 \x01(\tB\"\xbaH\x1fr\x1d\x32\x1b^(OPERATION_TYPE_[A-Z_]+)?$\x12\x1f\n\x04\x64\x61te\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"\x91\x01\n\x17QuoteCommissionResponse\x12\x39\n\tbreakdown\x18\x01 \x01(\x0b\x32&.bmc.commission.v1.CommissionBreakdown\x12;\n\x0bwithholding\x18\x02 \x01(\x0b\x32&.bmc.commission.v1.WithholdingEstimate\"R\n\x14GetCommissionRequest\x12:\n\x04name\x18\x01 \x01(\tB,\xe2\x41\x01\x02\xbaH%r#2!^commissions/[A-Za-z0-9_-]{1,64}$\"\x85\x02\n\x16ListCommissionsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12;\n\x06\x62roker\x18\x03 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x36\n\x06period\x18\x04 \x01(\tB&\xbaH#r!2\x1f^(20[0-9]{2}-(0[1-9]|1[0-2]))?$\x12\x39\n\x07invoice\x18\x05 \x01(\tB(\xbaH%r#2!^(invoices/[A-Za-z0-9_-]{1,64})?$\"f\n\x17ListCommissionsResponse\x12\x32\n\x0b\x63ommissions\x18\x01 \x03(\x0b\x32\x1d.bmc.commission.v1.Commission\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x1b\x43reateTariffScheduleRequest\x12\x46\n\x0ftariff_schedule\x18\x01 \x01(\x0b\x32!.bmc.commission.v1.TariffScheduleB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12?\n\x12tariff_schedule_id\x18\x02 \x01(\tB#\xbaH r\x1e\x32\x1c^([a-z0-9][a-z0-9-]{0,62})?$\"^\n\x18GetTariffScheduleRequest\x12\x42\n\x04name\x18\x01 \x01(\tB4\xe2\x41\x01\x02\xbaH-r+2)^tariffSchedules/[a-z0-9][a-z0-9-]{0,62}$\"\x81\x01\n\x1aListTariffSchedulesRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\'\n\x0c\x65\x66\x66\x65\x63tive_on\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"s\n\x1bListTariffSchedulesResponse\x12;\n\x10tariff_schedules\x18\x01 \x03(\x0b\x32!.bmc.commission.v1.TariffSchedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"n\n\x15\x43reateUvtValueRequest\x12:\n\tuvt_value\x18\x01 \x01(\x0b\x32\x1b.bmc.commission.v1.UvtValueB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x19\n\x04year\x18\x02 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xb4\x10(\xd0\x0f\"R\n\x14ListUvtValuesRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"a\n\x15ListUvtValuesResponse\x12/\n\nuvt_values\x18\x01 \x03(\x0b\x32\x1b.bmc.commission.v1.UvtValue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\x14RunSettlementRequest\x12\x33\n\x06period\x18\x01 \x01(\tB#\xbaH r\x1e\x32\x1c^20[0-9]{2}-(0[1-9]|1[0-2])$\x12;\n\x06\x62roker\x18\x02 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x1b\n\nrequest_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"T\n\x14GetSettlementRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xbaH\'r%2#^settlements/[A-Za-z0-9_~-]{1,100}$\"\xc9\x01\n\x16ListSettlementsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x36\n\x06period\x18\x03 \x01(\tB&\xbaH#r!2\x1f^(20[0-9]{2}-(0[1-9]|1[0-2]))?$\x12;\n\x06\x62roker\x18\x04 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\"f\n\x17ListSettlementsResponse\x12\x32\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x1d.bmc.commission.v1.Settlement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x17\x45xportSettlementRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xbaH\'r%2#^settlements/[A-Za-z0-9_~-]{1,100}$\x12\x39\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1f.bmc.commission.v1.ExportFormatB\x08\xbaH\x05\x82\x01\x02\x10\x01\"I\n\x12\x43losePeriodRequest\x12\x33\n\x06period\x18\x01 \x01(\tB#\xbaH r\x1e\x32\x1c^20[0-9]{2}-(0[1-9]|1[0-2])$\":\n\x13\x43losePeriodResponse\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x13\n\x0bsettlements\x18\x02 \x03(\t*\\\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x02\x32\xf3\x12\n\x11\x43ommissionService\x12\x94\x01\n\x0fQuoteCommission\x12).bmc.commission.v1.QuoteCommissionRequest\x1a*.bmc.commission.v1.QuoteCommissionResponse\"*\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/commissions:quote:\x01*\x12\x86\x01\n\rGetCommission\x12\'.bmc.commission.v1.GetCommissionRequest\x1a\x1d.bmc.commission.v1.Commission\"-\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=commissions/*}\x12\x8d\x01\n\x0fListCommissions\x12).bmc.commission.v1.ListCommissionsRequest\x1a*.bmc.commission.v1.ListCommissionsResponse\"#\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/commissions\x12\x9e\x01\n\x14\x43reateTariffSchedule\x12..bmc.commission.v1.CreateTariffScheduleRequest\x1a!.bmc.commission.v1.TariffSchedule\"3\xa2\xbb\x18\x03\n\x01\x01\x82\xd3\xe4\x93\x02&\"\x13/v1/tariffSchedules:\x0ftariff_schedule\x12\x93\x01\n\x11GetTariffSchedule\x12+.bmc.commission.v1.GetTariffScheduleRequest\x1a!.bmc.commission.v1.TariffSchedule\".\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=tariffSchedules/*}\x12\x9b\x01\n\x13ListTariffSchedules\x12-.bmc.commission.v1.ListTariffSchedulesRequest\x1a..bmc.commission.v1.ListTariffSchedulesResponse\"%\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/tariffSchedules\x12\x80\x01\n\x0e\x43reateUvtValue\x12(.bmc.commission.v1.CreateUvtValueRequest\x1a\x1b.bmc.commission.v1.UvtValue\"\'\xa2\xbb\x18\x03\n\x01\x01\x82\xd3\xe4\x93\x02\x1a\"\r/v1/uvtValues:\tuvt_value\x12\x83\x01\n\rListUvtValues\x12\'.bmc.commission.v1.ListUvtValuesRequest\x1a(.bmc.commission.v1.ListUvtValuesResponse\"\x1f\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/uvtValues\x12\xc9\x01\n\rRunSettlement\x12\'.bmc.commission.v1.RunSettlementRequest\x1a\x1d.google.longrunning.Operation\"p\xca\x41G\n\x1c\x62mc.commission.v1.Settlement\x12\'bmc.commission.v1.RunSettlementMetadata\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x18\"\x13/v1/settlements:run:\x01*\x12\x85\x01\n\rGetSettlement\x12\'.bmc.commission.v1.GetSettlementRequest\x1a\x1d.bmc.commission.v1.Settlement\",\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=settlements/*}\x12\x8d\x01\n\x0fListSettlements\x12).bmc.commission.v1.ListSettlementsRequest\x1a*.bmc.commission.v1.ListSettlementsResponse\"#\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/settlements\x12\x89\x01\n\x10\x45xportSettlement\x12*.bmc.commission.v1.ExportSettlementRequest\x1a\x14.google.api.HttpBody\"3\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=settlements/*}:export\x12\x8a\x01\n\x0b\x43losePeriod\x12%.bmc.commission.v1.ClosePeriodRequest\x1a&.bmc.commission.v1.ClosePeriodResponse\",\xa2\xbb\x18\x03\n\x01\x01\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/periods/{period}:close:\x01*\x12\x89\x01\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\"1\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02#\x12!/v1/{name=commissionOperations/*}\x12\x91\x01\n\x0eListOperations\x12).google.longrunning.ListOperationsRequest\x1a*.google.longrunning.ListOperationsResponse\"(\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/commissionOperations\x12\x99\x01\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x1d.google.longrunning.Operation\";\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02-\"(/v1/{name=commissionOperations/*}:cancel:\x01*\x1a\x17\xca\x41\x14\x63ommission.bmc.localb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*bmc/commission/v1/commission_service.proto\x12\x11\x62mc.commission.v1\x1a\x18\x62mc/auth/v1/policy.proto\x1a\x1a\x62mc/common/v1/events.proto\x1a\"bmc/commission/v1/commission.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a#google/longrunning/operations.proto\x1a\x16google/type/date.proto\"\xaf\x01\n\x16QuoteCommissionRequest\x12\x38\n\x05lines\x18\x01 \x03(\x0b\x32\x1c.bmc.commission.v1.QuoteLineB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\x88\'\x12:\n\x0eoperation_type\x18\x02 \x01(\tB\"\xbaH\x1fr\x1d\x32\x1b^(OPERATION_TYPE_[A-Z_]+)?$\x12\x1f\n\x04\x64\x61te\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"\x91\x01\n\x17QuoteCommissionResponse\x12\x39\n\tbreakdown\x18\x01 \x01(\x0b\x32&.bmc.commission.v1.CommissionBreakdown\x12;\n\x0bwithholding\x18\x02 \x01(\x0b\x32&.bmc.commission.v1.WithholdingEstimate\"R\n\x14GetCommissionRequest\x12:\n\x04name\x18\x01 \x01(\tB,\xe2\x41\x01\x02\xbaH%r#2!^commissions/[A-Za-z0-9_-]{1,64}$\"\x85\x02\n\x16ListCommissionsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12;\n\x06\x62roker\x18\x03 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x36\n\x06period\x18\x04 \x01(\tB&\xbaH#r!2\x1f^(20[0-9]{2}-(0[1-9]|1[0-2]))?$\x12\x39\n\x07invoice\x18\x05 \x01(\tB(\xbaH%r#2!^(invoices/[A-Za-z0-9_-]{1,64})?$\"f\n\x17ListCommissionsResponse\x12\x32\n\x0b\x63ommissions\x18\x01 \x03(\x0b\x32\x1d.bmc.commission.v1.Commission\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x1b\x43reateTariffScheduleRequest\x12\x46\n\x0ftariff_schedule\x18\x01 \x01(\x0b\x32!.bmc.commission.v1.TariffScheduleB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12?\n\x12tariff_schedule_id\x18\x02 \x01(\tB#\xbaH r\x1e\x32\x1c^([a-z0-9][a-z0-9-]{0,62})?$\"^\n\x18GetTariffScheduleRequest\x12\x42\n\x04name\x18\x01 \x01(\tB4\xe2\x41\x01\x02\xbaH-r+2)^tariffSchedules/[a-z0-9][a-z0-9-]{0,62}$\"\x81\x01\n\x1aListTariffSchedulesRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\'\n\x0c\x65\x66\x66\x65\x63tive_on\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"s\n\x1bListTariffSchedulesResponse\x12;\n\x10tariff_schedules\x18\x01 \x03(\x0b\x32!.bmc.commission.v1.TariffSchedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"n\n\x15\x43reateUvtValueRequest\x12:\n\tuvt_value\x18\x01 \x01(\x0b\x32\x1b.bmc.commission.v1.UvtValueB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x19\n\x04year\x18\x02 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xb4\x10(\xd0\x0f\"R\n\x14ListUvtValuesRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"a\n\x15ListUvtValuesResponse\x12/\n\nuvt_values\x18\x01 \x03(\x0b\x32\x1b.bmc.commission.v1.UvtValue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\x14RunSettlementRequest\x12\x33\n\x06period\x18\x01 \x01(\tB#\xbaH r\x1e\x32\x1c^20[0-9]{2}-(0[1-9]|1[0-2])$\x12;\n\x06\x62roker\x18\x02 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x1b\n\nrequest_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"T\n\x14GetSettlementRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xbaH\'r%2#^settlements/[A-Za-z0-9_~-]{1,100}$\"\xc9\x01\n\x16ListSettlementsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x36\n\x06period\x18\x03 \x01(\tB&\xbaH#r!2\x1f^(20[0-9]{2}-(0[1-9]|1[0-2]))?$\x12;\n\x06\x62roker\x18\x04 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\"f\n\x17ListSettlementsResponse\x12\x32\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x1d.bmc.commission.v1.Settlement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x01\n\x17\x45xportSettlementRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xbaH\'r%2#^settlements/[A-Za-z0-9_~-]{1,100}$\x12\x39\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1f.bmc.commission.v1.ExportFormatB\x08\xbaH\x05\x82\x01\x02\x10\x01\"I\n\x12\x43losePeriodRequest\x12\x33\n\x06period\x18\x01 \x01(\tB#\xbaH r\x1e\x32\x1c^20[0-9]{2}-(0[1-9]|1[0-2])$\":\n\x13\x43losePeriodResponse\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x13\n\x0bsettlements\x18\x02 \x03(\t\"{\n\x1bListCommissionEventsRequest\x12\x1f\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"f\n\x1cListCommissionEventsResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.bmc.common.v1.PublishedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x16ListDeadLettersRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"c\n\x17ListDeadLettersResponse\x12/\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x19.bmc.common.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x18RedriveDeadLetterRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xbaH\'r%2#^commissionDeadLetters/[0-9]{1,19}$*\\\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x02\x32\xce\x16\n\x11\x43ommissionService\x12\x94\x01\n\x0fQuoteCommission\x12).bmc.commission.v1.QuoteCommissionRequest\x1a*.bmc.commission.v1.QuoteCommissionResponse\"*\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/commissions:quote:\x01*\x12\x86\x01\n\rGetCommission\x12\'.bmc.commission.v1.GetCommissionRequest\x1a\x1d.bmc.commission.v1.Commission\"-\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=commissions/*}\x12\x8d\x01\n\x0fListCommissions\x12).bmc.commission.v1.ListCommissionsRequest\x1a*.bmc.commission.v1.ListCommissionsResponse\"#\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/commissions\x12\x9e\x01\n\x14\x43reateTariffSchedule\x12..bmc.commission.v1.CreateTariffScheduleRequest\x1a!.bmc.commission.v1.TariffSchedule\"3\xa2\xbb\x18\x03\n\x01\x01\x82\xd3\xe4\x93\x02&\"\x13/v1/tariffSchedules:\x0ftariff_schedule\x12\x93\x01\n\x11GetTariffSchedule\x12+.bmc.commission.v1.GetTariffScheduleRequest\x1a!.bmc.commission.v1.TariffSchedule\".\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=tariffSchedules/*}\x12\x9b\x01\n\x13ListTariffSchedules\x12-.bmc.commission.v1.ListTariffSchedulesRequest\x1a..bmc.commission.v1.ListTariffSchedulesResponse\"%\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/tariffSchedules\x12\x80\x01\n\x0e\x43reateUvtValue\x12(.bmc.commission.v1.CreateUvtValueRequest\x1a\x1b.bmc.commission.v1.UvtValue\"\'\xa2\xbb\x18\x03\n\x01\x01\x82\xd3\xe4\x93\x02\x1a\"\r/v1/uvtValues:\tuvt_value\x12\x83\x01\n\rListUvtValues\x12\'.bmc.commission.v1.ListUvtValuesRequest\x1a(.bmc.commission.v1.ListUvtValuesResponse\"\x1f\xa2\xbb\x18\x06\n\x04\x01\x02\x03\x04\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/uvtValues\x12\xc9\x01\n\rRunSettlement\x12\'.bmc.commission.v1.RunSettlementRequest\x1a\x1d.google.longrunning.Operation\"p\xca\x41G\n\x1c\x62mc.commission.v1.Settlement\x12\'bmc.commission.v1.RunSettlementMetadata\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x18\"\x13/v1/settlements:run:\x01*\x12\x85\x01\n\rGetSettlement\x12\'.bmc.commission.v1.GetSettlementRequest\x1a\x1d.bmc.commission.v1.Settlement\",\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=settlements/*}\x12\x8d\x01\n\x0fListSettlements\x12).bmc.commission.v1.ListSettlementsRequest\x1a*.bmc.commission.v1.ListSettlementsResponse\"#\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/settlements\x12\x89\x01\n\x10\x45xportSettlement\x12*.bmc.commission.v1.ExportSettlementRequest\x1a\x14.google.api.HttpBody\"3\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=settlements/*}:export\x12\x8a\x01\n\x0b\x43losePeriod\x12%.bmc.commission.v1.ClosePeriodRequest\x1a&.bmc.commission.v1.ClosePeriodResponse\",\xa2\xbb\x18\x03\n\x01\x01\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/periods/{period}:close:\x01*\x12\x89\x01\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\"1\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02#\x12!/v1/{name=commissionOperations/*}\x12\x91\x01\n\x0eListOperations\x12).google.longrunning.ListOperationsRequest\x1a*.google.longrunning.ListOperationsResponse\"(\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/commissionOperations\x12\x99\x01\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x1d.google.longrunning.Operation\";\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02-\"(/v1/{name=commissionOperations/*}:cancel:\x01*\x12\x9e\x01\n\x14ListCommissionEvents\x12..bmc.commission.v1.ListCommissionEventsRequest\x1a/.bmc.commission.v1.ListCommissionEventsResponse\"%\xa2\xbb\x18\x05\n\x03\x01\x04\x06\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/commissionEvents\x12\x93\x01\n\x0fListDeadLetters\x12).bmc.commission.v1.ListDeadLettersRequest\x1a*.bmc.commission.v1.ListDeadLettersResponse\")\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/commissionDeadLetters\x12\xa1\x01\n\x11RedriveDeadLetter\x12+.bmc.commission.v1.RedriveDeadLetterRequest\x1a\x19.bmc.common.v1.DeadLetter\"D\xda\x41\x04name\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02/\"*/v1/{name=commissionDeadLetters/*}:redrive:\x01*\x1a\x17\xca\x41\x14\x63ommission.bmc.localb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -96,6 +97,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTSETTLEMENTREQUEST'].fields_by_name['format']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_CLOSEPERIODREQUEST'].fields_by_name['period']._loaded_options = None
   _globals['_CLOSEPERIODREQUEST'].fields_by_name['period']._serialized_options = b'\272H r\0362\034^20[0-9]{2}-(0[1-9]|1[0-2])$'
+  _globals['_LISTCOMMISSIONEVENTSREQUEST'].fields_by_name['after_position']._loaded_options = None
+  _globals['_LISTCOMMISSIONEVENTSREQUEST'].fields_by_name['after_position']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_LISTCOMMISSIONEVENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCOMMISSIONEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTCOMMISSIONEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTCOMMISSIONEVENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H\'r%2#^commissionDeadLetters/[0-9]{1,19}$'
   _globals['_COMMISSIONSERVICE']._loaded_options = None
   _globals['_COMMISSIONSERVICE']._serialized_options = b'\312A\024commission.bmc.local'
   _globals['_COMMISSIONSERVICE'].methods_by_name['QuoteCommission']._loaded_options = None
@@ -130,46 +143,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMISSIONSERVICE'].methods_by_name['ListOperations']._serialized_options = b'\242\273\030\004\n\002\001\002\202\323\344\223\002\032\022\030/v1/commissionOperations'
   _globals['_COMMISSIONSERVICE'].methods_by_name['CancelOperation']._loaded_options = None
   _globals['_COMMISSIONSERVICE'].methods_by_name['CancelOperation']._serialized_options = b'\242\273\030\004\n\002\001\002\202\323\344\223\002-\"(/v1/{name=commissionOperations/*}:cancel:\001*'
-  _globals['_EXPORTFORMAT']._serialized_start=2765
-  _globals['_EXPORTFORMAT']._serialized_end=2857
-  _globals['_QUOTECOMMISSIONREQUEST']._serialized_start=333
-  _globals['_QUOTECOMMISSIONREQUEST']._serialized_end=508
-  _globals['_QUOTECOMMISSIONRESPONSE']._serialized_start=511
-  _globals['_QUOTECOMMISSIONRESPONSE']._serialized_end=656
-  _globals['_GETCOMMISSIONREQUEST']._serialized_start=658
-  _globals['_GETCOMMISSIONREQUEST']._serialized_end=740
-  _globals['_LISTCOMMISSIONSREQUEST']._serialized_start=743
-  _globals['_LISTCOMMISSIONSREQUEST']._serialized_end=1004
-  _globals['_LISTCOMMISSIONSRESPONSE']._serialized_start=1006
-  _globals['_LISTCOMMISSIONSRESPONSE']._serialized_end=1108
-  _globals['_CREATETARIFFSCHEDULEREQUEST']._serialized_start=1111
-  _globals['_CREATETARIFFSCHEDULEREQUEST']._serialized_end=1277
-  _globals['_GETTARIFFSCHEDULEREQUEST']._serialized_start=1279
-  _globals['_GETTARIFFSCHEDULEREQUEST']._serialized_end=1373
-  _globals['_LISTTARIFFSCHEDULESREQUEST']._serialized_start=1376
-  _globals['_LISTTARIFFSCHEDULESREQUEST']._serialized_end=1505
-  _globals['_LISTTARIFFSCHEDULESRESPONSE']._serialized_start=1507
-  _globals['_LISTTARIFFSCHEDULESRESPONSE']._serialized_end=1622
-  _globals['_CREATEUVTVALUEREQUEST']._serialized_start=1624
-  _globals['_CREATEUVTVALUEREQUEST']._serialized_end=1734
-  _globals['_LISTUVTVALUESREQUEST']._serialized_start=1736
-  _globals['_LISTUVTVALUESREQUEST']._serialized_end=1818
-  _globals['_LISTUVTVALUESRESPONSE']._serialized_start=1820
-  _globals['_LISTUVTVALUESRESPONSE']._serialized_end=1917
-  _globals['_RUNSETTLEMENTREQUEST']._serialized_start=1920
-  _globals['_RUNSETTLEMENTREQUEST']._serialized_end=2085
-  _globals['_GETSETTLEMENTREQUEST']._serialized_start=2087
-  _globals['_GETSETTLEMENTREQUEST']._serialized_end=2171
-  _globals['_LISTSETTLEMENTSREQUEST']._serialized_start=2174
-  _globals['_LISTSETTLEMENTSREQUEST']._serialized_end=2375
-  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_start=2377
-  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_end=2479
-  _globals['_EXPORTSETTLEMENTREQUEST']._serialized_start=2482
-  _globals['_EXPORTSETTLEMENTREQUEST']._serialized_end=2628
-  _globals['_CLOSEPERIODREQUEST']._serialized_start=2630
-  _globals['_CLOSEPERIODREQUEST']._serialized_end=2703
-  _globals['_CLOSEPERIODRESPONSE']._serialized_start=2705
-  _globals['_CLOSEPERIODRESPONSE']._serialized_end=2763
-  _globals['_COMMISSIONSERVICE']._serialized_start=2860
-  _globals['_COMMISSIONSERVICE']._serialized_end=5279
+  _globals['_COMMISSIONSERVICE'].methods_by_name['ListCommissionEvents']._loaded_options = None
+  _globals['_COMMISSIONSERVICE'].methods_by_name['ListCommissionEvents']._serialized_options = b'\242\273\030\005\n\003\001\004\006\202\323\344\223\002\026\022\024/v1/commissionEvents'
+  _globals['_COMMISSIONSERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
+  _globals['_COMMISSIONSERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\242\273\030\004\n\002\001\002\202\323\344\223\002\033\022\031/v1/commissionDeadLetters'
+  _globals['_COMMISSIONSERVICE'].methods_by_name['RedriveDeadLetter']._loaded_options = None
+  _globals['_COMMISSIONSERVICE'].methods_by_name['RedriveDeadLetter']._serialized_options = b'\332A\004name\242\273\030\004\n\002\001\002\202\323\344\223\002/\"*/v1/{name=commissionDeadLetters/*}:redrive:\001*'
+  _globals['_EXPORTFORMAT']._serialized_start=3300
+  _globals['_EXPORTFORMAT']._serialized_end=3392
+  _globals['_QUOTECOMMISSIONREQUEST']._serialized_start=361
+  _globals['_QUOTECOMMISSIONREQUEST']._serialized_end=536
+  _globals['_QUOTECOMMISSIONRESPONSE']._serialized_start=539
+  _globals['_QUOTECOMMISSIONRESPONSE']._serialized_end=684
+  _globals['_GETCOMMISSIONREQUEST']._serialized_start=686
+  _globals['_GETCOMMISSIONREQUEST']._serialized_end=768
+  _globals['_LISTCOMMISSIONSREQUEST']._serialized_start=771
+  _globals['_LISTCOMMISSIONSREQUEST']._serialized_end=1032
+  _globals['_LISTCOMMISSIONSRESPONSE']._serialized_start=1034
+  _globals['_LISTCOMMISSIONSRESPONSE']._serialized_end=1136
+  _globals['_CREATETARIFFSCHEDULEREQUEST']._serialized_start=1139
+  _globals['_CREATETARIFFSCHEDULEREQUEST']._serialized_end=1305
+  _globals['_GETTARIFFSCHEDULEREQUEST']._serialized_start=1307
+  _globals['_GETTARIFFSCHEDULEREQUEST']._serialized_end=1401
+  _globals['_LISTTARIFFSCHEDULESREQUEST']._serialized_start=1404
+  _globals['_LISTTARIFFSCHEDULESREQUEST']._serialized_end=1533
+  _globals['_LISTTARIFFSCHEDULESRESPONSE']._serialized_start=1535
+  _globals['_LISTTARIFFSCHEDULESRESPONSE']._serialized_end=1650
+  _globals['_CREATEUVTVALUEREQUEST']._serialized_start=1652
+  _globals['_CREATEUVTVALUEREQUEST']._serialized_end=1762
+  _globals['_LISTUVTVALUESREQUEST']._serialized_start=1764
+  _globals['_LISTUVTVALUESREQUEST']._serialized_end=1846
+  _globals['_LISTUVTVALUESRESPONSE']._serialized_start=1848
+  _globals['_LISTUVTVALUESRESPONSE']._serialized_end=1945
+  _globals['_RUNSETTLEMENTREQUEST']._serialized_start=1948
+  _globals['_RUNSETTLEMENTREQUEST']._serialized_end=2113
+  _globals['_GETSETTLEMENTREQUEST']._serialized_start=2115
+  _globals['_GETSETTLEMENTREQUEST']._serialized_end=2199
+  _globals['_LISTSETTLEMENTSREQUEST']._serialized_start=2202
+  _globals['_LISTSETTLEMENTSREQUEST']._serialized_end=2403
+  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_start=2405
+  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_end=2507
+  _globals['_EXPORTSETTLEMENTREQUEST']._serialized_start=2510
+  _globals['_EXPORTSETTLEMENTREQUEST']._serialized_end=2656
+  _globals['_CLOSEPERIODREQUEST']._serialized_start=2658
+  _globals['_CLOSEPERIODREQUEST']._serialized_end=2731
+  _globals['_CLOSEPERIODRESPONSE']._serialized_start=2733
+  _globals['_CLOSEPERIODRESPONSE']._serialized_end=2791
+  _globals['_LISTCOMMISSIONEVENTSREQUEST']._serialized_start=2793
+  _globals['_LISTCOMMISSIONEVENTSREQUEST']._serialized_end=2916
+  _globals['_LISTCOMMISSIONEVENTSRESPONSE']._serialized_start=2918
+  _globals['_LISTCOMMISSIONEVENTSRESPONSE']._serialized_end=3020
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=3022
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=3107
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=3109
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=3208
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=3210
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=3298
+  _globals['_COMMISSIONSERVICE']._serialized_start=3395
+  _globals['_COMMISSIONSERVICE']._serialized_end=6289
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ import warnings
 
 from bmc.commission.v1 import commission_pb2 as bmc_dot_commission_dot_v1_dot_commission__pb2
 from bmc.commission.v1 import commission_service_pb2 as bmc_dot_commission_dot_v1_dot_commission__service__pb2
+from bmc.common.v1 import events_pb2 as bmc_dot_common_dot_v1_dot_events__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 
@@ -117,6 +118,21 @@ class CommissionServiceStub:
                 '/bmc.commission.v1.CommissionService/CancelOperation',
                 request_serializer=google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.ListCommissionEvents = channel.unary_unary(
+                '/bmc.commission.v1.CommissionService/ListCommissionEvents',
+                request_serializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListCommissionEventsRequest.SerializeToString,
+                response_deserializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListCommissionEventsResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/bmc.commission.v1.CommissionService/ListDeadLetters',
+                request_serializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetter = channel.unary_unary(
+                '/bmc.commission.v1.CommissionService/RedriveDeadLetter',
+                request_serializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+                response_deserializer=bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.FromString,
                 _registered_method=True)
 
 
@@ -237,6 +253,30 @@ class CommissionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCommissionEvents(self, request, context):
+        """Lists the events this service published, in the order of its log,
+        after a position: what a consumer reads to catch up when the stream
+        lost entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists the events this service could not apply and set aside, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetter(self, request, context):
+        """Applies a dead letter's event again (after its cause was fixed); it
+        stays pending, with one attempt more, if it fails again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +359,21 @@ def add_CommissionServiceServicer_to_server(servicer, server):
                     servicer.CancelOperation,
                     request_deserializer=google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'ListCommissionEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCommissionEvents,
+                    request_deserializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListCommissionEventsRequest.FromString,
+                    response_serializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListCommissionEventsResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetter,
+                    request_deserializer=bmc_dot_commission_dot_v1_dot_commission__service__pb2.RedriveDeadLetterRequest.FromString,
+                    response_serializer=bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -754,6 +809,87 @@ class CommissionService:
             '/bmc.commission.v1.CommissionService/CancelOperation',
             google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCommissionEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.commission.v1.CommissionService/ListCommissionEvents',
+            bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListCommissionEventsRequest.SerializeToString,
+            bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListCommissionEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.commission.v1.CommissionService/ListDeadLetters',
+            bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListDeadLettersRequest.SerializeToString,
+            bmc_dot_commission_dot_v1_dot_commission__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.commission.v1.CommissionService/RedriveDeadLetter',
+            bmc_dot_commission_dot_v1_dot_commission__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+            bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from bmc.commission.v1 import commission_pb2 as _commission_pb2
 from bmc.commission.v1 import commission_service_pb2 as _commission_service_pb2
+from bmc.common.v1 import events_pb2 as _events_pb2
 from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.longrunning import operations_pb2 as _operations_pb2
@@ -70,6 +71,17 @@ class CommissionServiceStub:
     """Lists settlement runs, newest first."""
     CancelOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.CancelOperationRequest, _operations_pb2.Operation]
     """Asks a running settlement to stop."""
+    ListCommissionEvents: _grpc.UnaryUnaryMultiCallable[_commission_service_pb2.ListCommissionEventsRequest, _commission_service_pb2.ListCommissionEventsResponse]
+    """Lists the events this service published, in the order of its log,
+    after a position: what a consumer reads to catch up when the stream
+    lost entries.
+    """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_commission_service_pb2.ListDeadLettersRequest, _commission_service_pb2.ListDeadLettersResponse]
+    """Lists the events this service could not apply and set aside, newest first."""
+    RedriveDeadLetter: _grpc.UnaryUnaryMultiCallable[_commission_service_pb2.RedriveDeadLetterRequest, _events_pb2.DeadLetter]
+    """Applies a dead letter's event again (after its cause was fixed); it
+    stays pending, with one attempt more, if it fails again.
+    """
 
 @_typing.type_check_only
 class CommissionServiceAsyncStub(CommissionServiceStub):
@@ -110,6 +122,17 @@ class CommissionServiceAsyncStub(CommissionServiceStub):
     """Lists settlement runs, newest first."""
     CancelOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.CancelOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Asks a running settlement to stop."""
+    ListCommissionEvents: _aio.UnaryUnaryMultiCallable[_commission_service_pb2.ListCommissionEventsRequest, _commission_service_pb2.ListCommissionEventsResponse]  # type: ignore[assignment]
+    """Lists the events this service published, in the order of its log,
+    after a position: what a consumer reads to catch up when the stream
+    lost entries.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_commission_service_pb2.ListDeadLettersRequest, _commission_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the events this service could not apply and set aside, newest first."""
+    RedriveDeadLetter: _aio.UnaryUnaryMultiCallable[_commission_service_pb2.RedriveDeadLetterRequest, _events_pb2.DeadLetter]  # type: ignore[assignment]
+    """Applies a dead letter's event again (after its cause was fixed); it
+    stays pending, with one attempt more, if it fails again.
+    """
 
 class CommissionServiceServicer(metaclass=_abc_1.ABCMeta):
     """BMC's regulatory commission, per invoice and in batch settlements."""
@@ -243,5 +266,34 @@ class CommissionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Asks a running settlement to stop."""
+
+    @_abc_1.abstractmethod
+    def ListCommissionEvents(
+        self,
+        request: _commission_service_pb2.ListCommissionEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_commission_service_pb2.ListCommissionEventsResponse, _abc.Awaitable[_commission_service_pb2.ListCommissionEventsResponse]]:
+        """Lists the events this service published, in the order of its log,
+        after a position: what a consumer reads to catch up when the stream
+        lost entries.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _commission_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_commission_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_commission_service_pb2.ListDeadLettersResponse]]:
+        """Lists the events this service could not apply and set aside, newest first."""
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetter(
+        self,
+        request: _commission_service_pb2.RedriveDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.DeadLetter, _abc.Awaitable[_events_pb2.DeadLetter]]:
+        """Applies a dead letter's event again (after its cause was fixed); it
+        stays pending, with one attempt more, if it fails again.
+        """
 
 def add_CommissionServiceServicer_to_server(servicer: CommissionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from bmc.auth.v1 import policy_pb2 as bmc_dot_auth_dot_v1_dot_policy__pb2
+from bmc.common.v1 import events_pb2 as bmc_dot_common_dot_v1_dot_events__pb2
 from bmc.invoice.v1 import invoice_pb2 as bmc_dot_invoice_dot_v1_dot_invoice__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
@@ -34,7 +35,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$bmc/invoice/v1/invoice_service.proto\x12\x0e\x62mc.invoice.v1\x1a\x18\x62mc/auth/v1/policy.proto\x1a\x1c\x62mc/invoice/v1/invoice.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\"\x82\x01\n\x16RegisterInvoiceRequest\x12\x34\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.bmc.invoice.v1.InvoiceB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x1b\n\nrequest_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"e\n\x1c\x42\x61tchRegisterInvoicesRequest\x12\x45\n\x08requests\x18\x01 \x03(\x0b\x32&.bmc.invoice.v1.RegisterInvoiceRequestB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"p\n\x12RegistrationResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12(\n\x07invoice\x18\x02 \x01(\x0b\x32\x17.bmc.invoice.v1.Invoice\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"T\n\x1d\x42\x61tchRegisterInvoicesResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".bmc.invoice.v1.RegistrationResult\"\xe6\x01\n\x15ImportInvoicesRequest\x12\x1d\n\x07\x63ontent\x18\x01 \x01(\x0c\x42\x0c\xbaH\tz\x07\x10\x01\x18\x80\x80\x80 \x12\x38\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.bmc.invoice.v1.DocumentFormatB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1a\n\x08\x66ilename\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12;\n\x06\x62roker\x18\x04 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x1b\n\nrequest_id\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\"L\n\x11GetInvoiceRequest\x12\x37\n\x04name\x18\x01 \x01(\tB)\xe2\x41\x01\x02\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$\"\xe2\x03\n\x13ListInvoicesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x35\n\x05state\x18\x03 \x01(\x0e\x32\x1c.bmc.invoice.v1.InvoiceStateB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12(\n\nseller_nit\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x32\r^[0-9]{0,15}$\x12,\n\x08\x62uyer_id\x18\x05 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^[0-9A-Za-z]{0,20}$\x12*\n\x0fissue_date_from\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12(\n\rissue_date_to\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12\x36\n\x12register_time_from\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10register_time_to\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06\x62roker\x18\n \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.bmc.invoice.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x13\x41nnulInvoiceRequest\x12\x37\n\x04name\x18\x01 \x01(\tB)\xe2\x41\x01\x02\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$\x12\x1a\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xe8\x07\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x1b\n\nrequest_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\x92\x01\n\x18ListInvoiceEventsRequest\x12\x39\n\x06parent\x18\x01 \x01(\tB)\xe2\x41\x01\x02\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"b\n\x19ListInvoiceEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.bmc.invoice.v1.InvoiceEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x17VerifyEventChainRequest\x12\x1e\n\rfrom_position\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\x84\x01\n\x18VerifyEventChainResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x03\x12\x1d\n\x15\x66irst_broken_position\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t2\x98\r\n\x0eInvoiceService\x12\x86\x01\n\x0fRegisterInvoice\x12&.bmc.invoice.v1.RegisterInvoiceRequest\x1a\x17.bmc.invoice.v1.Invoice\"2\xda\x41\x07invoice\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/invoices:\x07invoice\x12\xa6\x01\n\x15\x42\x61tchRegisterInvoices\x12,.bmc.invoice.v1.BatchRegisterInvoicesRequest\x1a-.bmc.invoice.v1.BatchRegisterInvoicesResponse\"0\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/invoices:batchRegister:\x01*\x12\xd2\x01\n\x0eImportInvoices\x12%.bmc.invoice.v1.ImportInvoicesRequest\x1a\x1d.google.longrunning.Operation\"z\xca\x41N\n%bmc.invoice.v1.ImportInvoicesResponse\x12%bmc.invoice.v1.ImportInvoicesMetadata\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x18\"\x13/v1/invoices:import:\x01*\x12{\n\nGetInvoice\x12!.bmc.invoice.v1.GetInvoiceRequest\x1a\x17.bmc.invoice.v1.Invoice\"1\xda\x41\x04name\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=invoices/*}\x12|\n\x0cListInvoices\x12#.bmc.invoice.v1.ListInvoicesRequest\x1a$.bmc.invoice.v1.ListInvoicesResponse\"!\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/invoices\x12\x7f\n\x0c\x41nnulInvoice\x12#.bmc.invoice.v1.AnnulInvoiceRequest\x1a\x17.bmc.invoice.v1.Invoice\"1\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02 \"\x1b/v1/{name=invoices/*}:annul:\x01*\x12\x9c\x01\n\x11ListInvoiceEvents\x12(.bmc.invoice.v1.ListInvoiceEventsRequest\x1a).bmc.invoice.v1.ListInvoiceEventsResponse\"2\xa2\xbb\x18\x08\n\x04\x01\x02\x03\x04\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=invoices/*}/events\x12\x91\x01\n\x10VerifyEventChain\x12\'.bmc.invoice.v1.VerifyEventChainRequest\x1a(.bmc.invoice.v1.VerifyEventChainResponse\"*\xa2\xbb\x18\x05\n\x03\x01\x02\x04\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/events:verifyChain:\x01*\x12\x89\x01\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\"1\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=invoiceOperations/*}\x12\x91\x01\n\x0eListOperations\x12).google.longrunning.ListOperationsRequest\x1a*.google.longrunning.ListOperationsResponse\"(\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/invoiceOperations\x12\x99\x01\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x1d.google.longrunning.Operation\";\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02*\"%/v1/{name=invoiceOperations/*}:cancel:\x01*\x1a\x14\xca\x41\x11invoice.bmc.localb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$bmc/invoice/v1/invoice_service.proto\x12\x0e\x62mc.invoice.v1\x1a\x18\x62mc/auth/v1/policy.proto\x1a\x1a\x62mc/common/v1/events.proto\x1a\x1c\x62mc/invoice/v1/invoice.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\"\x82\x01\n\x16RegisterInvoiceRequest\x12\x34\n\x07invoice\x18\x01 \x01(\x0b\x32\x17.bmc.invoice.v1.InvoiceB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x1b\n\nrequest_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"e\n\x1c\x42\x61tchRegisterInvoicesRequest\x12\x45\n\x08requests\x18\x01 \x03(\x0b\x32&.bmc.invoice.v1.RegisterInvoiceRequestB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"p\n\x12RegistrationResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12(\n\x07invoice\x18\x02 \x01(\x0b\x32\x17.bmc.invoice.v1.Invoice\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"T\n\x1d\x42\x61tchRegisterInvoicesResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".bmc.invoice.v1.RegistrationResult\"\xe6\x01\n\x15ImportInvoicesRequest\x12\x1d\n\x07\x63ontent\x18\x01 \x01(\x0c\x42\x0c\xbaH\tz\x07\x10\x01\x18\x80\x80\x80 \x12\x38\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.bmc.invoice.v1.DocumentFormatB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1a\n\x08\x66ilename\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12;\n\x06\x62roker\x18\x04 \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\x12\x1b\n\nrequest_id\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\"L\n\x11GetInvoiceRequest\x12\x37\n\x04name\x18\x01 \x01(\tB)\xe2\x41\x01\x02\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$\"\xe2\x03\n\x13ListInvoicesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x35\n\x05state\x18\x03 \x01(\x0e\x32\x1c.bmc.invoice.v1.InvoiceStateB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12(\n\nseller_nit\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x32\r^[0-9]{0,15}$\x12,\n\x08\x62uyer_id\x18\x05 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^[0-9A-Za-z]{0,20}$\x12*\n\x0fissue_date_from\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12(\n\rissue_date_to\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12\x36\n\x12register_time_from\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10register_time_to\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06\x62roker\x18\n \x01(\tB+\xbaH(r&2$^(brokers/[a-z0-9][a-z0-9-]{0,62})?$\"Z\n\x14ListInvoicesResponse\x12)\n\x08invoices\x18\x01 \x03(\x0b\x32\x17.bmc.invoice.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x13\x41nnulInvoiceRequest\x12\x37\n\x04name\x18\x01 \x01(\tB)\xe2\x41\x01\x02\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$\x12\x1a\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xe8\x07\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x1b\n\nrequest_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\xb3\x01\n\x18ListInvoiceEventsRequest\x12\x39\n\x06parent\x18\x01 \x01(\tB)\xe2\x41\x01\x02\xbaH\"r 2\x1e^invoices/[A-Za-z0-9_-]{1,64}$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x1f\n\x0e\x61\x66ter_position\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"b\n\x19ListInvoiceEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.bmc.invoice.v1.InvoiceEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x17VerifyEventChainRequest\x12\x1e\n\rfrom_position\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\x84\x01\n\x18VerifyEventChainResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x03\x12\x1d\n\x15\x66irst_broken_position\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\"U\n\x16ListDeadLettersRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"c\n\x17ListDeadLettersResponse\x12/\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x19.bmc.common.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x18RedriveDeadLetterRequest\x12\x39\n\x04name\x18\x01 \x01(\tB+\xe2\x41\x01\x02\xbaH$r\"2 ^invoiceDeadLetters/[0-9]{1,19}$2\xc4\x0f\n\x0eInvoiceService\x12\x86\x01\n\x0fRegisterInvoice\x12&.bmc.invoice.v1.RegisterInvoiceRequest\x1a\x17.bmc.invoice.v1.Invoice\"2\xda\x41\x07invoice\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/invoices:\x07invoice\x12\xa6\x01\n\x15\x42\x61tchRegisterInvoices\x12,.bmc.invoice.v1.BatchRegisterInvoicesRequest\x1a-.bmc.invoice.v1.BatchRegisterInvoicesResponse\"0\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/invoices:batchRegister:\x01*\x12\xd2\x01\n\x0eImportInvoices\x12%.bmc.invoice.v1.ImportInvoicesRequest\x1a\x1d.google.longrunning.Operation\"z\xca\x41N\n%bmc.invoice.v1.ImportInvoicesResponse\x12%bmc.invoice.v1.ImportInvoicesMetadata\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x18\"\x13/v1/invoices:import:\x01*\x12{\n\nGetInvoice\x12!.bmc.invoice.v1.GetInvoiceRequest\x1a\x17.bmc.invoice.v1.Invoice\"1\xda\x41\x04name\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=invoices/*}\x12|\n\x0cListInvoices\x12#.bmc.invoice.v1.ListInvoicesRequest\x1a$.bmc.invoice.v1.ListInvoicesResponse\"!\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/invoices\x12\x7f\n\x0c\x41nnulInvoice\x12#.bmc.invoice.v1.AnnulInvoiceRequest\x1a\x17.bmc.invoice.v1.Invoice\"1\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02 \"\x1b/v1/{name=invoices/*}:annul:\x01*\x12\x9d\x01\n\x11ListInvoiceEvents\x12(.bmc.invoice.v1.ListInvoiceEventsRequest\x1a).bmc.invoice.v1.ListInvoiceEventsResponse\"3\xa2\xbb\x18\t\n\x05\x01\x02\x03\x04\x06\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=invoices/*}/events\x12\x91\x01\n\x10VerifyEventChain\x12\'.bmc.invoice.v1.VerifyEventChainRequest\x1a(.bmc.invoice.v1.VerifyEventChainResponse\"*\xa2\xbb\x18\x05\n\x03\x01\x02\x04\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/events:verifyChain:\x01*\x12\x89\x01\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\"1\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=invoiceOperations/*}\x12\x91\x01\n\x0eListOperations\x12).google.longrunning.ListOperationsRequest\x1a*.google.longrunning.ListOperationsResponse\"(\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/invoiceOperations\x12\x99\x01\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x1d.google.longrunning.Operation\";\xa2\xbb\x18\x07\n\x03\x01\x02\x03\x18\x01\x82\xd3\xe4\x93\x02*\"%/v1/{name=invoiceOperations/*}:cancel:\x01*\x12\x8a\x01\n\x0fListDeadLetters\x12&.bmc.invoice.v1.ListDeadLettersRequest\x1a\'.bmc.invoice.v1.ListDeadLettersResponse\"&\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/invoiceDeadLetters\x12\x9b\x01\n\x11RedriveDeadLetter\x12(.bmc.invoice.v1.RedriveDeadLetterRequest\x1a\x19.bmc.common.v1.DeadLetter\"A\xda\x41\x04name\xa2\xbb\x18\x04\n\x02\x01\x02\x82\xd3\xe4\x93\x02,\"\'/v1/{name=invoiceDeadLetters/*}:redrive:\x01*\x1a\x14\xca\x41\x11invoice.bmc.localb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -83,8 +84,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTINVOICEEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTINVOICEEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTINVOICEEVENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_LISTINVOICEEVENTSREQUEST'].fields_by_name['after_position']._loaded_options = None
+  _globals['_LISTINVOICEEVENTSREQUEST'].fields_by_name['after_position']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_VERIFYEVENTCHAINREQUEST'].fields_by_name['from_position']._loaded_options = None
   _globals['_VERIFYEVENTCHAINREQUEST'].fields_by_name['from_position']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REDRIVEDEADLETTERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H$r\"2 ^invoiceDeadLetters/[0-9]{1,19}$'
   _globals['_INVOICESERVICE']._loaded_options = None
   _globals['_INVOICESERVICE']._serialized_options = b'\312A\021invoice.bmc.local'
   _globals['_INVOICESERVICE'].methods_by_name['RegisterInvoice']._loaded_options = None
@@ -100,7 +109,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOICESERVICE'].methods_by_name['AnnulInvoice']._loaded_options = None
   _globals['_INVOICESERVICE'].methods_by_name['AnnulInvoice']._serialized_options = b'\242\273\030\007\n\003\001\002\003\030\001\202\323\344\223\002 \"\033/v1/{name=invoices/*}:annul:\001*'
   _globals['_INVOICESERVICE'].methods_by_name['ListInvoiceEvents']._loaded_options = None
-  _globals['_INVOICESERVICE'].methods_by_name['ListInvoiceEvents']._serialized_options = b'\242\273\030\010\n\004\001\002\003\004\030\001\202\323\344\223\002 \022\036/v1/{parent=invoices/*}/events'
+  _globals['_INVOICESERVICE'].methods_by_name['ListInvoiceEvents']._serialized_options = b'\242\273\030\t\n\005\001\002\003\004\006\030\001\202\323\344\223\002 \022\036/v1/{parent=invoices/*}/events'
   _globals['_INVOICESERVICE'].methods_by_name['VerifyEventChain']._loaded_options = None
   _globals['_INVOICESERVICE'].methods_by_name['VerifyEventChain']._serialized_options = b'\242\273\030\005\n\003\001\002\004\202\323\344\223\002\033\"\026/v1/events:verifyChain:\001*'
   _globals['_INVOICESERVICE'].methods_by_name['GetOperation']._loaded_options = None
@@ -109,32 +118,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOICESERVICE'].methods_by_name['ListOperations']._serialized_options = b'\242\273\030\007\n\003\001\002\003\030\001\202\323\344\223\002\027\022\025/v1/invoiceOperations'
   _globals['_INVOICESERVICE'].methods_by_name['CancelOperation']._loaded_options = None
   _globals['_INVOICESERVICE'].methods_by_name['CancelOperation']._serialized_options = b'\242\273\030\007\n\003\001\002\003\030\001\202\323\344\223\002*\"%/v1/{name=invoiceOperations/*}:cancel:\001*'
-  _globals['_REGISTERINVOICEREQUEST']._serialized_start=349
-  _globals['_REGISTERINVOICEREQUEST']._serialized_end=479
-  _globals['_BATCHREGISTERINVOICESREQUEST']._serialized_start=481
-  _globals['_BATCHREGISTERINVOICESREQUEST']._serialized_end=582
-  _globals['_REGISTRATIONRESULT']._serialized_start=584
-  _globals['_REGISTRATIONRESULT']._serialized_end=696
-  _globals['_BATCHREGISTERINVOICESRESPONSE']._serialized_start=698
-  _globals['_BATCHREGISTERINVOICESRESPONSE']._serialized_end=782
-  _globals['_IMPORTINVOICESREQUEST']._serialized_start=785
-  _globals['_IMPORTINVOICESREQUEST']._serialized_end=1015
-  _globals['_GETINVOICEREQUEST']._serialized_start=1017
-  _globals['_GETINVOICEREQUEST']._serialized_end=1093
-  _globals['_LISTINVOICESREQUEST']._serialized_start=1096
-  _globals['_LISTINVOICESREQUEST']._serialized_end=1578
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=1580
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=1670
-  _globals['_ANNULINVOICEREQUEST']._serialized_start=1673
-  _globals['_ANNULINVOICEREQUEST']._serialized_end=1822
-  _globals['_LISTINVOICEEVENTSREQUEST']._serialized_start=1825
-  _globals['_LISTINVOICEEVENTSREQUEST']._serialized_end=1971
-  _globals['_LISTINVOICEEVENTSRESPONSE']._serialized_start=1973
-  _globals['_LISTINVOICEEVENTSRESPONSE']._serialized_end=2071
-  _globals['_VERIFYEVENTCHAINREQUEST']._serialized_start=2073
-  _globals['_VERIFYEVENTCHAINREQUEST']._serialized_end=2130
-  _globals['_VERIFYEVENTCHAINRESPONSE']._serialized_start=2133
-  _globals['_VERIFYEVENTCHAINRESPONSE']._serialized_end=2265
-  _globals['_INVOICESERVICE']._serialized_start=2268
-  _globals['_INVOICESERVICE']._serialized_end=3956
+  _globals['_INVOICESERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
+  _globals['_INVOICESERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\242\273\030\004\n\002\001\002\202\323\344\223\002\030\022\026/v1/invoiceDeadLetters'
+  _globals['_INVOICESERVICE'].methods_by_name['RedriveDeadLetter']._loaded_options = None
+  _globals['_INVOICESERVICE'].methods_by_name['RedriveDeadLetter']._serialized_options = b'\332A\004name\242\273\030\004\n\002\001\002\202\323\344\223\002,\"\'/v1/{name=invoiceDeadLetters/*}:redrive:\001*'
+  _globals['_REGISTERINVOICEREQUEST']._serialized_start=377
+  _globals['_REGISTERINVOICEREQUEST']._serialized_end=507
+  _globals['_BATCHREGISTERINVOICESREQUEST']._serialized_start=509
+  _globals['_BATCHREGISTERINVOICESREQUEST']._serialized_end=610
+  _globals['_REGISTRATIONRESULT']._serialized_start=612
+  _globals['_REGISTRATIONRESULT']._serialized_end=724
+  _globals['_BATCHREGISTERINVOICESRESPONSE']._serialized_start=726
+  _globals['_BATCHREGISTERINVOICESRESPONSE']._serialized_end=810
+  _globals['_IMPORTINVOICESREQUEST']._serialized_start=813
+  _globals['_IMPORTINVOICESREQUEST']._serialized_end=1043
+  _globals['_GETINVOICEREQUEST']._serialized_start=1045
+  _globals['_GETINVOICEREQUEST']._serialized_end=1121
+  _globals['_LISTINVOICESREQUEST']._serialized_start=1124
+  _globals['_LISTINVOICESREQUEST']._serialized_end=1606
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=1608
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=1698
+  _globals['_ANNULINVOICEREQUEST']._serialized_start=1701
+  _globals['_ANNULINVOICEREQUEST']._serialized_end=1850
+  _globals['_LISTINVOICEEVENTSREQUEST']._serialized_start=1853
+  _globals['_LISTINVOICEEVENTSREQUEST']._serialized_end=2032
+  _globals['_LISTINVOICEEVENTSRESPONSE']._serialized_start=2034
+  _globals['_LISTINVOICEEVENTSRESPONSE']._serialized_end=2132
+  _globals['_VERIFYEVENTCHAINREQUEST']._serialized_start=2134
+  _globals['_VERIFYEVENTCHAINREQUEST']._serialized_end=2191
+  _globals['_VERIFYEVENTCHAINRESPONSE']._serialized_start=2194
+  _globals['_VERIFYEVENTCHAINRESPONSE']._serialized_end=2326
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2328
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2413
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2415
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2514
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=2516
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=2601
+  _globals['_INVOICESERVICE']._serialized_start=2604
+  _globals['_INVOICESERVICE']._serialized_end=4592
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from bmc.common.v1 import events_pb2 as bmc_dot_common_dot_v1_dot_events__pb2
 from bmc.invoice.v1 import invoice_pb2 as bmc_dot_invoice_dot_v1_dot_invoice__pb2
 from bmc.invoice.v1 import invoice_service_pb2 as bmc_dot_invoice_dot_v1_dot_invoice__service__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
@@ -93,6 +94,16 @@ class InvoiceServiceStub:
                 request_serializer=google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/bmc.invoice.v1.InvoiceService/ListDeadLetters',
+                request_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetter = channel.unary_unary(
+                '/bmc.invoice.v1.InvoiceService/RedriveDeadLetter',
+                request_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+                response_deserializer=bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -145,7 +156,10 @@ class InvoiceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListInvoiceEvents(self, request, context):
-        """Lists the events of one invoice, oldest first.
+        """Lists the events of one invoice, oldest first; with the parent
+        `invoices/-`, the events of all invoices the caller may see in the order
+        of the global log, after a position (what a consumer reads to catch up
+        when the stream lost entries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,6 +189,21 @@ class InvoiceServiceServicer:
 
     def CancelOperation(self, request, context):
         """Asks a running import to stop after the current document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists the events this service could not apply and set aside, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetter(self, request, context):
+        """Applies a dead letter's event again (after its cause was fixed); it
+        stays pending, with one attempt more, if it fails again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,6 +266,16 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.CancelOperation,
                     request_deserializer=google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetter,
+                    request_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.RedriveDeadLetterRequest.FromString,
+                    response_serializer=bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -538,6 +577,60 @@ class InvoiceService:
             '/bmc.invoice.v1.InvoiceService/CancelOperation',
             google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.invoice.v1.InvoiceService/ListDeadLetters',
+            bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ListDeadLettersRequest.SerializeToString,
+            bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.invoice.v1.InvoiceService/RedriveDeadLetter',
+            bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.RedriveDeadLetterRequest.SerializeToString,
+            bmc_dot_common_dot_v1_dot_events__pb2.DeadLetter.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from bmc.common.v1 import events_pb2 as _events_pb2
 from bmc.invoice.v1 import invoice_pb2 as _invoice_pb2
 from bmc.invoice.v1 import invoice_service_pb2 as _invoice_service_pb2
 from collections import abc as _abc
@@ -54,7 +55,11 @@ class InvoiceServiceStub:
     AnnulInvoice: _grpc.UnaryUnaryMultiCallable[_invoice_service_pb2.AnnulInvoiceRequest, _invoice_pb2.Invoice]
     """Annuls a registration with a reason; the history keeps both."""
     ListInvoiceEvents: _grpc.UnaryUnaryMultiCallable[_invoice_service_pb2.ListInvoiceEventsRequest, _invoice_service_pb2.ListInvoiceEventsResponse]
-    """Lists the events of one invoice, oldest first."""
+    """Lists the events of one invoice, oldest first; with the parent
+    `invoices/-`, the events of all invoices the caller may see in the order
+    of the global log, after a position (what a consumer reads to catch up
+    when the stream lost entries).
+    """
     VerifyEventChain: _grpc.UnaryUnaryMultiCallable[_invoice_service_pb2.VerifyEventChainRequest, _invoice_service_pb2.VerifyEventChainResponse]
     """Re-walks the hash chain of the event store and reports the first
     broken link.
@@ -65,6 +70,12 @@ class InvoiceServiceStub:
     """Lists imports, newest first."""
     CancelOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.CancelOperationRequest, _operations_pb2.Operation]
     """Asks a running import to stop after the current document."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_invoice_service_pb2.ListDeadLettersRequest, _invoice_service_pb2.ListDeadLettersResponse]
+    """Lists the events this service could not apply and set aside, newest first."""
+    RedriveDeadLetter: _grpc.UnaryUnaryMultiCallable[_invoice_service_pb2.RedriveDeadLetterRequest, _events_pb2.DeadLetter]
+    """Applies a dead letter's event again (after its cause was fixed); it
+    stays pending, with one attempt more, if it fails again.
+    """
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
@@ -90,7 +101,11 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     AnnulInvoice: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.AnnulInvoiceRequest, _invoice_pb2.Invoice]  # type: ignore[assignment]
     """Annuls a registration with a reason; the history keeps both."""
     ListInvoiceEvents: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.ListInvoiceEventsRequest, _invoice_service_pb2.ListInvoiceEventsResponse]  # type: ignore[assignment]
-    """Lists the events of one invoice, oldest first."""
+    """Lists the events of one invoice, oldest first; with the parent
+    `invoices/-`, the events of all invoices the caller may see in the order
+    of the global log, after a position (what a consumer reads to catch up
+    when the stream lost entries).
+    """
     VerifyEventChain: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.VerifyEventChainRequest, _invoice_service_pb2.VerifyEventChainResponse]  # type: ignore[assignment]
     """Re-walks the hash chain of the event store and reports the first
     broken link.
@@ -101,6 +116,12 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """Lists imports, newest first."""
     CancelOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.CancelOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Asks a running import to stop after the current document."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.ListDeadLettersRequest, _invoice_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the events this service could not apply and set aside, newest first."""
+    RedriveDeadLetter: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.RedriveDeadLetterRequest, _events_pb2.DeadLetter]  # type: ignore[assignment]
+    """Applies a dead letter's event again (after its cause was fixed); it
+    stays pending, with one attempt more, if it fails again.
+    """
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registration of DIAN invoices at the exchange, on a tamper-evident event
@@ -165,7 +186,11 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invoice_service_pb2.ListInvoiceEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invoice_service_pb2.ListInvoiceEventsResponse, _abc.Awaitable[_invoice_service_pb2.ListInvoiceEventsResponse]]:
-        """Lists the events of one invoice, oldest first."""
+        """Lists the events of one invoice, oldest first; with the parent
+        `invoices/-`, the events of all invoices the caller may see in the order
+        of the global log, after a position (what a consumer reads to catch up
+        when the stream lost entries).
+        """
 
     @_abc_1.abstractmethod
     def VerifyEventChain(
@@ -200,5 +225,23 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Asks a running import to stop after the current document."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _invoice_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_invoice_service_pb2.ListDeadLettersResponse]]:
+        """Lists the events this service could not apply and set aside, newest first."""
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetter(
+        self,
+        request: _invoice_service_pb2.RedriveDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.DeadLetter, _abc.Awaitable[_events_pb2.DeadLetter]]:
+        """Applies a dead letter's event again (after its cause was fixed); it
+        stays pending, with one attempt more, if it fails again.
+        """
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
