@@ -10,6 +10,7 @@ from bmc.commission.v1 import commission_service_pb2, commission_service_pb2_grp
 from bmc.invoice.v1 import invoice_service_pb2_grpc
 from services.certificate.api import CertificateApi
 from services.certificate.consumer import CertificateConsumer
+from services.certificate.debris import DebrisSweeper
 from services.certificate.issuing import Issuer
 from services.certificate.store import CertificateStore
 from services.kit.catchup import remote_feed
@@ -50,7 +51,9 @@ async def build(resources: Resources) -> CertificateApi:
     async def close_issuer() -> None:
         issuer.close()
 
-    resources.on_stop += [close_issuer, invoices.close, commissions.close]
+    sweeper = DebrisSweeper(issuer.objects, store)
+    sweeper.start()
+    resources.on_stop += [sweeper.stop, close_issuer, invoices.close, commissions.close]
     api = CertificateApi(store, issuer, RequestKeys(resources.database.pool))
     api.dead_letters = dead_letters
     return api

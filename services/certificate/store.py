@@ -57,6 +57,12 @@ class CertificateStore(PooledStore):
             )
         return value
 
+    async def referenced(self, digests: list[str]) -> set[str]:
+        """Those of `digests` (SHA-256 of stored files) some certificate refers to."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT DISTINCT sha256 FROM certificates WHERE sha256 = ANY($1::text[])", digests)
+        return {r["sha256"] for r in rows}
+
     async def valid_for(self, subject: str) -> certificate_pb2.Certificate | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM certificates WHERE subject = $1 AND state = 'VALID'", subject)

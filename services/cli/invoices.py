@@ -1,4 +1,5 @@
-"""`bmc invoices ...` and `bmc audit verify`: register invoice files, check the event chain."""
+"""`bmc invoices ...`, `bmc audit verify` and `bmc audit reconcile`: register invoice files, check the
+event chain, reconcile registrations with their commissions and certificates."""
 
 from __future__ import annotations
 
@@ -112,3 +113,33 @@ def verify(from_position: Annotated[int, typer.Option(help="First event position
         return
     console.print(f"[red]BROKEN[/] at position {result.first_broken_position}: {result.detail}")
     raise typer.Exit(2)
+
+
+@audit.command()
+def reconcile(
+    older_than: Annotated[int, typer.Option(help="Only registrations older than this many seconds.")] = 600,
+    limit: Annotated[int, typer.Option(help="At most this many registrations, oldest first.")] = 1000,
+    check: Annotated[bool, typer.Option("--check", help="Report only; repair nothing.")] = False,
+) -> None:
+    """Find registrations not certified in time, repair them from the other services, name the rest."""
+    stub, metadata, channel = _stub(get_settings())
+    with channel:
+        result = stub.ReconcileInvoices(
+            invoice_service_pb2.ReconcileInvoicesRequest(
+                older_than_seconds=older_than, limit=limit, validate_only=check
+            ),
+            metadata=metadata,
+            timeout=600,
+        )
+    verb = "to record" if check else "recorded"
+    console.print(
+        f"{result.behind:,} behind: {result.steps_recorded:,} steps {verb}, {result.redriven:,} re-driven to the "
+        f"commission service, {result.certificates_requested:,} certificates requested, "
+        f"{len(result.unresolved):,} unresolved"
+    )
+    if result.unresolved:
+        table = Table("invoice", "reason", "detail")
+        for item in result.unresolved:
+            table.add_row(item.invoice, item.reason, item.detail)
+        console.print(table)
+        raise typer.Exit(1)

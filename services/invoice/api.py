@@ -22,6 +22,7 @@ from services.invoice import chain
 from services.invoice.conversion import document_from_proto
 from services.invoice.domain import InvoiceDocument, Issue, ProductFacts, RegistrationPolicy, product_codes, validate
 from services.invoice.imports import InvoiceImporter
+from services.invoice.reconcile import Reconciler
 from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
 from services.kit.auth import acting_for, require_principal, tenant_scope
 from services.kit.batching import MicroBatcher
@@ -107,6 +108,8 @@ def to_proto(row: InvoiceRow, document: invoice_pb2.Invoice | None = None) -> in
 
 class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.InvoiceServiceServicer):
     """RPCs of `bmc.invoice.v1.InvoiceService`."""
+
+    reconciler: Reconciler  # set when the service is wired (it needs the other services' clients)
 
     def operations_tenant(self) -> str:
         return tenant_scope(require_principal())
@@ -356,6 +359,25 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
         principal = require_principal()
         acting_for(principal, request.broker, "imports")
         return await self.importer.start(request, principal, tenant_scope(principal), context.time_remaining())
+
+    async def ReconcileInvoices(
+        self, request: invoice_service_pb2.ReconcileInvoicesRequest, context: Any
+    ) -> invoice_service_pb2.ReconcileInvoicesResponse:
+        report = await self.reconciler.run(
+            dt.timedelta(seconds=request.older_than_seconds if request.HasField("older_than_seconds") else 600),
+            request.limit or 1000,
+            repair=not request.validate_only,
+        )
+        return invoice_service_pb2.ReconcileInvoicesResponse(
+            behind=report.behind,
+            steps_recorded=report.steps_recorded,
+            redriven=report.redriven,
+            certificates_requested=report.certificates_requested,
+            unresolved=[
+                invoice_service_pb2.Discrepancy(invoice=invoice, reason=reason, detail=detail)
+                for invoice, reason, detail in report.unresolved
+            ],
+        )
 
     async def VerifyEventChain(
         self, request: invoice_service_pb2.VerifyEventChainRequest, context: Any

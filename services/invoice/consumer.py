@@ -6,6 +6,9 @@ annulled). Idempotent: redelivered events change nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 
 from services.invoice.store import EventMeta, InvoiceStore
@@ -15,6 +18,20 @@ from services.kit.errors import FailedPrecondition, NotFound
 log = structlog.get_logger("bmc.invoice.consumer")
 CONSUMER = "invoice"
 APPLIES = {"CommissionCalculated": "CommissionCalculated", "CertificateIssued": "InvoiceCertified"}
+
+
+# What each reported step is about: one step per commission, per certificate.
+SUBJECTS = {"CommissionCalculated": "commission", "CertificateIssued": "certificate"}
+
+
+def step_keys(event_type: str, event_id: str, data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The idempotency keys of a reported step: its event, and the fact it
+    reports (which the reconciliation may have recorded first)."""
+    keys = [(f"{CONSUMER}:{event_type}", event_id)] if event_id else []
+    subject = str(data.get(SUBJECTS.get(event_type, ""), ""))
+    if subject:
+        keys.append((f"{CONSUMER}:step", subject))
+    return keys
 
 
 class LifecycleConsumer:
@@ -36,7 +53,7 @@ class LifecycleConsumer:
                 own_event,
                 data,
                 meta,
-                applying=(f"{CONSUMER}:{event.type}", event.event_id),
+                applying=step_keys(event.type, event.event_id, event.data),
             )
         except (NotFound, FailedPrecondition) as exc:
             # An unknown invoice cannot record it; the event is acknowledged, not retried forever.

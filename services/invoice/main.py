@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from bmc.certificate.v1 import certificate_service_pb2, certificate_service_pb2_grpc
@@ -10,10 +11,11 @@ from bmc.invoice.v1 import invoice_service_pb2, invoice_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
 from services.invoice.api import InvoiceApi
 from services.invoice.consumer import LifecycleConsumer
+from services.invoice.reconcile import Reconciler
 from services.invoice.store import RELAY_QUERY, InvoiceStore
 from services.kit.catchup import remote_feed
 from services.kit.event_wiring import Subscription, start_relay, subscribe
-from services.kit.events import one_by_one
+from services.kit.events import one_by_one, stream_name
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.kit.service_clients import ServiceClient
 from services.kit.workers import IsolatedPool
@@ -63,6 +65,13 @@ async def build(resources: Resources) -> InvoiceApi:
     resources.on_stop += [products.close, commissions.close, certificates.close, close_readers]
     api = InvoiceApi(store, products, settings, resources.database, readers)
     api.dead_letters = dead_letters
+    api.reconciler = Reconciler(
+        store, resources.redis, stream_name(settings.redis_prefix, "invoice"), commissions, certificates
+    )
+    api.reconciler.start(
+        store.pool, settings.reconcile_interval_seconds, dt.timedelta(seconds=settings.reconcile_after_seconds)
+    )
+    resources.on_stop.insert(0, api.reconciler.stop)
     await api.importer.resume_unfinished()
     resources.on_stop[:0] = [api.importer.close, api.close]
     return api

@@ -328,13 +328,16 @@ class InvoiceStore(PooledStore):
         data: Mapping[str, Any],
         meta: EventMeta,
         expected_version: int = 0,
-        applying: tuple[str, str] | None = None,
+        applying: Sequence[tuple[str, str]] = (),
     ) -> InvoiceRow:
         """Appends a lifecycle event (annulment, certification) if the state
-        machine allows it. `applying` = (consumer, event id) makes it
-        idempotent: an event applied before changes nothing."""
+        machine allows it. `applying` = keys (consumer, id) make it
+        idempotent: if any was applied before, nothing changes (an event's
+        id, and the fact it reports, such as a commission's name: a step
+        the reconciliation recorded is not recorded again by its event)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if applying is not None and not await first_time(conn, *applying):
+            fresh = [await first_time(conn, *key) for key in applying]
+            if not all(fresh):
                 row = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1", invoice_id)
                 if row is None:
                     raise NotFound(f"invoice invoices/{invoice_id} not found", reason="INVOICE_NOT_FOUND")
@@ -406,6 +409,22 @@ class InvoiceStore(PooledStore):
             )  # fmt: skip
         return [(_event(r), (r["version"],)) for r in rows]
 
+    async def behind(self, older_than: dt.timedelta, limit: int) -> list[InvoiceRow]:
+        """Live registrations older than `older_than` not yet certified, oldest first."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM invoices WHERE state IN ('REGISTERED', 'COMMISSIONED') "
+                "AND register_time < now() - $1::interval ORDER BY register_time LIMIT $2",
+                older_than, limit,
+            )  # fmt: skip
+        return [InvoiceRow.from_record(r) for r in rows]
+
+    async def registration_event(self, invoice_id: str) -> asyncpg.Record | None:
+        """The registration of an invoice as the relay publishes it."""
+        async with self.pool.acquire() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(_REGISTRATION_QUERY, invoice_id)
+        return row
+
     async def log(
         self, limit: int, after: Sequence[int] | None, after_position: int, tenant: str
     ) -> list[tuple[chain.ChainedEvent, tuple[int]]]:
@@ -458,11 +477,12 @@ class ChainSnapshot:
 
 
 # The relay's view of the store: every event is also the outbox entry.
-RELAY_QUERY = (
+_PUBLISHED = (
     "SELECT position, event_id::text AS event_id, type, stream_id, version, metadata->>'tenant' AS tenant, "
-    "metadata->>'trace_id' AS trace_id, record_time AS time, data::text AS data "
-    "FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    "metadata->>'trace_id' AS trace_id, record_time AS time, data::text AS data FROM events "
 )
+RELAY_QUERY = _PUBLISHED + "WHERE position > $1 ORDER BY position LIMIT $2"
+_REGISTRATION_QUERY = _PUBLISHED + "WHERE stream_id = $1 AND version = 1"
 
 
 def _event(r: asyncpg.Record) -> chain.ChainedEvent:

@@ -1,11 +1,26 @@
 """Tasks a service runs beside its RPCs (imports, settlements), kept so that
-they are not garbage-collected mid-way and are cancelled on shutdown."""
+they are not garbage-collected mid-way and are cancelled on shutdown; and
+how to cancel one."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
 from typing import Any
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancels a background task and waits until it has ended. A library
+    may swallow a cancellation (a read timing out at that very moment, then
+    retried), so it is asked again every second; a cancellation of the
+    caller itself meanwhile propagates."""
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.exception()  # retrieved: it ended on its own, and said why in its log
 
 
 class BackgroundTasks:

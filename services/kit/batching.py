@@ -8,9 +8,10 @@ that is an exception is raised to its caller only."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from services.kit.background import cancel
 
 _I = TypeVar("_I")
 _R = TypeVar("_R")
@@ -63,7 +64,4 @@ class MicroBatcher(Generic[_I, _R]):
                     future.set_result(result)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)

@@ -29,9 +29,10 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.kit.background import cancel
 from services.kit.dead_letters import Applier, describe
 from services.kit.envelopes import Event, from_feed, row_envelope, to_published
-from services.kit.leadership import cancel, while_leader
+from services.kit.leadership import while_leader
 from services.kit.paging import INT, list_page
 
 log = structlog.get_logger("bmc.events")
@@ -61,7 +62,7 @@ class Catchup:
         self.mark = 0
         self._stored = 0
         self._seen: set[int] = set()
-        self._gap_since: float | None = None
+        self._gap: tuple[int, float] | None = None  # (the mark it follows, since when)
         self._last_read = 0.0
         self._next_prune = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -113,11 +114,15 @@ class Catchup:
             self._seen.discard(self.mark)
 
     def _due(self) -> bool:
-        """Whether to read the producer's feed now."""
+        """Whether to read the producer's feed now: the event after the mark
+        has been missing for the grace while later ones arrived, or the
+        consumer has not asked for a while (a lost tail leaves no gap)."""
         now = time.monotonic()
-        gap = bool(self._seen)  # something beyond the mark arrived, the mark's next did not
-        self._gap_since = (self._gap_since or now) if gap else None
-        if self._gap_since is not None and now - self._gap_since >= self._grace:
+        if not self._seen:
+            self._gap = None
+        elif self._gap is None or self._gap[0] != self.mark:  # a new gap: the stream may yet bring it
+            self._gap = (self.mark, now)
+        if self._gap is not None and now - self._gap[1] >= self._grace:
             return now - self._last_read >= 0.5
         return now - self._last_read >= self._probe
 
@@ -175,7 +180,7 @@ class Catchup:
             return
         status: str = await conn.execute(
             "DELETE FROM processed_events WHERE ctid IN (SELECT ctid FROM processed_events "
-            "WHERE processed_at < now() - $1 LIMIT 10000)",
+            "WHERE processed_at < now() - $1::interval LIMIT 10000)",
             self._processed_retention,
         )
         pruned = int(status.rsplit(" ", 1)[-1])

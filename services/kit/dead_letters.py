@@ -122,10 +122,13 @@ class DeadLetters:
             else events_pb2.DeadLetter.STATE_PENDING,
         )
         event = parse_envelope(row["raw"].encode())
+        try:
+            if event is not None:
+                letter.event.CopyFrom(to_published(event))
+        except (ValueError, TypeError):  # a payload a Struct cannot hold
+            event = None
         if event is None:
             letter.raw = row["raw"]
-        else:
-            letter.event.CopyFrom(to_published(event))
         letter.create_time.FromDatetime(row["create_time"])
         if row["redrive_time"] is not None:
             letter.redrive_time.FromDatetime(row["redrive_time"])
@@ -244,7 +247,7 @@ class DeadLetterDesk:
 
     async def redrive(self, name: str) -> events_pb2.DeadLetter:
         letter_id = int(resource_id(name, self._letters.collection, "name"))
-        row = await self._letters.get(letter_id)
+        row = await self._letters.get(letter_id) if letter_id < 2**63 else None
         if row is None:
             raise NotFound(f"dead letter {name!r} not found", reason="DEAD_LETTER_NOT_FOUND", metadata={"name": name})
         if row["state"] == "redriven":

@@ -22,10 +22,11 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from services.kit.background import cancel
 from services.kit.catchup import Catchup
 from services.kit.dead_letters import Applier, BatchHandler
 from services.kit.envelopes import Event, parse_envelope, row_envelope
-from services.kit.leadership import cancel, while_leader
+from services.kit.leadership import while_leader
 
 log = structlog.get_logger("bmc.events")
 
@@ -131,7 +132,7 @@ class OutboxRelay:
             return 0
         status: str = await conn.execute(
             "DELETE FROM outbox WHERE position IN (SELECT position FROM outbox WHERE position <= "
-            "(SELECT position FROM relay_checkpoints WHERE name = $1) AND record_time < now() - $2 "
+            "(SELECT position FROM relay_checkpoints WHERE name = $1) AND record_time < now() - $2::interval "
             "ORDER BY position LIMIT 10000)",
             self._name, self._retention,
         )  # fmt: skip

@@ -15,13 +15,6 @@ from redis.exceptions import RedisError
 log = structlog.get_logger("bmc.events")
 
 
-async def cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def while_leader(pool: asyncpg.Pool, name: str, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
     """Runs `work(connection)` while this process holds the advisory lock
     `name` on that connection: with several workers of a service, one works

@@ -7,19 +7,31 @@ A local directory by default; an S3 bucket, encrypted at rest, when
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime as dt
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from services.kit.settings import Settings
+
+_DIGEST = re.compile("[0-9a-f]{64}")
 
 
 class ObjectStore(Protocol):
     def put(self, content: bytes) -> str: ...
 
     def get(self, digest: str) -> bytes: ...
+
+    def listing(self) -> Iterator[tuple[str, dt.datetime]]:
+        """Every object: its digest and when it was written."""
+        ...
+
+    def delete(self, digest: str) -> None: ...
 
 
 class CorruptObject(Exception):
@@ -54,6 +66,15 @@ class LocalObjectStore:
         if hashlib.sha256(content).hexdigest() != digest:
             raise CorruptObject(f"object {digest} does not match its hash")
         return content
+
+    def listing(self) -> Iterator[tuple[str, dt.datetime]]:
+        for path in self.root.glob("??/??/*"):
+            if _DIGEST.fullmatch(path.name):  # not a temporary file being written
+                with contextlib.suppress(FileNotFoundError):
+                    yield path.name, dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+
+    def delete(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
 
 
 class S3ObjectStore:
@@ -95,6 +116,17 @@ class S3ObjectStore:
         if hashlib.sha256(content).hexdigest() != digest:
             raise CorruptObject(f"object {digest} does not match its hash")
         return content
+
+    def listing(self) -> Iterator[tuple[str, dt.datetime]]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                digest = item["Key"].removeprefix(self.prefix)
+                if _DIGEST.fullmatch(digest):
+                    yield digest, item["LastModified"]
+
+    def delete(self, digest: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self.key(digest))
 
 
 def object_store(settings: Settings, prefix: str) -> ObjectStore:

@@ -17,7 +17,6 @@ needs (temporary tables, settings, further locks).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import uuid
@@ -33,7 +32,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from bmc.common.v1 import operation_pb2
-from services.kit.background import BackgroundTasks
+from services.kit.background import BackgroundTasks, cancel
 from services.kit.database import Database
 from services.kit.errors import NotFound, ServiceError, to_status
 from services.kit.idempotency import request_fingerprint, reused
@@ -285,10 +284,7 @@ class OperationRunner(Generic[RequestT, MetaT]):
                 log.warning("operation sweep failed", kind=self.kind, error=str(exc))
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel(self._sweeper)
         await self._background.close()
 
     async def run(self, name: str) -> None:

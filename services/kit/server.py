@@ -8,7 +8,6 @@ in their fixed order → serve until SIGTERM/SIGINT → drain and stop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from services.dian import calendar
 from services.kit import paging
 from services.kit.auth import AuthenticationInterceptor, AuthorizationInterceptor, PeerInterceptor
+from services.kit.background import cancel
 from services.kit.database import Database, open_database
 from services.kit.deadlines import DeadlineInterceptor
 from services.kit.embedded import ensure_infrastructure
@@ -163,9 +163,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     finally:
         log.info("stopping", grace_seconds=settings.shutdown_grace_seconds)
         await health_servicer.enter_graceful_shutdown()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel(watcher)
         await server.stop(settings.shutdown_grace_seconds)
         for hook in resources.on_stop:
             await hook()

@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         description="...and the least time from its first failure (an event that arrived before the one it "
         "depends on gets that long to succeed).",
     )
+    reconcile_interval_seconds: float = Field(
+        default=300.0, gt=0, description="How often the invoice service reconciles registrations left behind."
+    )
+    reconcile_after_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a registration may take to be certified before the reconciliation repairs it.",
+    )
     import_roots: str = Field(
         default="",
         description="Comma-separated directories catalog imports may read from (a relative URI is taken in the "

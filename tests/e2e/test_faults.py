@@ -17,18 +17,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
-import psutil
 import pytest
 import redis
 
 from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2, certificate_service_pb2_grpc
-from bmc.commission.v1 import commission_pb2, commission_service_pb2, commission_service_pb2_grpc
+from bmc.commission.v1 import commission_service_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
 from services.cli.commissions import ensure_uvt
@@ -37,8 +35,11 @@ from services.dian import calendar
 from services.kit.envelopes import Event
 from services.kit.events import stream_name
 from tests.conftest import Platform, make_settings
-from tests.integration.clients import Client
+from tests.integration.clients import Client, wait_until
+from tests.integration.database import rows
+from tests.integration.faults import frozen, server_pids, service_pids
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
+from tests.integration.test_commission import Commissions
 
 BATCH = 5
 BMC = str(Path(sys.executable).parent / "bmc")
@@ -154,7 +155,7 @@ def reconcile(platform: Platform, traffic: Traffic, timeout: float = 120) -> flo
     with (
         registry(settings, "broker", traffic.tenant) as own,
         registry(settings, "operator") as operator,
-        Client(settings, "commission", commission_service_pb2_grpc.CommissionServiceStub, "operator") as commissions,
+        Commissions(settings) as commissions,
         Client(settings, "certificate", certificate_service_pb2_grpc.CertificateServiceStub, "operator") as certs,
     ):
         deadline = time.monotonic() + timeout
@@ -196,7 +197,7 @@ def reconcile(platform: Platform, traffic: Traffic, timeout: float = 120) -> flo
         period = period_of(calendar.today())
         settled = [c for c in charged if _period_of(c.registration_date) == period]  # type: ignore[attr-defined]
         if settled:
-            settlement = _settle(commissions, period, broker)
+            settlement = commissions.settle(period, broker)
             assert settlement.total.invoice_count == len(settled)
             assert Decimal(settlement.total.commission) == sum(
                 (Decimal(c.breakdown.commission) for c in settled),  # type: ignore[attr-defined]
@@ -211,44 +212,13 @@ def _period_of(date: object) -> str:
     return period_of(dt.date(date.year, date.month, date.day))  # type: ignore[attr-defined]
 
 
-def _settle(commissions: Client, period: str, broker: str) -> commission_pb2.Settlement:
-    operation = commissions.RunSettlement(commission_service_pb2.RunSettlementRequest(period=period, broker=broker))
-    done = commissions.wait(operation.name)
-    assert not done.HasField("error"), done.error
-    settlement = commission_pb2.Settlement()
-    assert done.response.Unpack(settlement)
-    return settlement
-
-
 def _report(fault: str, **figures: object) -> None:
     print(f"\nFAULT {fault}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), file=sys.stderr)
-
-
-@contextmanager
-def _frozen(pids: list[int]) -> Iterator[None]:
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 def _redis_url(platform: Platform) -> str:
     assert platform.cluster.infrastructure is not None
     return platform.cluster.infrastructure.redis_url
-
-
-def _redis_pid(platform: Platform) -> int:
-    assert platform.cluster.infrastructure is not None
-    return platform.cluster.infrastructure.server_pids["redis"]
-
-
-def _postgres_pids(platform: Platform) -> list[int]:
-    assert platform.cluster.infrastructure is not None
-    postmaster = psutil.Process(platform.cluster.infrastructure.server_pids["postgresql"])
-    return [postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))]
 
 
 def _kill_and_restart(cluster: Cluster, service: str) -> float:
@@ -274,7 +244,7 @@ def test_redis_killed_and_restarted_loses_and_duplicates_nothing(faulty: Platfor
     assert faulty.cluster.infrastructure is not None
     with Traffic(faulty) as traffic:
         traffic.wait_for(4 * BATCH)
-        os.kill(_redis_pid(faulty), signal.SIGKILL)
+        os.kill(server_pids(faulty.cluster, "redis")[0], signal.SIGKILL)
         time.sleep(1)
         assert "redis" in faulty.cluster.supervise()
         healed = time.monotonic()
@@ -291,7 +261,7 @@ def test_redis_losing_its_data_loses_nothing(faulty: Platform) -> None:
     client = redis.Redis.from_url(_redis_url(faulty))
     with Traffic(faulty) as traffic:
         traffic.wait_for(4 * BATCH)
-        with _frozen([p.pid for p in faulty.cluster.processes["commission"]]):  # a backlog builds up unread
+        with frozen(service_pids(faulty.cluster, "commission")):  # a backlog builds up unread
             before = len(traffic.names)
             traffic.wait_for(before + 40 * BATCH)
             backlog = len(traffic.names) - before
@@ -302,28 +272,17 @@ def test_redis_losing_its_data_loses_nothing(faulty: Platform) -> None:
             all_certified_after_s=f"{certified - lost:.1f}")  # fmt: skip
 
 
-def test_redis_frozen_loses_and_duplicates_nothing(faulty: Platform) -> None:
+@pytest.mark.parametrize("server", ["redis", "postgresql"])
+def test_a_frozen_server_loses_and_duplicates_nothing(faulty: Platform, server: str) -> None:
     with Traffic(faulty) as traffic:
         traffic.wait_for(4 * BATCH)
-        with _frozen([_redis_pid(faulty)]):
+        with frozen(server_pids(faulty.cluster, server)):
             time.sleep(5)
         healed = time.monotonic()
         recovery = traffic.first_success_after(healed)
         traffic.wait_for(len(traffic.names) + 4 * BATCH)
     reconcile(faulty, traffic)
-    _report("redis frozen 5 s", invoices=len(traffic.names), first_success_s=f"{recovery:.2f}")
-
-
-def test_postgresql_frozen_loses_and_duplicates_nothing(faulty: Platform) -> None:
-    with Traffic(faulty) as traffic:
-        traffic.wait_for(4 * BATCH)
-        with _frozen(_postgres_pids(faulty)):
-            time.sleep(5)
-        healed = time.monotonic()
-        recovery = traffic.first_success_after(healed)
-        traffic.wait_for(len(traffic.names) + 4 * BATCH)
-    reconcile(faulty, traffic)
-    _report("postgresql frozen 5 s", invoices=len(traffic.names), first_success_s=f"{recovery:.2f}")
+    _report(f"{server} frozen 5 s", invoices=len(traffic.names), first_success_s=f"{recovery:.2f}")
 
 
 def test_a_poison_event_is_set_aside_and_holds_nothing_back(faulty: Platform) -> None:
@@ -352,7 +311,7 @@ def test_a_poison_event_is_set_aside_and_holds_nothing_back(faulty: Platform) ->
             break
         time.sleep(1)
     assert "(not an event)" in listed.stdout
-    with Client(faulty.settings, "commission", commission_service_pb2_grpc.CommissionServiceStub, "operator") as ops:
+    with Commissions(faulty.settings) as ops:
         letters = ops.ListDeadLetters(commission_service_pb2.ListDeadLettersRequest()).dead_letters
         (letter,) = [x for x in letters if x.event.event_id == poison.event_id]
         with pytest.raises(grpc.RpcError) as again:
@@ -364,3 +323,46 @@ def test_a_poison_event_is_set_aside_and_holds_nothing_back(faulty: Platform) ->
     )  # fmt: skip
     assert redrive.returncode == 1, redrive.stdout
     assert "failed" in redrive.stdout
+
+
+def test_reconciliation_repairs_what_the_logs_no_longer_hold(faulty: Platform) -> None:
+    """The certificate service is down while commissions are charged, and
+    the commission service's log is pruned before it returns (as after an
+    outage longer than the retention): no catch-up can bring the events
+    back. The reconciliation finds the registrations behind and asks for
+    their certificates; each step is then recorded once."""
+    traffic = Traffic(faulty)
+    requests = [
+        invoice_service_pb2.RegisterInvoiceRequest(invoice=invoice(), request_id=uuid.uuid4().hex) for _ in range(10)
+    ]
+    commissioned = invoice_service_pb2.ListInvoicesRequest(state=invoice_pb2.INVOICE_STATE_COMMISSIONED)
+    with (
+        registry(faulty.settings, "broker", traffic.tenant) as client,
+        frozen(service_pids(faulty.cluster, "certificate")),
+    ):
+        time.sleep(1.5)  # a read it had blocked on Redis ends (empty), so none can take the new events
+        response = client.BatchRegisterInvoices(invoice_service_pb2.BatchRegisterInvoicesRequest(requests=requests))
+        traffic.names = {r.request_id: res.invoice.name for r, res in zip(requests, response.results, strict=True)}
+        wait_until(lambda: len(client.ListInvoices(commissioned).invoices) == len(requests), timeout=60)
+        redis.Redis.from_url(_redis_url(faulty)).flushall()
+        rows(faulty.cluster, "commission", "DELETE FROM outbox RETURNING position")
+    env = {**os.environ, **faulty.settings.as_environment(), "COLUMNS": "250"}
+    assert faulty.cluster.infrastructure is not None
+    env.update(BMC_DATABASE_URL=faulty.cluster.infrastructure.database_url, BMC_REDIS_URL=_redis_url(faulty))
+    time.sleep(3)  # the certificate service finds nothing to catch up with
+    with registry(faulty.settings, "broker", traffic.tenant) as client:
+        assert len(client.ListInvoices(commissioned).invoices) == len(requests), "still behind"
+    repaired = subprocess.run(
+        [BMC, "audit", "reconcile", "--older-than", "0"], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert f"{len(requests)} certificates requested" in repaired.stdout, repaired.stdout
+    reconcile(faulty, traffic, timeout=60)
+    again = subprocess.run(
+        [BMC, "audit", "reconcile", "--older-than", "0", "--check"], env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert again.stdout.startswith("0 behind"), again.stdout
+    _report("log pruned while the certificate service was down", invoices=len(requests),
+            reconciliation=repaired.stdout.strip())  # fmt: skip

@@ -4,7 +4,10 @@ and public verification; tenant isolation; a damaged stored file."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -15,10 +18,14 @@ import redis
 
 from bmc.certificate.v1 import certificate_pb2, certificate_service_pb2, certificate_service_pb2_grpc
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
-from services.certificate.store import LATEST_OF_SUBJECT
+from services.certificate.debris import sweep
+from services.certificate.main import DEFINITION as CERTIFICATE
+from services.certificate.store import LATEST_OF_SUBJECT, CertificateStore
 from services.dian import calendar
+from services.kit.database import open_database
 from services.kit.envelopes import Event
 from services.kit.events import stream_name
+from services.kit.objects import LocalObjectStore
 from services.kit.settings import Settings
 from tests.conftest import Platform
 from tests.integration.clients import Client, wait_until
@@ -234,3 +241,34 @@ def test_the_latest_certificate_of_a_subject_is_found_by_index(certified: Platfo
     explained = plan(certified.cluster, "certificate", LATEST_OF_SUBJECT, "invoices/x")
     assert "certificates_subject" in explained
     assert "Seq Scan on certificates" not in explained
+
+
+def test_files_left_without_a_record_are_swept_and_issued_ones_kept(certified: Platform) -> None:
+    """A crash between storing a certificate's PDF and recording it leaves a
+    file no certificate refers to: swept once older than any issue in
+    flight; a recent one (an issue in flight) and every issued one stay."""
+    assert certified.cluster.infrastructure is not None
+    with registry(certified.settings, tenant=_tenant()) as reg, Certificates(certified.settings) as cert:
+        (issued,) = cert.of(reg.register(invoice()).name)
+    objects = LocalObjectStore(certified.settings.data_dir / "objects")
+    kept, orphan = issued.sha256, objects.put(b"%PDF orphan " + uuid.uuid4().bytes)
+    in_flight = objects.put(b"%PDF in flight " + uuid.uuid4().bytes)
+    two_hours_ago = time.time() - 7200
+    for digest in (kept, orphan):
+        os.utime(objects.path(digest), (two_hours_ago, two_hours_ago))
+
+    async def run() -> int:
+        assert certified.cluster.infrastructure is not None
+        database = await open_database(
+            certified.settings, certified.cluster.infrastructure.database_url, "certificate", CERTIFICATE.migrations
+        )
+        try:
+            return await sweep(objects, CertificateStore(database), dt.timedelta(hours=1))
+        finally:
+            await database.close()
+
+    removed = asyncio.run(run())
+    assert removed >= 1
+    assert not objects.path(orphan).exists()
+    assert objects.path(kept).exists()
+    assert objects.path(in_flight).exists()

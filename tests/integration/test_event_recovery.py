@@ -19,7 +19,7 @@ from services.kit.catchup import Catchup
 from services.kit.dead_letters import Applier, DeadLetterDesk, DeadLetters
 from services.kit.envelopes import Event
 from services.kit.errors import FailedPrecondition
-from services.kit.events import StreamConsumer
+from services.kit.events import OUTBOX_COLUMNS, OutboxRelay, StreamConsumer
 from services.kit.redis_connection import open_redis
 from tests.conftest import Platform
 from tests.integration.database import fresh_database
@@ -110,11 +110,19 @@ def test_a_consumer_catches_up_what_the_stream_lost_in_the_middle_and_at_the_tai
     async def feed(after: int, limit: int) -> list[Event]:
         return [e for e in log if e.position > after][:limit]
 
-    async def scenario() -> tuple[int, int, int]:
+    async def scenario() -> tuple[int, int, int, str]:
         client = open_redis(url)
         async with fresh_database(platform.cluster, "commission") as database:
             applier = Applier(handler)
-            catchup = Catchup(database.pool, "tests", "producer", feed, applier, grace=0.3, probe=0.5)
+            catchup = Catchup(
+                database.pool, "tests", "producer", feed, applier, grace=0.3, probe=0.5,
+                processed_retention=dt.timedelta(days=28),
+            )  # fmt: skip
+            async with database.pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO processed_events VALUES ('x', 'long ago', now() - interval '40 days'), "
+                    "('x', 'lately', now() - interval '20 days')"
+                )
             consumer = StreamConsumer(client, stream, "tests", "c1", applier, block_ms=100, catchup=catchup)
             await catchup.start()
             await consumer.start()
@@ -131,14 +139,16 @@ def test_a_consumer_catches_up_what_the_stream_lost_in_the_middle_and_at_the_tai
                 await asyncio.sleep(0.5)
                 async with database.pool.acquire() as conn:
                     stored = await conn.fetchval("SELECT position FROM consumer_marks WHERE consumer = 'tests'")
+                    remembered = await conn.fetchval("SELECT string_agg(event_id, ',') FROM processed_events")
             finally:
                 await consumer.stop()
                 await catchup.stop()
                 await client.delete(stream)
                 await client.aclose()
-            return middle, catchup.caught_up, stored
+            return middle, catchup.caught_up, stored, remembered
 
-    middle, total, stored = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    middle, total, stored, remembered = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert remembered == "lately", "ids of events applied past the retention are forgotten"
     assert (middle, total) == (2, 4), "the catch-up applied exactly the lost events"
     assert stored == 12
     assert sorted(handler.applied) == sorted(e.event_id for e in log)
@@ -150,3 +160,39 @@ async def _until(condition: object, seconds: float = 20.0) -> None:
     while not condition():  # type: ignore[operator]
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+def test_streams_are_trimmed_and_only_relayed_old_outbox_rows_pruned(platform: Platform) -> None:
+    if platform.backend != "embedded":
+        pytest.skip("one backend is enough for the kit's mechanics")
+    assert platform.cluster.infrastructure is not None
+    url = platform.cluster.infrastructure.redis_url
+    stream = f"{platform.settings.redis_prefix}test-{uuid.uuid4().hex[:8]}.events"
+    old, recent = dt.datetime(2026, 1, 5, tzinfo=dt.UTC), dt.datetime.now(dt.UTC)
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        client = open_redis(url)
+        async with fresh_database(platform.cluster, "commission") as database:
+            relay = OutboxRelay(
+                database.pool, client, stream, "test.events", batch=500, max_length=1000, retention=dt.timedelta(days=7)
+            )
+            rows = [
+                (n, uuid.uuid4(), f"s{n}", 1, "Tested", "acme", "", "{}", old if n <= 2900 else recent)
+                for n in range(1, 3001)
+            ]
+            async with database.pool.acquire() as conn:
+                await conn.copy_records_to_table("outbox", records=rows, columns=OUTBOX_COLUMNS)
+                await conn.execute("INSERT INTO relay_checkpoints VALUES ('test.events', 0)")
+                for _ in range(5):  # 2,500 of the 3,000 relayed
+                    await relay.publish_once(conn)
+                pruned = await relay.prune(conn)
+                left = [r["position"] for r in await conn.fetch("SELECT position FROM outbox ORDER BY position")]
+            length = await client.xlen(stream)
+            await client.delete(stream)
+            await client.aclose()
+        return length, pruned, left
+
+    length, pruned, left = asyncio.run(scenario())
+    assert 1000 <= length < 1500, "trimmed to about its bound (whole macro nodes at a time)"
+    assert pruned == 2500, "relayed and past the retention"
+    assert left == list(range(2501, 3001)), "not yet relayed, or recent: kept"

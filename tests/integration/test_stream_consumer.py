@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from services.kit.envelopes import Event
 from services.kit.events import StreamConsumer
 from services.kit.redis_connection import open_redis
 from tests.conftest import Platform
+
+T = TypeVar("T")
 
 
 def _event(n: int) -> Event:
@@ -58,7 +61,7 @@ def test_a_lost_group_is_recreated_and_health_follows_progress(platform: Platfor
             await client.aclose()
         return handled, health, reason
 
-    handled, health, reason = asyncio.run(asyncio.wait_for(scenario(), timeout=90))
+    handled, health, reason = asyncio.run(bounded(scenario(), 90))
     assert handled[:3] == [0, 1, 2]
     assert set(handled) == {0, 1, 2, 3, 4}, "the recreated group delivers again; handlers are idempotent"
     assert [serving for _, serving in health] == [True, False, True]
@@ -71,3 +74,16 @@ async def _until(condition: object, seconds: float = 15.0) -> None:
     while not condition():  # type: ignore[operator]
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def bounded(scenario: Coroutine[Any, Any, T], seconds: float) -> T:
+    """The scenario's result; on a hang, the stacks of every task (where it
+    hangs) and a failure, never a result the cancellation let through."""
+    task = asyncio.ensure_future(scenario)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        for other in asyncio.all_tasks():
+            other.print_stack()
+        task.cancel()
+        raise AssertionError(f"the scenario hung for {seconds} s (task stacks above)")
+    return task.result()

@@ -526,3 +526,107 @@ class RedriveDeadLetterRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedriveDeadLetterRequest: _TypeAlias = RedriveDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileInvoicesRequest(_message.Message):
+    """Request of `ReconcileInvoices`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    older_than_seconds: _builtins.int
+    """Only registrations older than this many seconds (600 when unset):
+    younger ones may still be on their way.
+    """
+    limit: _builtins.int
+    """At most this many registrations, oldest first (1,000 when zero)."""
+    validate_only: _builtins.bool
+    """Report what is behind without repairing anything."""
+    def __init__(
+        self,
+        *,
+        older_than_seconds: _builtins.int | None = ...,
+        limit: _builtins.int = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_older_than_seconds", b"_older_than_seconds", "older_than_seconds", b"older_than_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_older_than_seconds", b"_older_than_seconds", "limit", b"limit", "older_than_seconds", b"older_than_seconds", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__older_than_seconds: _TypeAlias = _typing.Literal["older_than_seconds"]  # noqa: Y015
+    _WhichOneofArgType__older_than_seconds: _TypeAlias = _typing.Literal["_older_than_seconds", b"_older_than_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__older_than_seconds) -> _WhichOneofReturnType__older_than_seconds | None: ...
+
+Global___ReconcileInvoicesRequest: _TypeAlias = ReconcileInvoicesRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileInvoicesResponse(_message.Message):
+    """Response of `ReconcileInvoices`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEHIND_FIELD_NUMBER: _builtins.int
+    STEPS_RECORDED_FIELD_NUMBER: _builtins.int
+    REDRIVEN_FIELD_NUMBER: _builtins.int
+    CERTIFICATES_REQUESTED_FIELD_NUMBER: _builtins.int
+    UNRESOLVED_FIELD_NUMBER: _builtins.int
+    behind: _builtins.int
+    """Registrations found behind (not certified within the bound)."""
+    steps_recorded: _builtins.int
+    """Steps other services had taken that the registrations lacked, recorded."""
+    redriven: _builtins.int
+    """Registrations re-published for the commission service (it had none)."""
+    certificates_requested: _builtins.int
+    """Certificates asked of the certificate service (it had none)."""
+    @_builtins.property
+    def unresolved(self) -> _containers.RepeatedCompositeFieldContainer[Global___Discrepancy]:
+        """Registrations that could not be repaired, and why."""
+
+    def __init__(
+        self,
+        *,
+        behind: _builtins.int = ...,
+        steps_recorded: _builtins.int = ...,
+        redriven: _builtins.int = ...,
+        certificates_requested: _builtins.int = ...,
+        unresolved: _abc.Iterable[Global___Discrepancy] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["behind", b"behind", "certificates_requested", b"certificates_requested", "redriven", b"redriven", "steps_recorded", b"steps_recorded", "unresolved", b"unresolved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileInvoicesResponse: _TypeAlias = ReconcileInvoicesResponse  # noqa: Y015
+
+@_typing.final
+class Discrepancy(_message.Message):
+    """A registration the reconciliation could not repair."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    invoice: _builtins.str
+    """`invoices/{id}`."""
+    reason: _builtins.str
+    """Stable machine-readable reason (`COMMISSION_SERVICE_UNAVAILABLE`)."""
+    detail: _builtins.str
+    """What is wrong, for people."""
+    def __init__(
+        self,
+        *,
+        invoice: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "invoice", b"invoice", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Discrepancy: _TypeAlias = Discrepancy  # noqa: Y015

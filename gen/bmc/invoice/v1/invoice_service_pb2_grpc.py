@@ -79,6 +79,11 @@ class InvoiceServiceStub:
                 request_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.VerifyEventChainRequest.SerializeToString,
                 response_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.VerifyEventChainResponse.FromString,
                 _registered_method=True)
+        self.ReconcileInvoices = channel.unary_unary(
+                '/bmc.invoice.v1.InvoiceService/ReconcileInvoices',
+                request_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ReconcileInvoicesRequest.SerializeToString,
+                response_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ReconcileInvoicesResponse.FromString,
+                _registered_method=True)
         self.GetOperation = channel.unary_unary(
                 '/bmc.invoice.v1.InvoiceService/GetOperation',
                 request_serializer=google_dot_longrunning_dot_operations__pb2.GetOperationRequest.SerializeToString,
@@ -173,6 +178,17 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileInvoices(self, request, context):
+        """The safety net under event delivery: finds registrations that have not
+        reached their commission or certificate within a bound, repairs what it
+        can (records steps other services took, re-drives the registration to
+        the commission service, asks the certificate service for the
+        certificate) and names each one it cannot. Also runs periodically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOperation(self, request, context):
         """Gets the state of an import.
         """
@@ -251,6 +267,11 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.VerifyEventChain,
                     request_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.VerifyEventChainRequest.FromString,
                     response_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.VerifyEventChainResponse.SerializeToString,
+            ),
+            'ReconcileInvoices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileInvoices,
+                    request_deserializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ReconcileInvoicesRequest.FromString,
+                    response_serializer=bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ReconcileInvoicesResponse.SerializeToString,
             ),
             'GetOperation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOperation,
@@ -496,6 +517,33 @@ class InvoiceService:
             '/bmc.invoice.v1.InvoiceService/VerifyEventChain',
             bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.VerifyEventChainRequest.SerializeToString,
             bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.VerifyEventChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileInvoices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmc.invoice.v1.InvoiceService/ReconcileInvoices',
+            bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ReconcileInvoicesRequest.SerializeToString,
+            bmc_dot_invoice_dot_v1_dot_invoice__service__pb2.ReconcileInvoicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

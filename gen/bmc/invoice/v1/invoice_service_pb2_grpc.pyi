@@ -64,6 +64,13 @@ class InvoiceServiceStub:
     """Re-walks the hash chain of the event store and reports the first
     broken link.
     """
+    ReconcileInvoices: _grpc.UnaryUnaryMultiCallable[_invoice_service_pb2.ReconcileInvoicesRequest, _invoice_service_pb2.ReconcileInvoicesResponse]
+    """The safety net under event delivery: finds registrations that have not
+    reached their commission or certificate within a bound, repairs what it
+    can (records steps other services took, re-drives the registration to
+    the commission service, asks the certificate service for the
+    certificate) and names each one it cannot. Also runs periodically.
+    """
     GetOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]
     """Gets the state of an import."""
     ListOperations: _grpc.UnaryUnaryMultiCallable[_operations_pb2.ListOperationsRequest, _operations_pb2.ListOperationsResponse]
@@ -109,6 +116,13 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     VerifyEventChain: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.VerifyEventChainRequest, _invoice_service_pb2.VerifyEventChainResponse]  # type: ignore[assignment]
     """Re-walks the hash chain of the event store and reports the first
     broken link.
+    """
+    ReconcileInvoices: _aio.UnaryUnaryMultiCallable[_invoice_service_pb2.ReconcileInvoicesRequest, _invoice_service_pb2.ReconcileInvoicesResponse]  # type: ignore[assignment]
+    """The safety net under event delivery: finds registrations that have not
+    reached their commission or certificate within a bound, repairs what it
+    can (records steps other services took, re-drives the registration to
+    the commission service, asks the certificate service for the
+    certificate) and names each one it cannot. Also runs periodically.
     """
     GetOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Gets the state of an import."""
@@ -200,6 +214,19 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_invoice_service_pb2.VerifyEventChainResponse, _abc.Awaitable[_invoice_service_pb2.VerifyEventChainResponse]]:
         """Re-walks the hash chain of the event store and reports the first
         broken link.
+        """
+
+    @_abc_1.abstractmethod
+    def ReconcileInvoices(
+        self,
+        request: _invoice_service_pb2.ReconcileInvoicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoice_service_pb2.ReconcileInvoicesResponse, _abc.Awaitable[_invoice_service_pb2.ReconcileInvoicesResponse]]:
+        """The safety net under event delivery: finds registrations that have not
+        reached their commission or certificate within a bound, repairs what it
+        can (records steps other services took, re-drives the registration to
+        the commission service, asks the certificate service for the
+        certificate) and names each one it cannot. Also runs periodically.
         """
 
     @_abc_1.abstractmethod

@@ -1,6 +1,4 @@
-"""What a consumer needs to recover events: its mark in each producer's
-log (every position up to it applied), the events it set aside as dead
-letters, and an index to forget ids of events applied long ago.
+"""Event recovery: consumer marks, dead letters (`EVENT_RECOVERY_V1`).
 
 Revision ID: invoice_0006
 Revises: invoice_0005
@@ -10,6 +8,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from services.kit.frozen_ddl import EVENT_RECOVERY_V1, EVENT_RECOVERY_V1_DOWN
+
 revision = "invoice_0006"
 down_revision = "invoice_0005"
 branch_labels = None
@@ -17,32 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
-        "CREATE TABLE consumer_marks (consumer text NOT NULL, source text NOT NULL, position bigint NOT NULL, "
-        "update_time timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, source))"
-    )
-    op.execute(
-        """
-        CREATE TABLE dead_letters (
-            id bigserial PRIMARY KEY,
-            consumer text NOT NULL,
-            source text NOT NULL,
-            event_id text,
-            position bigint,
-            raw text NOT NULL,
-            attempts integer NOT NULL,
-            error text NOT NULL,
-            state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'redriven')),
-            create_time timestamptz NOT NULL DEFAULT now(),
-            redrive_time timestamptz
-        )
-        """
-    )
-    op.execute("CREATE UNIQUE INDEX dead_letters_event ON dead_letters (consumer, event_id) WHERE event_id IS NOT NULL")
-    op.execute("CREATE INDEX processed_events_age ON processed_events (processed_at)")
+    for statement in EVENT_RECOVERY_V1:
+        op.execute(statement)
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX IF EXISTS processed_events_age")
-    op.execute("DROP TABLE IF EXISTS dead_letters")
-    op.execute("DROP TABLE IF EXISTS consumer_marks")
+    for statement in EVENT_RECOVERY_V1_DOWN:
+        op.execute(statement)
