@@ -43,7 +43,7 @@ def backlog_run(cluster: Cluster, size: int, lose: bool) -> float:
     """Seconds from the commission service's resumption to its last commission of the backlog."""
     assert cluster.infrastructure is not None
     tenant = f"r{uuid.uuid4().hex[:8]}"
-    documents = invoices(size, calendar.today(), seed=size + lose, prefix=f"REC{int(lose)}")
+    documents = list(invoices(size, calendar.today(), seed=size + lose, prefix=f"REC{int(lose)}"))
     with registry(cluster.settings, tenant=tenant) as reg, frozen(service_pids(cluster, "commission")):
         time.sleep(1.5)  # a read it had blocked on Redis ends (empty) before the backlog starts
         for start in range(0, size, 500):

@@ -64,6 +64,8 @@ class Catchup:
         self._seen: set[int] = set()
         self._gap: tuple[int, float] | None = None  # (the mark it follows, since when)
         self._last_read = 0.0
+        self._more = False  # the last read filled its page
+        self._suspect_until = 0.0  # until when Redis is suspected of having lost events
         self._next_prune = 0.0
         self._task: asyncio.Task[None] | None = None
         self.caught_up = 0  # events applied from the feed (the stream had lost them, or was slow)
@@ -84,6 +86,13 @@ class Catchup:
         """Whether the event at `position` was done with already."""
         return 0 < position <= self.mark
 
+    def stream_lost(self) -> None:
+        """Redis lost the stream or its group (it restarted empty, or failed
+        over): read the producer's log at once, whatever the events' age, and
+        every half second for the grace, instead of waiting for a gap or a
+        probe."""
+        self._suspect_until = time.monotonic() + self._grace + 1.0
+
     def delivered(self, events: Sequence[Event]) -> None:
         """The stream brought these events and they were done with."""
         self._seen.update(e.position for e in events if e.position > self.mark)
@@ -100,13 +109,13 @@ class Catchup:
         self.mark = max(self.mark, await self._load(conn))
         while True:
             try:
-                count = await self.run_once(conn)
+                await self.run_once(conn)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 raise  # the leader's session may be gone: let the leadership loop decide
             except Exception as exc:  # the producer is unreachable, say: try again later
                 self._report(describe(exc))
-                count = 0
-            await asyncio.sleep(0.05 if count >= self._page else 0.5)
+                self._more = False
+            await asyncio.sleep(0.0 if self._more else 0.5)
 
     def _advance(self) -> None:
         while self.mark + 1 in self._seen:
@@ -118,6 +127,10 @@ class Catchup:
         has been missing for the grace while later ones arrived, or the
         consumer has not asked for a while (a lost tail leaves no gap)."""
         now = time.monotonic()
+        if self._more:  # the last read filled its page: read on at once
+            return True
+        if now < self._suspect_until:
+            return now - self._last_read >= 0.5
         if not self._seen:
             self._gap = None
         elif self._gap is None or self._gap[0] != self.mark:  # a new gap: the stream may yet bring it
@@ -147,9 +160,12 @@ class Catchup:
 
     async def _read_feed(self) -> int:
         events = await self._feed(self.mark, self._page)
-        # Events younger than the grace are likely on their way on the stream.
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self._grace)
+        # Events younger than the grace are likely on their way on the stream,
+        # unless Redis just lost it (then an event read twice is applied once).
+        grace = 0.0 if time.monotonic() < self._suspect_until else self._grace
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace)
         ready = list(itertools.takewhile(lambda e: e.occurred <= cutoff, events))
+        self._more = False
         if not ready:
             self._report("")
             return 0
@@ -167,6 +183,7 @@ class Catchup:
             self.mark = event.position
             self._seen.discard(event.position)
         self._advance()
+        self._more = len(events) >= self._page and self.mark >= events[-1].position  # all of a full page done
         if outcome.done:
             self.caught_up += len(outcome.done)
             log.info("caught up", consumer=self._consumer, source=self.source, events=len(outcome.done), mark=self.mark)

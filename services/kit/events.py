@@ -322,6 +322,8 @@ class StreamConsumer:
                 if str(exc).startswith("NOGROUP"):  # Redis lost the stream or the group: make it again
                     log.warning("consumer group missing; recreated", group=self._group, stream=self._stream)
                     await self.ensure_group()
+                    if self._catchup is not None:
+                        self._catchup.stream_lost()
                     continue
                 await self._report(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)

@@ -60,7 +60,14 @@ class ServiceClient:
         async def attempt() -> _T:
             try:
                 # What is left of the caller's deadline, if less: the callee gets no more time than the caller has.
-                return await method(request, metadata=self._metadata(), timeout=bounded(self._deadline))
+                # The half-open trial waits (within it) for the channel to reconnect, rather than failing
+                # because it came a moment before the reconnection and holding the breaker open a second more.
+                return await method(
+                    request,
+                    metadata=self._metadata(),
+                    timeout=bounded(self._deadline),
+                    wait_for_ready=self._breaker.state == "half-open",
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _DEPENDENCY_FAILURES:
                     raise _DependencyFailure(exc) from exc
