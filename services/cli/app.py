@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli import clients, commissions, events, invoices, ocr, products
+from services.cli import clients, commissions, events, invoices, mesh, ocr, products
 from services.cli.cluster import Cluster, ClusterError, ServiceStatus
 from services.kit.settings import get_settings
 from services.kit.tokens import ROLE_NAMES, mint_token
@@ -23,6 +23,7 @@ app.add_typer(invoices.audit, name="audit")
 app.add_typer(commissions.app, name="commissions")
 app.add_typer(clients.app, name="clients")
 app.add_typer(events.app, name="events")
+app.add_typer(mesh.app, name="mesh")
 app.command("ocr")(ocr.ocr)
 console = Console()
 

@@ -7,6 +7,8 @@ after a crash (it checkpoints after publishing), and a consumer that dies
 before acknowledging gets the message again (pending entries are reclaimed
 by any member of the group). Handlers therefore record the ids of the events
 they have applied, in the same transaction as their effects (`first_time`).
+What Redis loses is read again from the producer's log (`catchup`); events
+that keep failing are set aside (`dead_letters`).
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ class OutboxRelay:
     `query` selects events with `position > $1 ORDER BY position LIMIT $2`
     and returns the columns of `Event` (`time` as a timestamptz). The stream
     is trimmed to about `max_length` entries: consumers further behind catch
-    up from this service's log instead. With `prune_outbox`, relayed rows
-    older than `retention` are deleted (not for an event store, whose
-    events are the record itself)."""
+    up from this service's log instead. With a `retention`, relayed outbox
+    rows older than it are deleted (none for an event store, whose events
+    are the record itself)."""
 
     def __init__(
         self,
@@ -237,7 +239,7 @@ class StreamConsumer:
     async def _handle(self, messages: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> tuple[int, str]:
         """Applies a read; (how many were done with, why some are left)."""
         done: list[bytes] = []
-        todo: dict[str, bytes] = {}
+        todo: dict[str, list[bytes]] = {}  # event id -> its entries (a relay may publish one twice)
         events: list[Event] = []
         for message_id, fields in messages:
             if not fields:  # trimmed while pending: gone (a catch-up finds it in the producer's log)
@@ -250,11 +252,13 @@ class StreamConsumer:
                 done.append(message_id)
             elif self._catchup is not None and self._catchup.applied(event.position):
                 done.append(message_id)  # applied before (a redelivery, or the catch-up was first)
+            elif event.event_id in todo:
+                todo[event.event_id].append(message_id)
             else:
-                todo[event.event_id] = message_id
+                todo[event.event_id] = [message_id]
                 events.append(event)
         outcome = await self._applier.apply(events)
-        done += [todo[event.event_id] for event in outcome.done]
+        done += [message_id for event in outcome.done for message_id in todo[event.event_id]]
         if done:
             await self._redis.xack(self._stream, self._group, *done)
         if self._catchup is not None:
