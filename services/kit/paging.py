@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from google.protobuf.message import Message
 
 from buf.validate import validate_pb2
 from services.kit.errors import FieldViolation, InvalidArgument
+from services.kit.files import exclusive_lock, write_private
 
 T = TypeVar("T")
 _PAGING_FIELDS = ("page_token", "page_size")
@@ -48,21 +48,15 @@ def use_key(key: bytes) -> None:
 
 def key_from(secret: str, key_file: Path) -> bytes:
     """The configured secret, or the one in `key_file` (created on first use,
-    readable by its owner only, shared by every process of the deployment)."""
+    readable by its owner only, shared by every process of the deployment:
+    created under a lock, so that processes starting together agree on it
+    and none reads it half written)."""
     if secret:
         return secret.encode()
-    try:
+    with exclusive_lock(key_file.with_name(f".{key_file.name}.lock")):
+        if not key_file.exists() or key_file.stat().st_size < 16:  # none yet, or torn by a writer that died
+            write_private(key_file, secrets.token_bytes(32))
         return key_file.read_bytes()
-    except FileNotFoundError:
-        pass
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process wrote it meanwhile
-        return key_file.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(32))
-    return key_file.read_bytes()
 
 
 @dataclass(frozen=True)

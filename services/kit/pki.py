@@ -89,6 +89,45 @@ class DevPki:
                 self._issue(name, cert_path, key_path, document_signer)
             return Identity(cert_path.read_bytes(), key_path.read_bytes())
 
+    def workload(self, name: str, uri: str, validity: dt.timedelta) -> Identity:
+        """A fresh short-lived certificate for a workload identity (`uri`, a
+        SPIFFE ID, as its only SAN besides `name`), for TLS server and client
+        use; issued anew on every call (rotation)."""
+        with exclusive_lock(self.directory / ".lock"):
+            self._ensure_ca_locked()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, name),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + validity)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(uri), x509.DNSName(name), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(_load_key(self.directory / "ca-key.pem"), hashes.SHA256())
+        )
+        return Identity(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
     def _ensure_ca(self) -> None:
         with exclusive_lock(self.directory / ".lock"):
             self._ensure_ca_locked()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,27 @@ def test_the_key_is_generated_once_and_shared(tmp_path: Path) -> None:
     assert paging.key_from("", path) == first
     assert path.stat().st_mode & 0o777 == 0o600
     assert paging.key_from("configured-secret-value", path) == b"configured-secret-value"
+
+
+def _key_in(path: str) -> bytes:
+    return paging.key_from("", Path(path))
+
+
+def test_processes_starting_together_agree_on_one_whole_key(tmp_path: Path) -> None:
+    """Services start at once on a fresh data directory: none may read the
+    key half written (an empty key stopped one), and all must get the same."""
+    for attempt in range(5):
+        path = tmp_path / f"attempt-{attempt}" / "page-token.key"
+        with multiprocessing.get_context("spawn").Pool(6) as pool:
+            keys = pool.map(_key_in, [str(path)] * 12)
+        assert len(set(keys)) == 1
+        assert len(keys[0]) == 32
+
+
+def test_a_key_file_left_torn_is_replaced_not_used(tmp_path: Path) -> None:
+    path = tmp_path / "auth" / "page-token.key"
+    path.parent.mkdir()
+    path.write_bytes(b"")  # a writer died between creating and writing it
+    key = paging.key_from("", path)
+    assert len(key) == 32
+    assert paging.key_from("", path) == key

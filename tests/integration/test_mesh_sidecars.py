@@ -1,0 +1,176 @@
+"""A real Envoy sidecar, rendered from the mesh spec, in front of the real
+product service: only mutual TLS 1.3 from an identity allowed to call it
+gets through, each caller reaches only the RPCs the spec gives it
+(PERMISSION_DENIED from the sidecar otherwise, the service never seeing the
+call), and every refusal moves the sidecar's counters."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+
+from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
+from services.kit.clients import bearer
+from services.kit.pki import DevPki
+from services.kit.tokens import mint_token
+from services.mesh import envoy, identities
+from services.mesh.render import local_placement, sidecar
+from services.mesh.spec import load
+from tests.conftest import Platform
+
+
+@dataclass
+class Sidecar:
+    port: int
+    admin: int
+    pki: Path
+    log: Path
+    platform: Platform
+
+    def counters(self) -> dict[str, int]:
+        return envoy.counters(self.admin)
+
+    def ssl(self, name: str) -> int:
+        return self.counters().get(f"listener.127.0.0.1_{self.port}.ssl.{name}", 0)
+
+    def credentials(self, identity: str, pki: Path | None = None) -> grpc.ChannelCredentials:
+        directory = identities.directory(pki or self.pki, identity)
+        return grpc.ssl_channel_credentials(
+            root_certificates=(self.pki / "mesh" / "ca.pem").read_bytes(),
+            private_key=(directory / "key.pem").read_bytes(),
+            certificate_chain=(directory / "cert.pem").read_bytes(),
+        )
+
+    def call(self, credentials: grpc.ChannelCredentials | None, method: str = "BatchGetProducts") -> grpc.StatusCode:
+        target = f"localhost:{self.port}"
+        channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        stub = product_service_pb2_grpc.ProductServiceStub(channel)
+        token = bearer(mint_token(self.platform.settings, subject="service:invoice", roles=["service"]))
+        try:
+            if method == "BatchGetProducts":
+                stub.BatchGetProducts(
+                    product_service_pb2.BatchGetProductsRequest(names=["products/MAIZ-AMARILLO"]),
+                    metadata=token, timeout=5,
+                )  # fmt: skip
+            else:
+                stub.GetProduct(
+                    product_service_pb2.GetProductRequest(name="products/MAIZ-AMARILLO"), metadata=token, timeout=5
+                )
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[attr-defined, no-any-return]
+        finally:
+            channel.close()
+        return grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def product_sidecar(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+    if platform.backend != "embedded":
+        pytest.skip("one backend is enough for the sidecar")
+    spec = load()
+    pki = tmp_path_factory.mktemp("mesh-pki")
+    for identity in ("product", "invoice", "ocr"):
+        identities.issue(pki, identity, spec.identity(identity))
+    place = local_placement(platform.settings.port_base, platform.settings.gateway_port, pki)
+    config = pki / "product-0.json"
+    config.write_text(json.dumps(sidecar(spec, place, "product", 0)))
+    assert envoy.validate(config) == ""
+    log = pki / "envoy.log"
+    process = envoy.start(config, log)
+    try:
+        envoy.wait_ready(place.admin("product", 0), process)
+        yield Sidecar(place.inbound("product", 0)[1], place.admin("product", 0), pki, log, platform)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_an_allowed_identity_gets_through(product_sidecar: Sidecar) -> None:
+    assert product_sidecar.call(product_sidecar.credentials("invoice")) == grpc.StatusCode.OK
+
+
+def test_a_caller_reaches_only_the_rpcs_the_spec_gives_it(product_sidecar: Sidecar) -> None:
+    log = product_sidecar.platform.cluster.log_dir / "product.log"
+    seen_before = log.read_text().count("ProductService/GetProduct")
+    denied_before = product_sidecar.counters().get("http.inbound.rbac.denied", 0)
+    code = product_sidecar.call(product_sidecar.credentials("invoice"), "GetProduct")
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert product_sidecar.counters()["http.inbound.rbac.denied"] == denied_before + 1
+    assert log.read_text().count("ProductService/GetProduct") == seen_before, "the service never saw it"
+
+
+def test_a_certificate_of_an_identity_not_allowed_to_call_is_refused(product_sidecar: Sidecar) -> None:
+    before = product_sidecar.ssl("fail_verify_san")
+    assert product_sidecar.call(product_sidecar.credentials("ocr")) == grpc.StatusCode.UNAVAILABLE
+    assert product_sidecar.ssl("fail_verify_san") == before + 1
+
+
+def test_a_certificate_from_another_ca_is_refused(product_sidecar: Sidecar, tmp_path: Path) -> None:
+    foreign = DevPki(tmp_path / "mesh", "Another CA")
+    directory = identities.directory(tmp_path, "invoice")
+    directory.mkdir(parents=True)
+    issued = foreign.workload("invoice", load().identity("invoice"), identities.LIFETIME)
+    (directory / "cert.pem").write_bytes(issued.certificate)
+    (directory / "key.pem").write_bytes(issued.private_key)
+    before = product_sidecar.ssl("fail_verify_error")
+    assert product_sidecar.call(product_sidecar.credentials("invoice", tmp_path)) == grpc.StatusCode.UNAVAILABLE
+    assert product_sidecar.ssl("fail_verify_error") == before + 1
+
+
+def test_a_client_without_a_certificate_is_refused(product_sidecar: Sidecar) -> None:
+    before = product_sidecar.ssl("fail_verify_no_cert") + product_sidecar.ssl("connection_error")
+    anonymous = grpc.ssl_channel_credentials(root_certificates=(product_sidecar.pki / "mesh" / "ca.pem").read_bytes())
+    assert product_sidecar.call(anonymous) == grpc.StatusCode.UNAVAILABLE
+    assert product_sidecar.ssl("fail_verify_no_cert") + product_sidecar.ssl("connection_error") > before
+
+
+def test_a_plaintext_client_is_refused(product_sidecar: Sidecar) -> None:
+    before = product_sidecar.ssl("connection_error")
+    assert product_sidecar.call(None) == grpc.StatusCode.UNAVAILABLE
+    assert product_sidecar.ssl("connection_error") > before
+
+
+def test_a_tls_1_2_client_is_refused(product_sidecar: Sidecar) -> None:
+    directory = identities.directory(product_sidecar.pki, "invoice")
+    context = ssl.create_default_context(cafile=str(product_sidecar.pki / "mesh" / "ca.pem"))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    context.set_alpn_protocols(["h2"])
+    before = product_sidecar.ssl("connection_error")
+    with socket.create_connection(("127.0.0.1", product_sidecar.port), timeout=5) as raw, pytest.raises(ssl.SSLError):
+        context.wrap_socket(raw, server_hostname="localhost")
+    assert product_sidecar.ssl("connection_error") > before
+
+
+def test_certificates_reissued_apply_without_a_restart(product_sidecar: Sidecar) -> None:
+    """The sidecar's own certificate re-issued: new connections see the new one."""
+    spec = load()
+
+    def served_serial() -> int:
+        context = ssl.create_default_context(cafile=str(product_sidecar.pki / "mesh" / "ca.pem"))
+        directory = identities.directory(product_sidecar.pki, "invoice")
+        context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+        with (
+            socket.create_connection(("127.0.0.1", product_sidecar.port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    before = served_serial()
+    identities.issue(product_sidecar.pki, "product", spec.identity("product"))
+    deadline = time.monotonic() + 10
+    while served_serial() == before:
+        assert time.monotonic() < deadline, "the sidecar still serves the old certificate"
+        time.sleep(0.1)
+    assert product_sidecar.call(product_sidecar.credentials("invoice")) == grpc.StatusCode.OK
