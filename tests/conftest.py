@@ -43,11 +43,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_port_base() -> int:
-    """A base whose ports (base for the gateway, base+1..base+9 for services) are all free now."""
+# With the mesh, its sidecars' ports too (see mesh/README.md, local port plan).
+MESH_OFFSETS = [b + 10 * o + r for b in (100, 200, 300, 400) for o in range(8) for r in range(5)] + [443, 444]
+
+
+def free_port_base(mesh: bool = False) -> int:
+    """A base whose ports (base for the gateway, base+1..base+9 for services,
+    and the mesh's) are all free now."""
     for _ in range(200):
         base = random.randrange(20000, 60000, 10)
-        if all(_port_free(base + offset) for offset in range(10)):
+        offsets = list(range(10)) + (MESH_OFFSETS if mesh else [])
+        if all(_port_free(base + offset) for offset in offsets):
             return base
     raise RuntimeError("no free port range")
 
@@ -76,7 +82,7 @@ class Platform:
 
 
 def make_settings(tmp: Path, backend: str, **overrides: object) -> Settings:
-    base = free_port_base()
+    base = free_port_base(mesh=bool(overrides.get("mesh")))
     values: dict[str, object] = {
         "data_dir": tmp,
         "port_base": base,

@@ -26,6 +26,7 @@ from services.kit.pki import CLIENTS, DevPki, client_ssl_context
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
 from services.kit.topology import SERVICES, ServiceSpec, client_host
+from services.mesh.sidecars import Sidecars
 
 
 class ClusterError(RuntimeError):
@@ -91,6 +92,8 @@ class Cluster:
         self.processes: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.restarts: Counter[str] = Counter()
         self._crashes: dict[str, list[float]] = {}  # when each part last died, for the back-off
+        # With BMC_MESH=1: every replica behind its Envoy sidecar, and the edge.
+        self.sidecars = Sidecars(self.settings, self.log_dir) if self.settings.mesh else None
 
     def _environment(self) -> dict[str, str]:
         assert self.infrastructure is not None
@@ -109,6 +112,9 @@ class Cluster:
         ports = [(spec.name, spec.port(self.settings), "BMC_PORT_BASE") for spec in self.specs]
         if self.gateway:
             ports.append((GATEWAY, self.settings.gateway_port, "BMC_GATEWAY_PORT"))
+        if self.sidecars is not None:
+            specs = [spec.name for spec in self.specs]
+            ports += [(what, port, "BMC_PORT_BASE") for what, port in self.sidecars.ports(specs, self.gateway)]
         for name, port, setting in ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 # As the servers bind: connections of a previous run in TIME_WAIT do not count, listeners do.
@@ -130,6 +136,8 @@ class Cluster:
             pki = DevPki.from_settings(self.settings)
             for name in [*(s.name for s in self.specs), *CLIENTS]:
                 pki.identity(name)
+        if self.sidecars is not None:
+            self.sidecars.start([spec.name for spec in self.specs], gateway=self.gateway)
         for spec in self.specs:
             self._spawn(spec)
         self.wait_healthy(timeout)
@@ -143,13 +151,16 @@ class Cluster:
                 time.sleep(0.1)
 
     def _spawn(self, spec: ServiceSpec) -> None:
+        if self.sidecars is not None:  # one process per replica, each behind its own sidecar
+            replicas = self.sidecars.spec.services[spec.name].replicas
+            self.processes[spec.name] = [self._popen(spec.name, spec.module, r) for r in range(replicas)]
+            return
         self._spawn_module(spec.name, spec.module, self.settings.workers)
 
-    def _popen(self, name: str, module: str) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", module], env=self._environment(), stdout=log, stderr=subprocess.STDOUT
-            )
+    def _popen(self, name: str, module: str, replica: int = 0) -> subprocess.Popen[bytes]:
+        env = {**self._environment(), "BMC_REPLICA": str(replica)}
+        with (self.log_dir / f"{name}{f'-{replica}' if replica else ''}.log").open("ab") as log:
+            return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def _spawn_module(self, name: str, module: str, count: int) -> None:
         self.processes[name] = [self._popen(name, module) for _ in range(count)]
@@ -165,6 +176,10 @@ class Cluster:
             for name in self.infrastructure.revive():
                 self.restarts[name] += 1
                 restarted.append(name)
+        if self.sidecars is not None:
+            for name in self.sidecars.revive():
+                self.restarts[name] += 1
+                restarted.append(name)
         for name, group in self.processes.items():
             module = SERVICES[name].module if name in SERVICES else "services.gateway.main"
             for index, process in enumerate(group):
@@ -174,7 +189,7 @@ class Cluster:
                 if crashes and now - crashes[-1] < min(60.0, 2.0 ** (len(crashes) - 1)):
                     continue  # backing off
                 self._crashes[name] = [*crashes, now]
-                group[index] = self._popen(name, module)
+                group[index] = self._popen(name, module, index if self.sidecars is not None else 0)
                 self.restarts[name] += 1
                 restarted.append(name)
         return restarted
@@ -259,6 +274,8 @@ class Cluster:
                 process.kill()
                 process.wait()
         self.processes.clear()
+        if self.sidecars is not None:
+            self.sidecars.stop()
         if self.infrastructure is not None:
             self.infrastructure.close()
 

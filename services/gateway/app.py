@@ -31,6 +31,7 @@ from services.gateway.token_endpoint import TokenLimits, token_endpoint, token_p
 from services.gateway.transcoding import TranscodeError, build_request, stream_requests, to_json
 from services.gateway.upload import UPLOAD_PATH, upload_paths, upload_requests
 from services.gateway.upstream import Upstream, call_metadata, deadline_of
+from services.kit.clients import keyed
 from services.kit.settings import Settings
 from services.kit.telemetry import REQUEST_ID_HEADER, request_id_var
 from services.kit.topology import SERVICES
@@ -222,7 +223,7 @@ def _deadline(request: web.Request) -> float:
 
 async def _invoke(request: web.Request, route: Route, message: Any, streaming: bool = False) -> Any:
     call = request.app[UPSTREAM].callable(route)(
-        message, metadata=call_metadata(request.headers, request.remote), timeout=_deadline(request)
+        message, metadata=[*call_metadata(request.headers, request.remote), *keyed(message)], timeout=_deadline(request)
     )
     return call if streaming else await call
 

@@ -13,6 +13,8 @@ from services.kit.pki import channel_credentials
 from services.kit.settings import Settings
 from services.kit.topology import SERVICES
 
+IDEMPOTENCY_HEADER = "x-bmc-request-id"  # see mesh/README.md: which calls the mesh may retry
+
 # gRPC-native retries (gRFC A6): only statuses that mean "not processed".
 _SERVICE_CONFIG = json.dumps(
     {
@@ -46,7 +48,14 @@ def channel_options(settings: Settings) -> list[tuple[str, object]]:
 
 
 def aio_channel(settings: Settings, service: str, client: str = "bmc-cli") -> grpc.aio.Channel:
-    """An asyncio channel to `service`, identifying as `client` under mTLS."""
+    """An asyncio channel to `service`, identifying as `client` under mTLS;
+    in the mesh, a workload (a service, the gateway) reaches every other
+    service through its own sidecar's outbound listener, which routes by RPC."""
+    if settings.mesh and client != "bmc-cli":
+        from services.mesh.render import mesh_placement  # the mesh renders from the kit's topology
+
+        outbound = mesh_placement(settings).outbound(client, settings.replica)
+        return grpc.aio.insecure_channel(f"127.0.0.1:{outbound}", options=channel_options(settings))
     target = SERVICES[service].target(settings)
     if settings.tls:
         return grpc.aio.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
@@ -59,6 +68,13 @@ def sync_channel(settings: Settings, service: str, client: str = "bmc-cli") -> g
     if settings.tls:
         return grpc.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
     return grpc.insecure_channel(target, options=channel_options(settings))
+
+
+def keyed(request: object) -> tuple[tuple[str, str], ...]:
+    """Metadata saying a mutation carries its idempotency key: the mesh may
+    retry it then (the same key returns the same result), never otherwise."""
+    request_id = getattr(request, "request_id", "")
+    return ((IDEMPOTENCY_HEADER, request_id),) if isinstance(request_id, str) and request_id else ()
 
 
 def bearer(token: str, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:

@@ -143,7 +143,12 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    address = f"{settings.bind_host}:{spec.port(settings)}"
+    if settings.mesh:  # behind its sidecar: loopback only, the port of its replica
+        from services.mesh.render import mesh_placement
+
+        address = f"127.0.0.1:{mesh_placement(settings).app(definition.name, settings.replica)}"
+    else:
+        address = f"{settings.bind_host}:{spec.port(settings)}"
     if settings.tls:
         port = server.add_secure_port(address, server_credentials(settings, definition.name))
     else:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from services.kit.breaker import CircuitBreaker
-from services.kit.clients import aio_channel, bearer
+from services.kit.clients import aio_channel, bearer, keyed
 from services.kit.deadlines import bounded
 from services.kit.errors import Unavailable, from_remote
 from services.kit.settings import Settings
@@ -64,7 +64,7 @@ class ServiceClient:
                 # because it came a moment before the reconnection and holding the breaker open a second more.
                 return await method(
                     request,
-                    metadata=self._metadata(),
+                    metadata=self._metadata() + keyed(request),
                     timeout=bounded(self._deadline),
                     wait_for_ready=self._breaker.state == "half-open",
                 )

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     bind_host: str = Field(default="127.0.0.1", description="Interface the services listen on.")
     port_base: int = Field(default=50050, ge=1024, le=65000, description="Service ports are this plus a fixed offset.")
     tls: bool = Field(default=False, description="Mutual TLS between services and clients (dev CA).")
+    mesh: bool = Field(
+        default=False,
+        description="Every service behind its own Envoy sidecar rendered from mesh/mesh.toml (mutual TLS with "
+        "SPIFFE identities, RBAC per RPC, breakers, retries, replicas); services call each other through it.",
+    )
+    replica: int = Field(default=0, ge=0, le=4, description="Which replica of its service a process is (mesh).")
     tls_dir: Path | None = Field(
         default=None, description="Directory of ca.pem and <service>.pem/-key.pem; default <data_dir>/pki."
     )

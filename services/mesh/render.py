@@ -22,6 +22,8 @@ from typing import Any
 
 from google.protobuf.descriptor import MethodDescriptor
 
+from services.kit.clients import IDEMPOTENCY_HEADER
+from services.kit.settings import Settings
 from services.kit.topology import SERVICES
 from services.mesh.spec import MeshSpec, Policy, methods, retryable
 
@@ -42,7 +44,6 @@ _H2 = {
 # Open to every identity of the mesh: health checks and reflection.
 _INFRASTRUCTURE = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                    "/grpc.reflection.v1.ServerReflection/")  # fmt: skip
-REQUEST_ID_HEADER = "x-bmc-request-id"  # a client sets it on a mutation that carries its request_id
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,16 @@ def _access_log(name: str) -> list[Json]:
     return [
         {
             "name": "envoy.access_loggers.stdout",
+            # Every sidecar checks every upstream replica each second: those checks are not logged.
+            "filter": {
+                "header_filter": {
+                    "header": {
+                        "name": ":path",
+                        "string_match": {"prefix": "/grpc.health.v1.Health/"},
+                        "invert_match": True,
+                    }
+                }
+            },
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                 "log_format": {"json_format": fields},
@@ -240,7 +251,7 @@ def _route(method: MethodDescriptor, cluster: str, policy: Policy) -> list[Json]
     if kind == "always":
         return [{"match": {"path": path}, "route": retried}]
     if kind == "keyed":
-        keyed = {"path": path, "headers": [{"name": REQUEST_ID_HEADER, "present_match": True}]}
+        keyed = {"path": path, "headers": [{"name": IDEMPOTENCY_HEADER, "present_match": True}]}
         return [{"match": keyed, "route": retried}, {"match": {"path": path}, "route": action}]
     return [{"match": {"path": path}, "route": action}]
 
@@ -293,6 +304,10 @@ def _upstream(spec: MeshSpec, place: Placement, caller: str, callee: str) -> Jso
             {
                 "timeout": _seconds(policy.health_check_timeout_seconds),
                 "interval": _seconds(policy.health_check_interval_seconds),
+                # Envoy checks an idle cluster only once a minute by default: a replica
+                # that came up after the first check would wait that long for traffic.
+                "no_traffic_interval": _seconds(policy.health_check_interval_seconds),
+                "unhealthy_interval": _seconds(policy.health_check_interval_seconds),
                 "unhealthy_threshold": 1,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": SERVICES[callee].full_name},
@@ -537,3 +552,8 @@ def aws_placement(namespace: str = "bmc.local") -> Placement:
         edge_grpc=("0.0.0.0", 8444),  # noqa: S104
         gateway=(f"gateway.{namespace}", 8080),
     )
+
+
+def mesh_placement(settings: Settings) -> Placement:
+    """This machine's placement for a deployment's settings."""
+    return local_placement(settings.port_base, settings.gateway_port, settings.pki_dir)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from services.kit.clients import IDEMPOTENCY_HEADER
 from services.mesh import files
-from services.mesh.render import REQUEST_ID_HEADER, aws_placement, bootstraps, local_placement
+from services.mesh.render import aws_placement, bootstraps, local_placement
 from services.mesh.spec import SPEC_FILE, MeshSpec, load, methods, retryable
 
 
@@ -109,7 +110,7 @@ def test_outbound_routes_retry_only_what_may_be_retried() -> None:
     (get,) = by_path["/bmc.invoice.v1.InvoiceService/GetInvoice"]
     assert get["route"]["retry_policy"]["num_retries"] == 2
     keyed, plain = by_path["/bmc.invoice.v1.InvoiceService/RegisterInvoice"]
-    assert keyed["match"]["headers"] == [{"name": REQUEST_ID_HEADER, "present_match": True}]
+    assert keyed["match"]["headers"] == [{"name": IDEMPOTENCY_HEADER, "present_match": True}]
     assert "retry_policy" in keyed["route"]
     assert "retry_policy" not in plain["route"], "without its request_id a registration is never retried"
     (batch,) = by_path["/bmc.invoice.v1.InvoiceService/BatchRegisterInvoices"]

@@ -1,0 +1,97 @@
+"""The mesh on this machine (`BMC_MESH=1`): identities issued by the dev
+mesh CA, one Envoy per replica of each service, the REST gateway's sidecar
+and the edge, rendered from the spec for the deployment's ports into
+`<data>/mesh/`, started before the services and restarted when they die."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from services.kit.settings import Settings
+from services.mesh import envoy, identities
+from services.mesh.render import edge, gateway_sidecar, mesh_placement, sidecar
+from services.mesh.spec import MeshSpec, load
+
+
+class Sidecars:
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings, self.log_dir = settings, log_dir
+        self.spec: MeshSpec = load()
+        self.place = mesh_placement(settings)
+        self.directory = settings.data_dir / "mesh"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._admin: dict[str, int] = {}
+
+    def _configs(self, services: list[str], gateway: bool) -> dict[str, tuple[dict[str, object], int]]:
+        """Each Envoy's name, bootstrap and admin port."""
+        configs: dict[str, tuple[dict[str, object], int]] = {}
+        for service in services:
+            for replica in range(self.spec.services[service].replicas):
+                configs[f"{service}-{replica}"] = (
+                    sidecar(self.spec, self.place, service, replica),
+                    self.place.admin(service, replica),
+                )
+        if gateway:
+            configs["gateway"] = (gateway_sidecar(self.spec, self.place), self.place.admin("gateway", 0))
+            configs["edge"] = (edge(self.spec, self.place), self.place.admin("edge", 0))
+        return configs
+
+    def ports(self, services: list[str], gateway: bool) -> list[tuple[str, int]]:
+        """Every port the mesh listens on here: (what, port)."""
+        used: list[tuple[str, int]] = []
+        for service in services:
+            for replica in range(self.spec.services[service].replicas):
+                name = f"{service}-{replica}"
+                used += [(f"{name} sidecar inbound", self.place.bind_inbound(service, replica)[1]),
+                         (f"{name} sidecar outbound", self.place.outbound(service, replica)),
+                         (f"{name} sidecar admin", self.place.admin(service, replica))]  # fmt: skip
+                if replica:
+                    used.append((f"{name}", self.place.app(service, replica)))
+        if gateway:
+            used += [("gateway sidecar outbound", self.place.outbound("gateway", 0)),
+                     ("gateway sidecar admin", self.place.admin("gateway", 0)),
+                     ("edge admin", self.place.admin("edge", 0)),
+                     ("edge REST", self.place.edge_rest[1]), ("edge gRPC", self.place.edge_grpc[1])]  # fmt: skip
+        return used
+
+    def start(self, services: list[str], gateway: bool) -> None:
+        """Issues every identity, renders every Envoy, starts them and waits until each is live."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for identity in [*services, "gateway", "edge"]:
+            identities.issue(self.settings.pki_dir, identity, self.spec.identity(identity))
+        for name, (config, admin) in self._configs(services, gateway).items():
+            path = self.directory / f"{name}.json"
+            path.write_text(json.dumps(config, indent=2))
+            self._admin[name] = admin
+            self.processes[name] = self._start(name)
+        for name, process in self.processes.items():
+            envoy.wait_ready(self._admin[name], process)
+
+    def _start(self, name: str) -> subprocess.Popen[bytes]:
+        return envoy.start(self.directory / f"{name}.json", self.log_dir / f"envoy-{name}.log")
+
+    def revive(self) -> list[str]:
+        """Restarts the sidecars that died; their names."""
+        revived = []
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                self.processes[name] = self._start(name)
+                revived.append(f"envoy {name}")
+        return revived
+
+    def admin_port(self, name: str) -> int:
+        return self._admin[name]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()

@@ -1,0 +1,119 @@
+"""The platform with every service behind its Envoy sidecar (`BMC_MESH=1`),
+as real processes: the whole flow runs through the mesh (registration →
+catalog lookup → commission → certificate, and the consumers' catch-up
+feeds), a killed product replica costs no lookup, and the edge serves REST
+and gRPC over TLS 1.3."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
+from services.cli.cluster import Cluster
+from services.cli.commissions import ensure_uvt
+from services.dian import calendar
+from services.mesh import envoy
+from tests.conftest import GRPCURL, Platform, grpcurl, make_settings
+from tests.integration.clients import wait_until
+from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
+
+
+@pytest.fixture(scope="module")
+def meshed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    settings = make_settings(tmp_path_factory.mktemp("mesh"), "embedded", mesh=True)
+    with Cluster(settings) as cluster:
+        ensure_uvt(cluster.settings, calendar.today().year)
+        load_sample_catalog(cluster.settings)
+        yield Platform("embedded", cluster.settings, cluster)
+
+
+def _counters(platform: Platform, sidecar: str) -> dict[str, int]:
+    assert platform.cluster.sidecars is not None
+    return envoy.counters(platform.cluster.sidecars.admin_port(sidecar))
+
+
+def test_an_invoice_is_registered_charged_and_certified_through_the_mesh(meshed: Platform) -> None:
+    before = _counters(meshed, "product-0").get("http.inbound.rbac.allowed", 0) + _counters(meshed, "product-1").get(
+        "http.inbound.rbac.allowed", 0
+    )
+    lookups = _counters(meshed, "invoice-0").get("cluster.product.upstream_rq_total", 0)
+    with registry(meshed.settings, tenant="meshed") as reg:
+        registered = reg.register(invoice())
+        wait_until(
+            lambda: (
+                reg.GetInvoice(invoice_service_pb2.GetInvoiceRequest(name=registered.name)).state
+                == invoice_pb2.INVOICE_STATE_CERTIFIED
+            ),
+            timeout=60,
+        )
+    assert _counters(meshed, "invoice-0")["cluster.product.upstream_rq_total"] > lookups
+    after = (
+        _counters(meshed, "product-0")["http.inbound.rbac.allowed"]
+        + _counters(meshed, "product-1")["http.inbound.rbac.allowed"]
+    )
+    assert after > before
+    certificate = _counters(meshed, "certificate-0")
+    assert certificate["cluster.invoice.upstream_rq_total"] > 0, "the certificate service read the invoice"
+    assert certificate["cluster.commission.upstream_rq_total"] > 0
+
+
+def test_a_product_replica_killed_during_lookups_costs_no_registration(meshed: Platform) -> None:
+    failures: list[str] = []
+    registered: list[str] = []
+    stop = threading.Event()
+
+    def register() -> None:
+        with registry(meshed.settings, tenant="replicas") as reg:
+            while not stop.is_set():
+                try:
+                    registered.append(reg.register(invoice(), request_id=f"r{time.monotonic_ns()}").name)
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+
+    worker = threading.Thread(target=register)
+    worker.start()
+    try:
+        wait_until(lambda: len(registered) >= 10, timeout=30)
+        meshed.cluster.processes["product"][1].kill()
+        count = len(registered)
+        wait_until(lambda: len(registered) >= count + 30, timeout=60)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+        meshed.cluster.restart("product")
+    assert failures == []
+    stats = _counters(meshed, "invoice-0")
+    moved = stats.get("cluster.product.health_check.failure", 0) + stats.get(
+        "cluster.product.outlier_detection.ejections_enforced_total", 0
+    )
+    assert moved > 0, "the dead replica was noticed (health check or ejection)"
+    with registry(meshed.settings, tenant="replicas") as reg:
+        listed = reg.ListInvoices(invoice_service_pb2.ListInvoicesRequest(page_size=1000)).invoices
+    assert len(listed) == len(registered), "none registered twice, none lost"
+
+
+def test_the_edge_serves_rest_and_grpc_over_tls_1_3(meshed: Platform) -> None:
+    place = meshed.cluster.sidecars.place  # type: ignore[union-attr]
+    ca = meshed.settings.pki_dir / "mesh" / "ca.pem"
+    context = ssl.create_default_context(cafile=str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with urllib.request.urlopen(f"https://localhost:{place.edge_rest[1]}/healthz", context=context, timeout=10) as r:
+        assert r.status == 200
+        request_id = r.headers.get("x-request-id")
+    assert request_id, "the edge gives every request an id"
+    listed = grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "bmc.invoice.v1.InvoiceService" in listed.stdout
+    assert GRPCURL
+    status = json.loads(
+        grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "grpc.health.v1.Health/Check").stdout
+    )
+    assert status["status"] == "SERVING"
