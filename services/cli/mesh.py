@@ -6,8 +6,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from services.mesh import files
+from services.kit.settings import get_settings
+from services.mesh import envoy, files
+from services.mesh.sidecars import names_and_admin_ports, summary
+from services.mesh.spec import load
 
 app = typer.Typer(help="The service mesh: Envoy sidecars and the edge.", no_args_is_help=True)
 console = Console()
@@ -25,3 +29,28 @@ def render(check: Annotated[bool, typer.Option("--check", help="Only say whether
         return
     written = files.write()
     console.print(f"rendered {len(written)} Envoy bootstraps into {files.MESH_DIR}/local and /aws")
+
+
+@app.command()
+def status() -> None:
+    """Each sidecar of the running mesh (BMC_MESH=1): its identity and what its counters say."""
+    settings = get_settings()
+    spec = load()
+    table = Table("sidecar", "identity")
+    rows: list[tuple[str, str, dict[str, int]]] = []
+    for name, port in names_and_admin_ports(settings).items():
+        try:
+            figures = summary(envoy.counters(port))
+        except OSError:
+            rows.append((name, "[red]not running[/]", {}))
+            continue
+        identity = spec.identity(name.rsplit("-", 1)[0] if name[-1].isdigit() else name)
+        rows.append((name, identity, figures))
+    columns = next((list(f) for _, _, f in rows if f), [])
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, identity, figures in rows:
+        table.add_row(name, identity, *(f"{figures[c]:,}" if figures else "" for c in columns))
+    console.print(table)
+    if all(not figures for _, _, figures in rows):
+        raise typer.Exit(1)

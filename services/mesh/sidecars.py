@@ -95,3 +95,40 @@ class Sidecars:
                 process.kill()
                 process.wait()
         self.processes.clear()
+
+
+def names_and_admin_ports(settings: Settings) -> dict[str, int]:
+    """Every Envoy of the mesh on this machine, by name, and its admin port."""
+    spec, place = load(), mesh_placement(settings)
+    ports = {
+        f"{service}-{replica}": place.admin(service, replica)
+        for service, declared in spec.services.items()
+        for replica in range(declared.replicas)
+    }
+    return ports | {"gateway": place.admin("gateway", 0), "edge": place.admin("edge", 0)}
+
+
+def summary(counters: dict[str, int]) -> dict[str, int]:
+    """What an operator watches on a sidecar, from its counters."""
+
+    def total(prefix: str, suffix: str) -> int:
+        return sum(v for k, v in counters.items() if k.startswith(prefix) and k.endswith(suffix))
+
+    return {
+        "requests in": counters.get("http.inbound.rq_total", 0)
+        + counters.get("http.edge_rest.rq_total", 0)
+        + counters.get("http.edge_grpc.rq_total", 0),
+        "requests out": counters.get("http.outbound.rq_total", 0),
+        "mTLS handshakes": total("listener.", ".ssl.handshake") + total("cluster.", ".ssl.handshake"),
+        "TLS refused": sum(
+            v
+            for k, v in counters.items()
+            if k.startswith("listener.") and (".ssl.fail_verify" in k or k.endswith(".ssl.connection_error"))
+        ),
+        "RBAC denied": counters.get("http.inbound.rbac.denied", 0),
+        "breaker overflows": total("cluster.", ".upstream_rq_pending_overflow")
+        + total("cluster.", ".upstream_rq_retry_overflow"),
+        "retries": total("cluster.", ".upstream_rq_retry"),
+        "health check failures": total("cluster.", ".health_check.failure"),
+        "ejections": total("cluster.", ".outlier_detection.ejections_enforced_total"),
+    }

@@ -7,11 +7,15 @@ and gRPC over TLS 1.3."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -117,3 +121,18 @@ def test_the_edge_serves_rest_and_grpc_over_tls_1_3(meshed: Platform) -> None:
         grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "grpc.health.v1.Health/Check").stdout
     )
     assert status["status"] == "SERVING"
+
+
+def test_bmc_mesh_status_shows_each_sidecar_and_what_moved(meshed: Platform) -> None:
+    assert meshed.cluster.infrastructure is not None
+    env = {**os.environ, **meshed.settings.as_environment(), "COLUMNS": "250"}
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "bmc"), "mesh", "status"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = {line.split("│")[1].strip(): line for line in shown.stdout.splitlines() if line.count("│") > 3}
+    for sidecar in ("invoice-0", "product-0", "product-1", "commission-0", "certificate-0", "gateway", "edge"):
+        assert sidecar in lines, shown.stdout
+    assert "spiffe://bmc.local/service/product" in lines["product-1"]
+    assert "health check failures" in shown.stdout
