@@ -126,7 +126,8 @@ def summary(counters: dict[str, int]) -> dict[str, int]:
             if k.startswith("listener.") and (".ssl.fail_verify" in k or k.endswith(".ssl.connection_error"))
         ),
         "RBAC denied": counters.get("http.inbound.rbac.denied", 0),
-        "breaker overflows": total("cluster.", ".upstream_rq_pending_overflow")
+        "breaker overflows": total("cluster.", ".upstream_rq_active_overflow")
+        + total("cluster.", ".upstream_rq_pending_overflow")
         + total("cluster.", ".upstream_rq_retry_overflow"),
         "retries": total("cluster.", ".upstream_rq_retry"),
         "health check failures": total("cluster.", ".health_check.failure"),

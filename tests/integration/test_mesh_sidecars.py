@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -174,3 +175,80 @@ def test_certificates_reissued_apply_without_a_restart(product_sidecar: Sidecar)
         assert time.monotonic() < deadline, "the sidecar still serves the old certificate"
         time.sleep(0.1)
     assert product_sidecar.call(product_sidecar.credentials("invoice")) == grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def invoice_egress(product_sidecar: Sidecar) -> Iterator[tuple[int, int]]:
+    """The invoice service's sidecar, with a product breaker of two requests
+    at a time and no retries: (its outbound port, its admin port)."""
+    spec = load()
+    tight = {**spec.policy.get("product", {}), "max_requests": 2, "max_pending_requests": 1, "retry_attempts": 0}
+    spec = spec.model_copy(update={"policy": {**spec.policy, "product": tight}})
+    settings = product_sidecar.platform.settings
+    place = local_placement(settings.port_base, settings.gateway_port, product_sidecar.pki)
+    config = product_sidecar.pki / "invoice-0.json"
+    config.write_text(json.dumps(sidecar(spec, place, "invoice", 0)))
+    process = envoy.start(config, product_sidecar.pki / "envoy-invoice.log")
+    try:
+        envoy.wait_ready(place.admin("invoice", 0), process)
+        admin = place.admin("invoice", 0)
+        deadline = time.monotonic() + 15  # product-0 passes its first health check
+        while envoy.counters(admin).get("cluster.product.membership_healthy", 0) < 1:
+            assert time.monotonic() < deadline, "product-0 never healthy behind its sidecar"
+            time.sleep(0.1)
+        yield place.outbound("invoice", 0), admin
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_calls_beyond_the_breaker_fail_fast_as_overloaded(
+    product_sidecar: Sidecar, invoice_egress: tuple[int, int]
+) -> None:
+    port, admin = invoice_egress
+    token = bearer(mint_token(product_sidecar.platform.settings, subject="service:invoice", roles=["service"]))
+    request = product_service_pb2.BatchGetProductsRequest(names=[f"products/P{n:05d}" for n in range(1000)])
+    outcomes: list[tuple[grpc.StatusCode, str]] = []
+    before = envoy.counters(admin).get("cluster.product.upstream_rq_active_overflow", 0)
+
+    def lookup() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = product_service_pb2_grpc.ProductServiceStub(channel)
+            try:
+                stub.BatchGetProducts(request, metadata=token, timeout=10)
+                outcomes.append((grpc.StatusCode.OK, ""))
+            except grpc.RpcError as exc:
+                # A local reply is trailers-only: Envoy's headers arrive as trailers.
+                headers = (*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ()))  # type: ignore[attr-defined]
+                overloaded = dict(headers).get("x-envoy-overloaded", "")
+                outcomes.append((exc.code(), overloaded))  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=lookup) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    refused = [o for o in outcomes if o[0] != grpc.StatusCode.OK]
+    assert refused, "40 lookups at once through a breaker of 2"
+    assert {code for code, _ in refused} == {grpc.StatusCode.UNAVAILABLE}
+    assert all(flag == "true" for _, flag in refused), refused
+    assert any(code == grpc.StatusCode.OK for code, _ in outcomes)
+    assert envoy.counters(admin)["cluster.product.upstream_rq_active_overflow"] >= before + len(refused)
+
+
+def test_a_client_deadline_shorter_than_the_route_timeout_ends_as_deadline_exceeded(
+    product_sidecar: Sidecar, invoice_egress: tuple[int, int]
+) -> None:
+    """The product route allows 2 s; a 1 ms deadline still wins, as
+    DEADLINE_EXCEEDED, not as the mesh's own UNAVAILABLE."""
+    port, _ = invoice_egress
+    token = bearer(mint_token(product_sidecar.platform.settings, subject="service:invoice", roles=["service"]))
+    names = [f"products/P{n:05d}" for n in range(1000)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = product_service_pb2_grpc.ProductServiceStub(channel)
+        stub.BatchGetProducts(product_service_pb2.BatchGetProductsRequest(names=names[:1]), metadata=token, timeout=10)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.BatchGetProducts(
+                product_service_pb2.BatchGetProductsRequest(names=names), metadata=token, timeout=0.001
+            )
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
