@@ -74,7 +74,10 @@ def keyed(request: object) -> tuple[tuple[str, str], ...]:
     """Metadata saying a mutation carries its idempotency key: the mesh may
     retry it then (the same key returns the same result), never otherwise."""
     request_id = getattr(request, "request_id", "")
-    return ((IDEMPOTENCY_HEADER, request_id),) if isinstance(request_id, str) and request_id else ()
+    if not isinstance(request_id, str) or not request_id:
+        return ()
+    # Metadata values are printable ASCII; only the header's presence matters to the mesh.
+    return ((IDEMPOTENCY_HEADER, request_id if request_id.isascii() and request_id.isprintable() else "set"),)
 
 
 def bearer(token: str, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:

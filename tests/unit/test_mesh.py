@@ -149,3 +149,19 @@ def test_replicas_are_endpoints_of_one_cluster_locally_and_one_name_in_aws() -> 
         {"address": "127.0.0.1", "port_value": 50171},
     ]
     assert endpoints(aws["invoice.json"]) == [{"address": "product.bmc.local", "port_value": 8443}]
+
+
+def test_the_idempotency_header_is_always_valid_metadata() -> None:
+    """Any request id the contract accepts (unicode included) makes a header
+    gRPC can send; none, no header."""
+    from bmc.product.v1 import product_service_pb2
+    from services.kit.clients import keyed
+
+    assert keyed(product_service_pb2.CreateProductRequest()) == ()
+    assert keyed(product_service_pb2.CreateProductRequest(request_id="abc-1")) == ((IDEMPOTENCY_HEADER, "abc-1"),)
+    for odd in ("\u0099\u0090r\u00e7", "tab\there", "ñandú"):
+        ((name, value),) = keyed(product_service_pb2.CreateProductRequest(request_id=odd))
+        assert name == IDEMPOTENCY_HEADER
+        assert value.isascii()
+        assert value.isprintable()
+    assert keyed(product_service_pb2.GetProductRequest(name="products/X")) == ()
