@@ -253,9 +253,12 @@ def test_files_left_without_a_record_are_swept_and_issued_ones_kept(certified: P
     objects = LocalObjectStore(certified.settings.data_dir / "objects")
     kept, orphan = issued.sha256, objects.put(b"%PDF orphan " + uuid.uuid4().bytes)
     in_flight = objects.put(b"%PDF in flight " + uuid.uuid4().bytes)
-    two_hours_ago = time.time() - 7200
+    # Written "now" and two hours ago by the clock the sweeper reads (the file
+    # system's own stamps do not follow a faked clock, as in `make test-future`).
+    now = time.time()
+    os.utime(objects.path(in_flight), (now, now))
     for digest in (kept, orphan):
-        os.utime(objects.path(digest), (two_hours_ago, two_hours_ago))
+        os.utime(objects.path(digest), (now - 7200, now - 7200))
 
     async def run() -> int:
         assert certified.cluster.infrastructure is not None
