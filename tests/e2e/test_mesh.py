@@ -24,7 +24,7 @@ from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
 from services.cli.commissions import ensure_uvt
 from services.dian import calendar
-from services.mesh import envoy
+from services.mesh import envoy, identities
 from tests.conftest import GRPCURL, Platform, grpcurl, make_settings
 from tests.integration.clients import wait_until
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
@@ -136,3 +136,40 @@ def test_bmc_mesh_status_shows_each_sidecar_and_what_moved(meshed: Platform) -> 
         assert sidecar in lines, shown.stdout
     assert "spiffe://bmc.local/service/product" in lines["product-1"]
     assert "health check failures" in shown.stdout
+
+
+def test_certificates_rotated_under_traffic_fail_no_call(meshed: Platform) -> None:
+    """Every identity re-issued three times while registrations cross the
+    mesh: the sidecars load the new certificates (SDS) and no call fails."""
+    assert meshed.cluster.sidecars is not None
+    spec = meshed.cluster.sidecars.spec
+    failures: list[str] = []
+    registered: list[str] = []
+    stop = threading.Event()
+
+    def register() -> None:
+        with registry(meshed.settings, tenant="rotation") as reg:
+            while not stop.is_set():
+                try:
+                    registered.append(reg.register(invoice()).name)
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+
+    def updates() -> int:
+        return sum(v for k, v in _counters(meshed, "product-0").items() if k.endswith("ssl_context_update_by_sds"))
+
+    before = updates()
+    worker = threading.Thread(target=register)
+    worker.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.0)
+            for identity in [*spec.services, "gateway", "edge"]:
+                identities.issue(meshed.settings.pki_dir, identity, spec.identity(identity))
+        count = len(registered)
+        wait_until(lambda: len(registered) >= count + 10, timeout=30)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert failures == []
+    assert updates() > before, "the product sidecar loaded new certificates"
