@@ -15,6 +15,8 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -44,6 +46,35 @@ def _counters(platform: Platform, sidecar: str) -> dict[str, int]:
     return envoy.counters(platform.cluster.sidecars.admin_port(sidecar))
 
 
+@dataclass
+class Registering:
+    """Registrations sent one at a time from a thread while a test runs."""
+
+    registered: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def registering(platform: Platform, tenant: str) -> Iterator[Registering]:
+    state, stop = Registering(), threading.Event()
+
+    def register() -> None:
+        with registry(platform.settings, tenant=tenant) as reg:
+            while not stop.is_set():
+                try:
+                    state.registered.append(reg.register(invoice(), request_id=f"r{time.monotonic_ns()}").name)
+                except grpc.RpcError as exc:
+                    state.failures.append(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+
+    worker = threading.Thread(target=register)
+    worker.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+
+
 def test_an_invoice_is_registered_charged_and_certified_through_the_mesh(meshed: Platform) -> None:
     before = _counters(meshed, "product-0").get("http.inbound.rbac.allowed", 0) + _counters(meshed, "product-1").get(
         "http.inbound.rbac.allowed", 0
@@ -70,30 +101,15 @@ def test_an_invoice_is_registered_charged_and_certified_through_the_mesh(meshed:
 
 
 def test_a_product_replica_killed_during_lookups_costs_no_registration(meshed: Platform) -> None:
-    failures: list[str] = []
-    registered: list[str] = []
-    stop = threading.Event()
-
-    def register() -> None:
-        with registry(meshed.settings, tenant="replicas") as reg:
-            while not stop.is_set():
-                try:
-                    registered.append(reg.register(invoice(), request_id=f"r{time.monotonic_ns()}").name)
-                except grpc.RpcError as exc:
-                    failures.append(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
-
-    worker = threading.Thread(target=register)
-    worker.start()
     try:
-        wait_until(lambda: len(registered) >= 10, timeout=30)
-        meshed.cluster.processes["product"][1].kill()
-        count = len(registered)
-        wait_until(lambda: len(registered) >= count + 30, timeout=60)
+        with registering(meshed, "replicas") as traffic:
+            wait_until(lambda: len(traffic.registered) >= 10, timeout=30)
+            meshed.cluster.processes["product"][1].kill()
+            count = len(traffic.registered)
+            wait_until(lambda: len(traffic.registered) >= count + 30, timeout=60)
     finally:
-        stop.set()
-        worker.join(timeout=30)
         meshed.cluster.restart("product")
-    assert failures == []
+    assert traffic.failures == []
     stats = _counters(meshed, "invoice-0")
     moved = stats.get("cluster.product.health_check.failure", 0) + stats.get(
         "cluster.product.outlier_detection.ejections_enforced_total", 0
@@ -101,7 +117,7 @@ def test_a_product_replica_killed_during_lookups_costs_no_registration(meshed: P
     assert moved > 0, "the dead replica was noticed (health check or ejection)"
     with registry(meshed.settings, tenant="replicas") as reg:
         listed = reg.ListInvoices(invoice_service_pb2.ListInvoicesRequest(page_size=1000)).invoices
-    assert len(listed) == len(registered), "none registered twice, none lost"
+    assert len(listed) == len(traffic.registered), "none registered twice, none lost"
 
 
 def test_the_edge_serves_rest_and_grpc_over_tls_1_3(meshed: Platform) -> None:
@@ -143,33 +159,17 @@ def test_certificates_rotated_under_traffic_fail_no_call(meshed: Platform) -> No
     mesh: the sidecars load the new certificates (SDS) and no call fails."""
     assert meshed.cluster.sidecars is not None
     spec = meshed.cluster.sidecars.spec
-    failures: list[str] = []
-    registered: list[str] = []
-    stop = threading.Event()
-
-    def register() -> None:
-        with registry(meshed.settings, tenant="rotation") as reg:
-            while not stop.is_set():
-                try:
-                    registered.append(reg.register(invoice()).name)
-                except grpc.RpcError as exc:
-                    failures.append(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
 
     def updates() -> int:
         return sum(v for k, v in _counters(meshed, "product-0").items() if k.endswith("ssl_context_update_by_sds"))
 
     before = updates()
-    worker = threading.Thread(target=register)
-    worker.start()
-    try:
+    with registering(meshed, "rotation") as traffic:
         for _ in range(3):
             time.sleep(1.0)
             for identity in [*spec.services, "gateway", "edge"]:
                 identities.issue(meshed.settings.pki_dir, identity, spec.identity(identity))
-        count = len(registered)
-        wait_until(lambda: len(registered) >= count + 10, timeout=30)
-    finally:
-        stop.set()
-        worker.join(timeout=30)
-    assert failures == []
+        count = len(traffic.registered)
+        wait_until(lambda: len(traffic.registered) >= count + 10, timeout=30)
+    assert traffic.failures == []
     assert updates() > before, "the product sidecar loaded new certificates"
