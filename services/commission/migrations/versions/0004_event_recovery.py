@@ -1,4 +1,7 @@
-"""Event recovery: consumer marks, dead letters (`EVENT_RECOVERY_V1`).
+"""What a consumer needs to recover events: its mark in each producer's
+log (every position up to it applied), the events it set aside as dead
+letters, and an index to forget ids of events applied long ago. Frozen
+text, as every migration (the other consumers' migrations say the same).
 
 Revision ID: commission_0004
 Revises: commission_0003
@@ -8,8 +11,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from services.kit.frozen_ddl import EVENT_RECOVERY_V1, EVENT_RECOVERY_V1_DOWN
-
 revision = "commission_0004"
 down_revision = "commission_0003"
 branch_labels = None
@@ -17,10 +18,32 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for statement in EVENT_RECOVERY_V1:
-        op.execute(statement)
+    op.execute(
+        "CREATE TABLE consumer_marks (consumer text NOT NULL, source text NOT NULL, position bigint NOT NULL, "
+        "update_time timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, source))"
+    )
+    op.execute(
+        """
+        CREATE TABLE dead_letters (
+            id bigserial PRIMARY KEY,
+            consumer text NOT NULL,
+            source text NOT NULL,
+            event_id text,
+            position bigint,
+            raw text NOT NULL,
+            attempts integer NOT NULL,
+            error text NOT NULL,
+            state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'redriven')),
+            create_time timestamptz NOT NULL DEFAULT now(),
+            redrive_time timestamptz
+        )
+        """
+    )
+    op.execute("CREATE UNIQUE INDEX dead_letters_event ON dead_letters (consumer, event_id) WHERE event_id IS NOT NULL")
+    op.execute("CREATE INDEX processed_events_age ON processed_events (processed_at)")
 
 
 def downgrade() -> None:
-    for statement in EVENT_RECOVERY_V1_DOWN:
-        op.execute(statement)
+    op.execute("DROP INDEX IF EXISTS processed_events_age")
+    op.execute("DROP TABLE IF EXISTS dead_letters")
+    op.execute("DROP TABLE IF EXISTS consumer_marks")
