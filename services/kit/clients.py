@@ -55,7 +55,10 @@ def aio_channel(settings: Settings, service: str, client: str = "bmc-cli") -> gr
         from services.mesh.render import mesh_placement  # the mesh renders from the kit's topology
 
         outbound = mesh_placement(settings).outbound(client, settings.replica)
-        return grpc.aio.insecure_channel(f"127.0.0.1:{outbound}", options=channel_options(settings))
+        # The sidecar retries what the contract allows, within its budget; the
+        # client retrying too would multiply the attempts a breaker just refused.
+        options = [o for o in channel_options(settings) if o[0] not in ("grpc.service_config", "grpc.enable_retries")]
+        return grpc.aio.insecure_channel(f"127.0.0.1:{outbound}", options=[*options, ("grpc.enable_retries", 0)])
     target = SERVICES[service].target(settings)
     if settings.tls:
         return grpc.aio.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
