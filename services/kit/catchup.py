@@ -31,7 +31,7 @@ import structlog
 
 from services.kit.background import cancel
 from services.kit.dead_letters import Applier, describe
-from services.kit.envelopes import Event, from_feed, row_envelope, to_published
+from services.kit.envelopes import Event, from_feed, to_published
 from services.kit.leadership import while_leader
 from services.kit.paging import INT, list_page
 
@@ -227,7 +227,7 @@ async def outbox_page(pool: asyncpg.Pool, query: str, request: Any, response_typ
     async def fetch(limit: int, after: Sequence[int] | None) -> list[tuple[Any, tuple[int]]]:
         async with pool.acquire() as conn:
             rows = await conn.fetch(query, after[0] if after else request.after_position, limit)
-        return [(to_published(Event.from_envelope(row_envelope(row))), (row["position"],)) for row in rows]
+        return [(to_published(Event.from_row(row)), (row["position"],)) for row in rows]
 
     events, token = await list_page(request, (INT,), 100, fetch)
     return response_type(events=events, next_page_token=token)

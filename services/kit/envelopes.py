@@ -70,6 +70,22 @@ class Event:
         )
 
     @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Event:
+        """An event of a relay query's row (the columns of `Event`, `time` a datetime)."""
+        data = row["data"]
+        return cls(
+            event_id=row["event_id"],
+            type=row["type"],
+            stream_id=row["stream_id"],
+            version=int(row["version"]),
+            position=int(row["position"]),
+            tenant=row["tenant"] or "",
+            trace_id=row["trace_id"] or "",
+            data=orjson.loads(data) if isinstance(data, str) else data,
+            time=row["time"].isoformat(),
+        )
+
+    @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
         return cls.from_envelope(fields[b"event"])
 
