@@ -26,6 +26,9 @@ from services.kit.database import database_name, drop_database
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
 from services.kit.topology import SERVICES
+from services.mesh.render import local_placement
+from services.mesh.sidecars import listening_ports
+from services.mesh.spec import load as load_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -43,17 +46,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
-# With the mesh, its sidecars' ports too (see mesh/README.md, local port plan).
-MESH_OFFSETS = [b + 10 * o + r for b in (100, 200, 300, 400) for o in range(8) for r in range(5)] + [443, 444]
-
-
 def free_port_base(mesh: bool = False) -> int:
     """A base whose ports (base for the gateway, base+1..base+9 for services,
-    and the mesh's) are all free now."""
+    and with the mesh every port of its plan) are all free now."""
+    spec = load_mesh() if mesh else None
     for _ in range(200):
         base = random.randrange(20000, 60000, 10)
-        offsets = list(range(10)) + (MESH_OFFSETS if mesh else [])
-        if all(_port_free(base + offset) for offset in offsets):
+        ports = [base + offset for offset in range(10)]
+        if spec is not None:
+            place = local_placement(base, base, Path("."))
+            ports += [port for _, port in listening_ports(spec, place, list(SERVICES), gateway=True)]
+        if all(_port_free(port) for port in ports):
             return base
     raise RuntimeError("no free port range")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.kit.settings import Settings
 from services.mesh import envoy, identities
-from services.mesh.render import edge, gateway_sidecar, mesh_placement, sidecar
+from services.mesh.render import Placement, edge, gateway_sidecar, mesh_placement, sidecar
 from services.mesh.spec import MeshSpec, load
 
 
@@ -39,22 +39,7 @@ class Sidecars:
         return configs
 
     def ports(self, services: list[str], gateway: bool) -> list[tuple[str, int]]:
-        """Every port the mesh listens on here: (what, port)."""
-        used: list[tuple[str, int]] = []
-        for service in services:
-            for replica in range(self.spec.services[service].replicas):
-                name = f"{service}-{replica}"
-                used += [(f"{name} sidecar inbound", self.place.bind_inbound(service, replica)[1]),
-                         (f"{name} sidecar outbound", self.place.outbound(service, replica)),
-                         (f"{name} sidecar admin", self.place.admin(service, replica))]  # fmt: skip
-                if replica:
-                    used.append((f"{name}", self.place.app(service, replica)))
-        if gateway:
-            used += [("gateway sidecar outbound", self.place.outbound("gateway", 0)),
-                     ("gateway sidecar admin", self.place.admin("gateway", 0)),
-                     ("edge admin", self.place.admin("edge", 0)),
-                     ("edge REST", self.place.edge_rest[1]), ("edge gRPC", self.place.edge_grpc[1])]  # fmt: skip
-        return used
+        return listening_ports(self.spec, self.place, services, gateway)
 
     def start(self, services: list[str], gateway: bool) -> None:
         """Issues every identity, renders every Envoy, starts them and waits until each is live."""
@@ -133,3 +118,22 @@ def summary(counters: dict[str, int]) -> dict[str, int]:
         "health check failures": total("cluster.", ".health_check.failure"),
         "ejections": total("cluster.", ".outlier_detection.ejections_enforced_total"),
     }
+
+
+def listening_ports(spec: MeshSpec, place: Placement, services: list[str], gateway: bool) -> list[tuple[str, int]]:
+    """Every port the mesh listens on for a placement: (what, port)."""
+    used: list[tuple[str, int]] = []
+    for service in services:
+        for replica in range(spec.services[service].replicas):
+            name = f"{service}-{replica}"
+            used += [(f"{name} sidecar inbound", place.bind_inbound(service, replica)[1]),
+                     (f"{name} sidecar outbound", place.outbound(service, replica)),
+                     (f"{name} sidecar admin", place.admin(service, replica))]  # fmt: skip
+            if replica:
+                used.append((f"{name}", place.app(service, replica)))
+    if gateway:
+        used += [("gateway sidecar outbound", place.outbound("gateway", 0)),
+                 ("gateway sidecar admin", place.admin("gateway", 0)),
+                 ("edge admin", place.admin("edge", 0)),
+                 ("edge REST", place.edge_rest[1]), ("edge gRPC", place.edge_grpc[1])]  # fmt: skip
+    return used

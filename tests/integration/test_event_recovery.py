@@ -168,7 +168,8 @@ def test_streams_are_trimmed_and_only_relayed_old_outbox_rows_pruned(platform: P
     assert platform.cluster.infrastructure is not None
     url = platform.cluster.infrastructure.redis_url
     stream = f"{platform.settings.redis_prefix}test-{uuid.uuid4().hex[:8]}.events"
-    old, recent = dt.datetime(2026, 1, 5, tzinfo=dt.UTC), dt.datetime.now(dt.UTC)
+    recent = dt.datetime.now(dt.UTC)
+    old = recent - dt.timedelta(days=30)  # past the 7-day retention, whatever the day
 
     async def scenario() -> tuple[int, int, list[int]]:
         client = open_redis(url)
