@@ -162,6 +162,11 @@ class Cluster:
         with (self.log_dir / f"{name}{f'-{replica}' if replica else ''}.log").open("ab") as log:
             return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
 
+    def _respawn(self, name: str, index: int) -> subprocess.Popen[bytes]:
+        """A new process in place of a dead one (in the mesh, the same replica)."""
+        module = SERVICES[name].module if name in SERVICES else "services.gateway.main"
+        return self._popen(name, module, index if self.sidecars is not None else 0)
+
     def _spawn_module(self, name: str, module: str, count: int) -> None:
         self.processes[name] = [self._popen(name, module) for _ in range(count)]
 
@@ -181,7 +186,6 @@ class Cluster:
                 self.restarts[name] += 1
                 restarted.append(name)
         for name, group in self.processes.items():
-            module = SERVICES[name].module if name in SERVICES else "services.gateway.main"
             for index, process in enumerate(group):
                 if process.poll() is None:
                     continue
@@ -189,7 +193,7 @@ class Cluster:
                 if crashes and now - crashes[-1] < min(60.0, 2.0 ** (len(crashes) - 1)):
                     continue  # backing off
                 self._crashes[name] = [*crashes, now]
-                group[index] = self._popen(name, module, index if self.sidecars is not None else 0)
+                group[index] = self._respawn(name, index)
                 self.restarts[name] += 1
                 restarted.append(name)
         return restarted
@@ -201,12 +205,12 @@ class Cluster:
             process.wait()
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
-        """Starts a killed or stopped service again and waits until it is healthy."""
-        for process in self.processes[name]:
-            if process.poll() is None:
-                process.terminate()
-                process.wait()
-        self._spawn(SERVICES[name])
+        """Starts again those processes of a service that were killed or stopped
+        (its other replicas keep serving) and waits until it is healthy."""
+        group = self.processes[name]
+        for index, process in enumerate(group):
+            if process.poll() is not None:
+                group[index] = self._respawn(name, index)
         deadline = time.monotonic() + timeout
         while health_of(self.settings, SERVICES[name]) != "SERVING":
             self.check_alive()
