@@ -46,7 +46,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_port_base(mesh: bool = False) -> int:
+def free_port_base(mesh: bool = True) -> int:
     """A base whose ports (base for the gateway, base+1..base+9 for services,
     and with the mesh every port of its plan) are all free now."""
     spec = load_mesh() if mesh else None
@@ -54,7 +54,7 @@ def free_port_base(mesh: bool = False) -> int:
         base = random.randrange(20000, 60000, 10)
         ports = [base + offset for offset in range(10)]
         if spec is not None:
-            place = local_placement(base, base, Path("."))
+            place = local_placement(base, base, Path("."), base + 443)
             ports += [port for _, port in listening_ports(spec, place, list(SERVICES), gateway=True)]
         if all(_port_free(port) for port in ports):
             return base
@@ -85,11 +85,12 @@ class Platform:
 
 
 def make_settings(tmp: Path, backend: str, **overrides: object) -> Settings:
-    base = free_port_base(mesh=bool(overrides.get("mesh")))
+    base = free_port_base(mesh=bool(overrides.get("mesh", True)))
     values: dict[str, object] = {
         "data_dir": tmp,
         "port_base": base,
         "gateway_port": base,
+        "edge_port": base + 443,
         "log_format": "json",
         "shutdown_grace_seconds": 1.0,
         "readiness_interval_seconds": 0.5,

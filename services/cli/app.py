@@ -13,8 +13,9 @@ from rich.table import Table
 
 from services.cli import clients, commissions, events, invoices, mesh, ocr, products
 from services.cli.cluster import Cluster, ClusterError, ServiceStatus
-from services.kit.settings import get_settings
+from services.kit.settings import Settings, get_settings
 from services.kit.tokens import ROLE_NAMES, mint_token
+from services.mesh.access import edge_grpc_target, edge_url
 
 app = typer.Typer(help="BMC Registry: invoice registration for the Bolsa Mercantil de Colombia.", no_args_is_help=True)
 app.add_typer(products.app, name="products")
@@ -28,23 +29,50 @@ app.command("ocr")(ocr.ocr)
 console = Console()
 
 
+NO_MESH = typer.Option(
+    "--no-mesh",
+    help="Run without Envoy (services on their own ports, calling each other directly), for debugging one; "
+    "other bmc commands then need BMC_MESH=0 too.",
+)
+
+
+def chosen_settings(no_mesh: bool) -> Settings:
+    settings = get_settings()
+    return Settings(**{**settings.model_dump(), "mesh": False}) if no_mesh else settings
+
+
 def status_table(statuses: list[ServiceStatus], title: str) -> Table:
     table = Table(title=title)
-    for column in ("service", "gRPC name", "address", "pid", "health", "restarts", "log"):
+    meshed = any(s.sidecar for s in statuses)
+    columns = ("service", "gRPC name", "address", *(("sidecar · identity",) if meshed else ()), "pid", "health")
+    for column in (*columns, "restarts"):
         table.add_column(column)
     for s in statuses:
         colour = "green" if s.health == "SERVING" else "red"
-        table.add_row(
-            s.name, s.full_name, s.address, str(s.pid), f"[{colour}]{s.health}[/]", str(s.restarts), str(s.log)
-        )
+        sidecar = (s.sidecar,) if meshed else ()
+        health = f"[{colour}]{s.health}[/]"
+        table.add_row(s.name, s.full_name, s.address, *sidecar, str(s.pid), health, str(s.restarts))
     return table
 
 
+def transport(settings: Settings) -> str:
+    if settings.mesh:
+        return (
+            f"mesh: every service behind its Envoy sidecar (mesh/mesh.toml); come in through the edge, "
+            f"REST {edge_url(settings)}, gRPC {edge_grpc_target(settings)} "
+            f"(`bmc mesh operator` prints grpcurl's certificate flags)"
+        )
+    if settings.tls:
+        return f"no mesh; mutual TLS by the services (dev CA in {settings.pki_dir})"
+    return "no mesh, no TLS (debugging)"
+
+
 @app.command()
-def up() -> None:
-    """Start every service as its own process (and the embedded databases when
+def up(no_mesh: Annotated[bool, NO_MESH] = False) -> None:
+    """Start every service as its own process, each replica behind its Envoy
+    sidecar, the REST gateway and the edge (and the embedded databases when
     BMC_DATABASE_URL / BMC_REDIS_URL are unset); Ctrl-C stops them all."""
-    settings = get_settings()
+    settings = chosen_settings(no_mesh)
     cluster = Cluster(settings)
     stopping = False
 
@@ -58,10 +86,11 @@ def up() -> None:
         with console.status("starting services..."):
             cluster.start()
         console.print(status_table(cluster.statuses(), "BMC Registry is up"))
+        console.print(f"logs: {cluster.log_dir}")
         infra = cluster.infrastructure
         assert infra is not None
         console.print(f"PostgreSQL: {infra.database_url}\nRedis: {infra.redis_url}")
-        console.print(f"TLS: {'mutual TLS (dev CA in ' + str(settings.pki_dir) + ')' if settings.tls else 'off'}")
+        console.print(transport(settings))
         console.print("ready; press Ctrl-C to stop (crashed parts are restarted)", style="bold")
         while not stopping:
             for name in cluster.supervise():
@@ -95,9 +124,10 @@ def token(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the summary and certificates go.")] = Path("out"),
+    no_mesh: Annotated[bool, NO_MESH] = False,
 ) -> None:
     """Start the platform and run the main job end to end, writing a summary to ./out/."""
     from services.cli.demo import run_demo
 
-    if not run_demo(get_settings(), out, console):
+    if not run_demo(chosen_settings(no_mesh), out, console):
         raise typer.Exit(1)

@@ -20,12 +20,13 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2
 
-from services.kit.clients import sync_channel
+from services.kit.clients import direct_channel
 from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
 from services.kit.pki import CLIENTS, DevPki, client_ssl_context
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
 from services.kit.topology import SERVICES, ServiceSpec, client_host
+from services.mesh.access import ca_file, edge_ssl_context, edge_url, operator
 from services.mesh.sidecars import Sidecars
 
 
@@ -42,11 +43,12 @@ class ServiceStatus:
     health: str
     log: Path
     restarts: int = 0
+    sidecar: str = ""  # in the mesh: the sidecar's inbound address and identity
 
 
-def health_of(settings: Settings, spec: ServiceSpec, timeout: float = 1.0) -> str:
-    """`SERVING`, `NOT_SERVING`, or why the check failed."""
-    with sync_channel(settings, spec.name) as channel:
+def health_of(settings: Settings, spec: ServiceSpec, replica: int = 0, timeout: float = 1.0) -> str:
+    """`SERVING`, `NOT_SERVING`, or why the check failed, of one replica on its own port."""
+    with direct_channel(settings, spec.name, replica) as channel:
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -66,11 +68,26 @@ def gateway_url(settings: Settings) -> str:
     return f"{'https' if settings.tls else 'http'}://{client_host(settings)}:{settings.gateway_port}"
 
 
-def gateway_state(settings: Settings, path: str = "/readyz", timeout: float = 1.0) -> str:
-    """`SERVING` when the gateway answers `path` with 200, else why not."""
-    context = client_ssl_context(settings) if settings.tls else None
+def rest_url(settings: Settings) -> str:
+    """Where REST callers come in: the edge in the mesh, else the gateway itself."""
+    return edge_url(settings) if settings.mesh else gateway_url(settings)
+
+
+def rest_verify(settings: Settings) -> str | bool:
+    """What a REST client trusts (`requests`' `verify`): the mesh CA, the dev CA, or the system's."""
+    if settings.mesh:
+        return str(ca_file(settings))
+    return str(DevPki.from_settings(settings).ca_path) if settings.tls else True
+
+
+def gateway_state(settings: Settings, path: str = "/readyz", timeout: float = 1.0, url: str = "") -> str:
+    """`SERVING` when the gateway (or the edge in front of it) answers `path` with 200, else why not."""
+    url = url or gateway_url(settings)
+    context = None
+    if url.startswith("https"):
+        context = edge_ssl_context(settings) if url.startswith(edge_url(settings)) else client_ssl_context(settings)
     try:
-        with urllib.request.urlopen(gateway_url(settings) + path, timeout=timeout, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(url + path, timeout=timeout, context=context) as response:  # noqa: S310
             return "SERVING" if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"NOT_SERVING (HTTP {exc.code})"
@@ -138,6 +155,7 @@ class Cluster:
                 pki.identity(name)
         if self.sidecars is not None:
             self.sidecars.start([spec.name for spec in self.specs], gateway=self.gateway)
+            operator(self.settings)  # the CLI's certificate for the edge, before any client races to issue it
         for spec in self.specs:
             self._spawn(spec)
         self.wait_healthy(timeout)
@@ -211,21 +229,20 @@ class Cluster:
         for index, process in enumerate(group):
             if process.poll() is not None:
                 group[index] = self._respawn(name, index)
-        deadline = time.monotonic() + timeout
-        while health_of(self.settings, SERVICES[name]) != "SERVING":
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{name} not healthy after restart")
-            time.sleep(0.2)
+        self.wait_healthy(timeout, [SERVICES[name]])
 
-    def wait_healthy(self, timeout: float) -> None:
+    def _replicas(self, spec: ServiceSpec) -> range:
+        return range(self.sidecars.spec.services[spec.name].replicas if self.sidecars is not None else 1)
+
+    def wait_healthy(self, timeout: float, specs: list[ServiceSpec] | None = None) -> None:
+        """Until every replica of `specs` (default all) answers SERVING on its own port."""
         deadline = time.monotonic() + timeout
-        pending = list(self.specs)
+        pending = [(spec, replica) for spec in specs or self.specs for replica in self._replicas(spec)]
         while pending:
             self.check_alive()
-            pending = [spec for spec in pending if health_of(self.settings, spec) != "SERVING"]
+            pending = [(spec, r) for spec, r in pending if health_of(self.settings, spec, r) != "SERVING"]
             if pending and time.monotonic() > deadline:
-                names = ", ".join(s.name for s in pending)
+                names = ", ".join(f"{s.name}-{r}" if r else s.name for s, r in pending)
                 raise ClusterError(f"not healthy after {timeout:.0f}s: {names}; see {self.log_dir}")
             if pending:
                 time.sleep(0.2)
@@ -238,32 +255,60 @@ class Cluster:
                 raise ClusterError(f"{name} exited with code {code}:\n" + "\n".join(tail))
 
     def statuses(self) -> list[ServiceStatus]:
-        return [
-            ServiceStatus(
-                name=spec.name,
-                full_name=spec.full_name,
-                address=spec.target(self.settings),
-                pid=self.processes[spec.name][0].pid,
-                health=health_of(self.settings, spec),
-                log=self.log_dir / f"{spec.name}.log",
-                restarts=self.restarts[spec.name],
-            )
-            for spec in self.specs
-        ] + (
-            [
+        """Each process (in the mesh, each replica with its sidecar), the gateway, and the edge."""
+        rows = []
+        place = self.sidecars.place if self.sidecars is not None else None
+        for spec in self.specs:
+            for replica in self._replicas(spec):
+                name = f"{spec.name}-{replica}" if place is not None else spec.name
+                address, sidecar = spec.target(self.settings), ""
+                if place is not None and self.sidecars is not None:
+                    address = f"127.0.0.1:{place.app(spec.name, replica)}"
+                    host, port = place.inbound(spec.name, replica)
+                    sidecar = f"{host}:{port} {self.sidecars.spec.identity(spec.name)}"
+                rows.append(
+                    ServiceStatus(
+                        name=name,
+                        full_name=spec.full_name,
+                        address=address,
+                        pid=self.processes[spec.name][replica].pid,
+                        health=health_of(self.settings, spec, replica),
+                        log=self.log_dir / f"{spec.name}{f'-{replica}' if replica else ''}.log",
+                        restarts=self.restarts[spec.name],
+                        sidecar=sidecar,
+                    )
+                )
+        if GATEWAY in self.processes:
+            sidecar = ""
+            if place is not None and self.sidecars is not None:
+                sidecar = f"outbound only {self.sidecars.spec.identity(GATEWAY)}"
+            rows.append(
                 ServiceStatus(
                     name=GATEWAY,
-                    full_name="REST edge (OpenAPI: /docs)",
+                    full_name="REST gateway (OpenAPI: /docs)",
                     address=gateway_url(self.settings),
                     pid=self.processes[GATEWAY][0].pid,
                     health=gateway_state(self.settings),
                     log=self.log_dir / f"{GATEWAY}.log",
                     restarts=self.restarts[GATEWAY],
+                    sidecar=sidecar,
                 )
-            ]
-            if GATEWAY in self.processes
-            else []
-        )
+            )
+            if place is not None and self.sidecars is not None:
+                grpc_host, grpc_port = place.edge_grpc
+                rows.append(
+                    ServiceStatus(
+                        name="edge",
+                        full_name=f"entry: REST; gRPC {grpc_host}:{grpc_port} (mTLS)",
+                        address=edge_url(self.settings),
+                        pid=self.sidecars.processes["edge"].pid,
+                        health=gateway_state(self.settings, url=edge_url(self.settings)),
+                        log=self.log_dir / "envoy-edge.log",
+                        restarts=self.restarts["envoy edge"],
+                        sidecar=self.sidecars.spec.identity("edge"),
+                    )
+                )
+        return rows
 
     def stop(self) -> None:
         every = [p for group in self.processes.values() for p in group]

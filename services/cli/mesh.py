@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.kit.clients import CLI
 from services.kit.settings import get_settings
 from services.mesh import envoy, files
+from services.mesh.access import operator
 from services.mesh.sidecars import names_and_admin_ports, summary
 from services.mesh.spec import load
 
@@ -54,3 +57,16 @@ def status() -> None:
     console.print(table)
     if all(not figures for _, _, figures in rows):
         raise typer.Exit(1)
+
+
+@app.command("operator")
+def operator_certificate(
+    name: Annotated[str, typer.Argument(help="The operator (a lower-case name: letters, digits, dashes).")] = CLI,
+) -> None:
+    """Issue (or renew) an operator's client certificate for the edge's gRPC
+    and print grpcurl's flags: grpcurl $(bmc mesh operator) localhost:8444 list"""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
+        raise typer.BadParameter("letters, digits and dashes, starting with a letter", param_hint="NAME")
+    identity = operator(get_settings(), name)
+    print(" ".join(identity.grpcurl_flags))
+    Console(stderr=True).print(f"{identity.spiffe_id}, certificate in {identity.directory}", style="dim")

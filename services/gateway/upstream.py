@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 
 from services.gateway.routes import Route
 from services.gateway.transcoding import TranscodeError, message_class
-from services.kit.clients import aio_channel
+from services.kit.clients import UPSTREAM_HEADER, aio_channel
 from services.kit.settings import Settings
 from services.kit.telemetry import outgoing_metadata
 from services.kit.topology import SERVICES
@@ -98,7 +98,11 @@ class Upstream:
                 response_deserializer=health_pb2.HealthCheckResponse.FromString,
             )
             try:
-                response = await probe(health_pb2.HealthCheckRequest(service=SERVICES[name].full_name), timeout=1.0)
+                response = await probe(
+                    health_pb2.HealthCheckRequest(service=SERVICES[name].full_name),
+                    timeout=1.0,
+                    metadata=((UPSTREAM_HEADER, name),),  # in the mesh, which service the sidecar asks
+                )
             except grpc.aio.AioRpcError as exc:
                 return f"UNREACHABLE ({exc.code().name})"
             return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

@@ -13,7 +13,9 @@ from services.kit.pki import channel_credentials
 from services.kit.settings import Settings
 from services.kit.topology import SERVICES
 
+CLI = "bmc-cli"  # the identity of callers from outside the platform (the bmc command, tests)
 IDEMPOTENCY_HEADER = "x-bmc-request-id"  # see mesh/README.md: which calls the mesh may retry
+UPSTREAM_HEADER = "x-bmc-upstream"  # which service a health check through the mesh is for
 
 # gRPC-native retries (gRFC A6): only statuses that mean "not processed".
 _SERVICE_CONFIG = json.dumps(
@@ -47,30 +49,61 @@ def channel_options(settings: Settings) -> list[tuple[str, object]]:
     ]
 
 
-def aio_channel(settings: Settings, service: str, client: str = "bmc-cli") -> grpc.aio.Channel:
-    """An asyncio channel to `service`, identifying as `client` under mTLS;
-    in the mesh, a workload (a service, the gateway) reaches every other
-    service through its own sidecar's outbound listener, which routes by RPC."""
-    if settings.mesh and client != "bmc-cli":
-        from services.mesh.render import mesh_placement  # the mesh renders from the kit's topology
+def _mesh_options(settings: Settings) -> list[tuple[str, object]]:
+    # The mesh retries what the contract allows, within its budget; the client
+    # retrying too would multiply the attempts a breaker just refused.
+    options = [o for o in channel_options(settings) if o[0] not in ("grpc.service_config", "grpc.enable_retries")]
+    return [*options, ("grpc.enable_retries", 0)]
 
-        outbound = mesh_placement(settings).outbound(client, settings.replica)
-        # The sidecar retries what the contract allows, within its budget; the
-        # client retrying too would multiply the attempts a breaker just refused.
-        options = [o for o in channel_options(settings) if o[0] not in ("grpc.service_config", "grpc.enable_retries")]
-        return grpc.aio.insecure_channel(f"127.0.0.1:{outbound}", options=[*options, ("grpc.enable_retries", 0)])
+
+def _mesh_entry(settings: Settings, client: str) -> tuple[str, grpc.ChannelCredentials | None]:
+    """Where `client` enters the mesh: a workload (a service, the gateway)
+    through its own sidecar's outbound listener, plaintext on loopback; the
+    CLI and other outside callers through the edge, with an operator's
+    certificate. Both route by RPC."""
+    # The mesh renders from the kit's topology: imported here, not at the top.
+    from services.mesh.access import edge_credentials, edge_grpc_target
+    from services.mesh.render import mesh_placement
+
+    if client == CLI:
+        return edge_grpc_target(settings), edge_credentials(settings)
+    return f"127.0.0.1:{mesh_placement(settings).outbound(client, settings.replica)}", None
+
+
+def aio_channel(settings: Settings, service: str, client: str = CLI) -> grpc.aio.Channel:
+    """An asyncio channel to `service`, identifying as `client`."""
+    if settings.mesh:
+        target, credentials = _mesh_entry(settings, client)
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=_mesh_options(settings))
+        return grpc.aio.secure_channel(target, credentials, options=_mesh_options(settings))
     target = SERVICES[service].target(settings)
     if settings.tls:
         return grpc.aio.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
     return grpc.aio.insecure_channel(target, options=channel_options(settings))
 
 
-def sync_channel(settings: Settings, service: str, client: str = "bmc-cli") -> grpc.Channel:
-    """A blocking channel to `service` (CLI and supervisor)."""
+def sync_channel(settings: Settings, service: str, client: str = CLI) -> grpc.Channel:
+    """A blocking channel to `service` (the CLI, tests)."""
+    if settings.mesh:
+        target, credentials = _mesh_entry(settings, client)
+        if credentials is None:
+            return grpc.insecure_channel(target, options=_mesh_options(settings))
+        return grpc.secure_channel(target, credentials, options=_mesh_options(settings))
     target = SERVICES[service].target(settings)
     if settings.tls:
         return grpc.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
     return grpc.insecure_channel(target, options=channel_options(settings))
+
+
+def direct_channel(settings: Settings, service: str, replica: int = 0) -> grpc.Channel:
+    """A blocking channel to one replica's own port, bypassing the mesh (the
+    supervisor's health checks, as a container health check runs in its task)."""
+    if not settings.mesh:
+        return sync_channel(settings, service)
+    from services.mesh.render import mesh_placement
+
+    return grpc.insecure_channel(f"127.0.0.1:{mesh_placement(settings).app(service, replica)}")
 
 
 def keyed(request: object) -> tuple[tuple[str, str], ...]:

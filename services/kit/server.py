@@ -35,7 +35,7 @@ from services.kit.redis_connection import open_redis
 from services.kit.settings import Settings, get_settings
 from services.kit.telemetry import LoggingInterceptor, TracingInterceptor, configure_logging, configure_tracing
 from services.kit.tokens import TokenVerifier
-from services.kit.topology import SERVICES
+from services.kit.topology import PLATFORM_REFLECTION, SERVICES
 from services.kit.validation import ValidationInterceptor
 
 log = structlog.get_logger("bmc.server")
@@ -141,7 +141,12 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     )
     definition.register(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    described = [spec.full_name]
+    if settings.mesh and definition.name == PLATFORM_REFLECTION:
+        # Behind the edge the platform is one endpoint, whose reflection this
+        # service answers: it describes all five (their descriptors are in gen/).
+        described = [other.descriptor.full_name for other in SERVICES.values()]
+    reflection.enable_server_reflection((*described, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     if settings.mesh:  # behind its sidecar: loopback only, the port of its replica
         from services.mesh.render import mesh_placement

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,11 +34,22 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="bmc:", description="Prefix of every Redis key and stream.")
     bind_host: str = Field(default="127.0.0.1", description="Interface the services listen on.")
     port_base: int = Field(default=50050, ge=1024, le=65000, description="Service ports are this plus a fixed offset.")
-    tls: bool = Field(default=False, description="Mutual TLS between services and clients (dev CA).")
-    mesh: bool = Field(
+    tls: bool = Field(
         default=False,
+        description="Without the mesh only: mutual TLS terminated by the services themselves (dev CA), for hosts "
+        "where Envoy cannot run.",
+    )
+    mesh: bool = Field(
+        default=True,
         description="Every service behind its own Envoy sidecar rendered from mesh/mesh.toml (mutual TLS with "
-        "SPIFFE identities, RBAC per RPC, breakers, retries, replicas); services call each other through it.",
+        "SPIFFE identities, RBAC per RPC, breakers, retries, replicas); services call each other through it and "
+        "clients come in through the edge. Off (`--no-mesh`) for debugging a service on its own port.",
+    )
+    edge_port: int = Field(
+        default=8443,
+        ge=1,
+        le=65534,
+        description="The mesh's edge: REST over HTTPS on this port, gRPC over mutual TLS on the next one.",
     )
     replica: int = Field(default=0, ge=0, le=4, description="Which replica of its service a process is (mesh).")
     tls_dir: Path | None = Field(
@@ -197,6 +208,12 @@ class Settings(BaseSettings):
         "(slow clients are cut off: 408, or the connection closed).",
     )
 
+    @model_validator(mode="after")
+    def _one_transport_security(self) -> Settings:
+        if self.tls and self.mesh:
+            raise ValueError("BMC_TLS is for running without the mesh (BMC_MESH=0): the sidecars already do mutual TLS")
+        return self
+
     def as_environment(self) -> dict[str, str]:
         """These settings as `BMC_*` variables, for the processes this one starts."""
         env: dict[str, str] = {}
@@ -228,7 +245,11 @@ class Settings(BaseSettings):
 
     @property
     def verify_url(self) -> str:
-        return self.certificate_verify_url or f"http://localhost:{self.gateway_port}/verify/"
+        if self.certificate_verify_url:
+            return self.certificate_verify_url
+        if self.mesh:
+            return f"https://localhost:{self.edge_port}/verify/"
+        return f"http://localhost:{self.gateway_port}/verify/"
 
     @property
     def jwks_source(self) -> str:

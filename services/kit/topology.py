@@ -52,3 +52,6 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("certificate", "bmc.certificate.v1.CertificateService", 5),
     )
 }
+
+# The service that answers the edge's reflection and health for the platform as a whole.
+PLATFORM_REFLECTION = "invoice"

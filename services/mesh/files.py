@@ -26,6 +26,7 @@ def rendered(spec: MeshSpec | None = None) -> dict[Path, str]:
         Settings.model_fields["port_base"].default,
         Settings.model_fields["gateway_port"].default,
         Path(".bmc/pki"),
+        Settings.model_fields["edge_port"].default,
     )
     files: dict[Path, str] = {}
     for place in (local, aws_placement()):

@@ -22,9 +22,9 @@ from typing import Any
 
 from google.protobuf.descriptor import MethodDescriptor
 
-from services.kit.clients import IDEMPOTENCY_HEADER
+from services.kit.clients import IDEMPOTENCY_HEADER, UPSTREAM_HEADER
 from services.kit.settings import Settings
-from services.kit.topology import SERVICES
+from services.kit.topology import PLATFORM_REFLECTION, SERVICES
 from services.mesh.spec import MeshSpec, Policy, methods, retryable
 
 Json = dict[str, Any]
@@ -318,17 +318,42 @@ def _upstream(spec: MeshSpec, place: Placement, caller: str, callee: str) -> Jso
     )
 
 
-def _outbound(spec: MeshSpec, place: Placement, caller: str, port: int) -> Json:
-    routes = [
+def _routes(spec: MeshSpec, caller: str) -> list[Json]:
+    """One route per RPC `caller` may call (anything else: no route, 404 →
+    UNIMPLEMENTED), and each callee's health checks, chosen by a header
+    (every service answers the same health path)."""
+    health = [
+        {
+            "match": {
+                "prefix": "/grpc.health.v1.Health/",
+                "headers": [{"name": UPSTREAM_HEADER, "string_match": {"exact": callee}}],
+            },
+            "route": {"cluster": callee, "timeout": _seconds(spec.policy_of(callee).health_check_timeout_seconds)},
+        }
+        for callee in spec.callees(caller)
+    ]
+    return health + [
         route
         for callee in spec.callees(caller)
         for rpc in spec.allowed(caller, callee)
         for route in _route(methods(callee)[rpc], callee, spec.policy_of(callee))
     ]
+
+
+def _client_streaming() -> set[str]:
+    return {
+        f"/{method.containing_service.full_name}/{method.name}"
+        for service in SERVICES
+        for method in methods(service).values()
+        if method.client_streaming
+    }
+
+
+def _outbound(spec: MeshSpec, place: Placement, caller: str, port: int) -> Json:
     return {
         "name": "outbound",
         "address": _address("127.0.0.1", port),
-        "filter_chains": [{"filters": [_hcm("outbound", routes, [])]}],
+        "filter_chains": [{"filters": [_hcm("outbound", _routes(spec, caller), [])]}],
     }
 
 
@@ -355,7 +380,10 @@ def sidecar(spec: MeshSpec, place: Placement, service: str, replica: int) -> Jso
                         "inbound",
                         inbound_route,
                         [_rbac(spec, service)],
-                        forward_client_cert_details="SANITIZE_SET",
+                        # Only sidecars and the edge set this header (an outbound listener
+                        # strips what a workload sends), so the chain can be trusted: the
+                        # service sees the edge's caller, then the edge, or its peer.
+                        forward_client_cert_details="APPEND_FORWARD",
                         set_current_client_cert_details={"uri": True},
                     )
                 ],
@@ -453,26 +481,59 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
             }
         ],
     }
-    grpc_routes = [
-        {
-            "match": {"prefix": f"/{SERVICES[name].full_name}/"},
-            "route": {
-                "cluster": name,
-                "timeout": _seconds(spec.policy_of(name).timeout_seconds),
-                "max_stream_duration": {"grpc_timeout_header_max": _seconds(spec.policy_of(name).timeout_seconds)},
+    # Operators' and internal clients' gRPC: mutual TLS from any identity of
+    # the mesh's CA (operators get theirs from `bmc mesh operator`), routed
+    # and retried per RPC exactly as a sidecar's outbound listener does.
+    grpc_tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"{_TLS}.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                **_tls_context(directory, []),
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "URI", "matcher": {"prefix": f"spiffe://{spec.trust_domain}/"}}
+                        ]
+                    },
+                    "validation_context_sds_secret_config": _sds("trusted_ca", directory),
+                },
             },
+        },
+    }
+    unbuffered = {
+        "envoy.filters.http.buffer": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+            "disabled": True,
         }
-        for name in spec.callees("edge")
+    }
+    grpc_routes = _routes(spec, "edge")
+    for route in grpc_routes:  # an upload streamed in chunks is limited by the service, not buffered here
+        if route["match"].get("path") in _client_streaming():
+            route["typed_per_filter_config"] = unbuffered
+    # Reflection (a bidirectional stream) and health of the platform as a whole.
+    grpc_routes += [
+        {"match": {"prefix": prefix}, "route": {"cluster": PLATFORM_REFLECTION}, "typed_per_filter_config": unbuffered}
+        for prefix in _INFRASTRUCTURE
     ]
-    # Reflection and health of the platform as a whole are answered by the invoice service.
-    grpc_routes += [{"match": {"prefix": prefix}, "route": {"cluster": "invoice"}} for prefix in _INFRASTRUCTURE]
     grpc = {
         "name": "grpc",
         "address": _address(*place.edge_grpc),
         "filter_chains": [
             {
-                "transport_socket": server_tls,
-                "filters": [_hcm("edge_grpc", grpc_routes, [], generate_request_id=True)],
+                "transport_socket": grpc_tls,
+                "filters": [
+                    _hcm(
+                        "edge_grpc",
+                        grpc_routes,
+                        [buffer(spec.edge.max_grpc_request_bytes)],
+                        generate_request_id=True,
+                        # The services see who called: the operator's identity, then the edge's.
+                        forward_client_cert_details="SANITIZE_SET",
+                        set_current_client_cert_details={"uri": True},
+                    )
+                ],
             }
         ],
     }
@@ -507,11 +568,12 @@ def bootstraps(spec: MeshSpec, place: Placement) -> dict[str, Json]:
     return configs
 
 
-def local_placement(base: int, gateway_port: int, pki: Path) -> Placement:
+def local_placement(base: int, gateway_port: int, pki: Path, edge_port: int) -> Placement:
     """This machine: everything on loopback, ports from `base` (BMC_PORT_BASE).
     Replica r of the service at offset o: its app at base+o (r=0) or
     base+200+10o+r, its sidecar inbound base+100+10o+r, outbound
-    base+300+10o+r, admin base+400+10o+r; the gateway is offset 6, the edge 7."""
+    base+300+10o+r, admin base+400+10o+r; the gateway is offset 6, the edge
+    7 (its REST on `edge_port`, BMC_EDGE_PORT, its gRPC on the next port)."""
     offsets = {name: spec.port_offset for name, spec in SERVICES.items()} | {"gateway": 6, "edge": 7}
 
     def at(block: int) -> Callable[[str, int], int]:
@@ -529,8 +591,8 @@ def local_placement(base: int, gateway_port: int, pki: Path) -> Placement:
         admin=at(400),
         certificates=lambda identity: pki / "mesh" / identity,
         dns=False,
-        edge_rest=("127.0.0.1", base + 443),
-        edge_grpc=("127.0.0.1", base + 444),
+        edge_rest=("127.0.0.1", edge_port),
+        edge_grpc=("127.0.0.1", edge_port + 1),
         gateway=("127.0.0.1", gateway_port),
     )
 
@@ -556,4 +618,4 @@ def aws_placement(namespace: str = "bmc.local") -> Placement:
 
 def mesh_placement(settings: Settings) -> Placement:
     """This machine's placement for a deployment's settings."""
-    return local_placement(settings.port_base, settings.gateway_port, settings.pki_dir)
+    return local_placement(settings.port_base, settings.gateway_port, settings.pki_dir, settings.edge_port)

@@ -10,18 +10,20 @@ from typing import Any
 import requests
 from google.protobuf import json_format
 
-from services.cli.cluster import gateway_url
+from services.cli.cluster import rest_url, rest_verify
 from tests.conftest import Platform
 from tests.integration.clients import wait_until
 from tests.integration.invoice_helpers import invoice
 
 
 class Rest:
-    """A REST client of the gateway, with a bearer token when given roles."""
+    """A REST client of the platform (through the edge in the mesh), with a
+    bearer token when given roles."""
 
     def __init__(self, platform: Platform, *roles: str, tenant: str = "") -> None:
-        self.base = gateway_url(platform.settings)
+        self.base = rest_url(platform.settings)
         self.session = requests.Session()
+        self.session.verify = rest_verify(platform.settings)
         if roles:
             self.session.headers["Authorization"] = f"Bearer {platform.token(*roles, tenant=tenant)}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -15,68 +16,110 @@ import psutil
 import pytest
 
 from services.kit.topology import SERVICES
-from tests.conftest import free_port_base, grpcurl
+from tests.conftest import free_port_base, grpcurl, load_mesh
+
+BMC = Path(sys.executable).parent / "bmc"
 
 pytestmark = pytest.mark.e2e
 
 
-def test_bmc_up_starts_every_service_and_ctrl_c_stops_them(tmp_path: Path) -> None:
-    base = free_port_base()
+def _environment(tmp_path: Path, base: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
     env.update(
         BMC_DATA_DIR=str(tmp_path),
         BMC_PORT_BASE=str(base),
         BMC_GATEWAY_PORT=str(base),
+        BMC_EDGE_PORT=str(base + 443),
         BMC_LOG_FORMAT="json",
-        COLUMNS="200",
+        COLUMNS="250",
     )
-    bmc = Path(sys.executable).parent / "bmc"
-    process = subprocess.Popen([str(bmc), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return env
+
+
+def _bmc_up(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], int, list[str]]:
+    base = free_port_base()
+    process = subprocess.Popen(
+        [str(BMC), "up", *options],
+        env=_environment(tmp_path, base), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     output: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + 90
+    for line in process.stdout:
+        output.append(line)
+        if "ready; press Ctrl-C" in line:
+            break
+        assert time.monotonic() < deadline, "".join(output)
+    assert "ready; press Ctrl-C" in "".join(output), "".join(output)
+    return process, base, output
+
+
+def _ready(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 90
-        for line in process.stdout:
-            output.append(line)
-            if "ready; press Ctrl-C" in line:
-                break
-            assert time.monotonic() < deadline, "".join(output)
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5, context=context) as ready:  # noqa: S310
+            return bool(json.load(ready)["status"] == "ready")
+    except OSError:
+        return False
+
+
+def _stops_everything(process: subprocess.Popen[str], children: list[psutil.Process]) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    assert process.stdout is not None
+    assert "all services stopped" in process.stdout.read()
+    for child in children:
+        assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_bmc_up_runs_every_replica_behind_its_sidecar_and_ctrl_c_stops_all(tmp_path: Path) -> None:
+    """By default: each replica behind its Envoy (shown with its identity),
+    the gateway's sidecar and the edge; REST and operators' grpcurl come in
+    through the edge, exactly as `bmc up` says."""
+    process, base, output = _bmc_up(tmp_path)
+    try:
         text = "".join(output)
-        assert "ready; press Ctrl-C" in text, text
         children = psutil.Process(process.pid).children(recursive=True)
-        service_pids = [c.pid for c in children if any("services." in part for part in c.cmdline())]
-        assert len(service_pids) == len(SERVICES) + 1  # and the REST gateway
-        assert f"http://localhost:{base}" in text
-        with urllib.request.urlopen(f"http://localhost:{base}/readyz", timeout=5) as ready:
-            assert json.load(ready)["status"] == "ready"
-        for spec in SERVICES.values():
-            assert f"localhost:{base + spec.port_offset}" in text
-            listed = grpcurl("-plaintext", f"localhost:{base + spec.port_offset}", "list")
-            assert spec.full_name in listed.stdout, listed.stderr
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
-        rest = process.stdout.read()
-        assert "all services stopped" in rest
-        for pid in service_pids:
-            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        spec = load_mesh()
+        replicas = sum(declared.replicas for declared in spec.services.values())
+        assert len([c for c in children if "services." in " ".join(c.cmdline())]) == replicas + 1  # and the gateway
+        assert len([c for c in children if "envoy" in c.name()]) == replicas + 2  # the gateway's sidecar, the edge
+        for name in SERVICES:
+            assert spec.identity(name) in text
+        assert f"https://localhost:{base + 443}" in text
+        context = ssl.create_default_context(cafile=str(tmp_path / "pki" / "mesh" / "ca.pem"))
+        deadline = time.monotonic() + 30
+        while not _ready(f"https://localhost:{base + 443}", context):
+            assert time.monotonic() < deadline, "the edge never answered ready"
+            time.sleep(0.5)
+        env = _environment(tmp_path, base)
+        flags = subprocess.run([str(BMC), "mesh", "operator"], env=env, capture_output=True, text=True, check=True)
+        listed = grpcurl(*flags.stdout.split(), f"localhost:{base + 444}", "list")
+        for name in SERVICES.values():
+            assert name.full_name in listed.stdout, listed.stderr
+        assert grpcurl(f"localhost:{base + 444}", "list").returncode != 0, "no client certificate, no entry"
+        _stops_everything(process, children)
     finally:
         if process.poll() is None:
             process.kill()
 
 
-def _bmc_up(tmp_path: Path) -> tuple[subprocess.Popen[str], int, list[str]]:
-    base = free_port_base()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
-    env.update(BMC_DATA_DIR=str(tmp_path), BMC_PORT_BASE=str(base), BMC_GATEWAY_PORT=str(base), COLUMNS="200")
-    bmc = Path(sys.executable).parent / "bmc"
-    process = subprocess.Popen([str(bmc), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    assert process.stdout is not None
-    for line in process.stdout:
-        output.append(line)
-        if "ready; press Ctrl-C" in line:
-            break
-    return process, base, output
+def test_bmc_up_without_the_mesh_serves_each_service_on_its_own_port(tmp_path: Path) -> None:
+    process, base, output = _bmc_up(tmp_path, "--no-mesh")
+    try:
+        text = "".join(output)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len([c for c in children if "services." in " ".join(c.cmdline())]) == len(SERVICES) + 1
+        assert not [c for c in children if "envoy" in c.name()]
+        assert f"http://localhost:{base}" in text
+        assert _ready(f"http://localhost:{base}")
+        for spec in SERVICES.values():
+            assert f"localhost:{base + spec.port_offset}" in text
+            listed = grpcurl("-plaintext", f"localhost:{base + spec.port_offset}", "list")
+            assert spec.full_name in listed.stdout, listed.stderr
+        _stops_everything(process, children)
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def _child(process: subprocess.Popen[str], marker: str) -> psutil.Process:
@@ -93,8 +136,8 @@ def _until_line(process: subprocess.Popen[str], text: str, output: list[str]) ->
 
 
 def test_bmc_up_restarts_what_crashes_and_keeps_the_rest_running(tmp_path: Path) -> None:
-    """kill -9 of a service (its render processes go with it) and of the
-    embedded Redis: each is restarted, the others never stop, and the
+    """kill -9 of a service (its render processes go with it), of the
+    embedded Redis and of a sidecar: each is restarted, the others never stop, and the
     platform answers again."""
     process, base, output = _bmc_up(tmp_path)
     try:
@@ -108,14 +151,10 @@ def test_bmc_up_restarts_what_crashes_and_keeps_the_rest_running(tmp_path: Path)
         assert [r.pid for r in renderers if r.is_running() and r.status() != psutil.STATUS_ZOMBIE] == []
         _child(process, "redis-server").kill()
         _until_line(process, "redis stopped unexpectedly; restarted", output)
+        _child(process, "product-1.json").kill()
+        _until_line(process, "envoy product-1 stopped unexpectedly; restarted", output)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://localhost:{base}/readyz", timeout=5) as ready:
-                    if json.load(ready)["status"] == "ready":
-                        break
-            except OSError:
-                pass
+        while not _ready(f"http://localhost:{base}"):
             assert time.monotonic() < deadline, "not ready again after the restarts"
             time.sleep(0.5)
         assert [_child(process, f"services.{name}.main").pid for name in ("invoice", "product", "commission")] == others

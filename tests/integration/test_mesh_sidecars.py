@@ -1,5 +1,5 @@
-"""A real Envoy sidecar, rendered from the mesh spec, in front of the real
-product service: only mutual TLS 1.3 from an identity allowed to call it
+"""The real Envoy sidecar, rendered from the mesh spec, in front of the real
+product service of the platform: only mutual TLS 1.3 from an identity allowed to call it
 gets through, each caller reaches only the RPCs the spec gives it
 (PERMISSION_DENIED from the sidecar otherwise, the service never seeing the
 call), and every refusal moves the sidecar's counters."""
@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -24,9 +24,9 @@ from services.kit.clients import bearer
 from services.kit.pki import DevPki
 from services.kit.tokens import mint_token
 from services.mesh import envoy, identities
-from services.mesh.render import local_placement, sidecar
+from services.mesh.render import mesh_placement, sidecar
 from services.mesh.spec import load
-from tests.conftest import Platform
+from tests.conftest import Platform, free_port_base
 
 
 @dataclass
@@ -74,25 +74,14 @@ class Sidecar:
 
 
 @pytest.fixture(scope="module")
-def product_sidecar(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+def product_sidecar(platform: Platform) -> Sidecar:
+    """The platform's own sidecar of product replica 0."""
     if platform.backend != "embedded":
         pytest.skip("one backend is enough for the sidecar")
-    spec = load()
-    pki = tmp_path_factory.mktemp("mesh-pki")
-    for identity in ("product", "invoice", "ocr"):
-        identities.issue(pki, identity, spec.identity(identity))
-    place = local_placement(platform.settings.port_base, platform.settings.gateway_port, pki)
-    config = pki / "product-0.json"
-    config.write_text(json.dumps(sidecar(spec, place, "product", 0)))
-    assert envoy.validate(config) == ""
-    log = pki / "envoy.log"
-    process = envoy.start(config, log)
-    try:
-        envoy.wait_ready(place.admin("product", 0), process)
-        yield Sidecar(place.inbound("product", 0)[1], place.admin("product", 0), pki, log, platform)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    assert platform.settings.mesh, "the platform runs behind the mesh"
+    place = mesh_placement(platform.settings)
+    log = platform.cluster.log_dir / "envoy-product-0.log"
+    return Sidecar(place.inbound("product", 0)[1], place.admin("product", 0), platform.settings.pki_dir, log, platform)
 
 
 def test_an_allowed_identity_gets_through(product_sidecar: Sidecar) -> None:
@@ -179,22 +168,28 @@ def test_certificates_reissued_apply_without_a_restart(product_sidecar: Sidecar)
 
 @pytest.fixture(scope="module")
 def invoice_egress(product_sidecar: Sidecar) -> Iterator[tuple[int, int]]:
-    """The invoice service's sidecar, with a product breaker of two requests
-    at a time and no retries: (its outbound port, its admin port)."""
+    """A second sidecar of the invoice service (on ports of its own), with a
+    product breaker of two requests at a time and no retries: (its outbound
+    port, its admin port)."""
     spec = load()
     tight = {**spec.policy.get("product", {}), "max_requests": 2, "max_pending_requests": 1, "retry_attempts": 0}
     spec = spec.model_copy(update={"policy": {**spec.policy, "product": tight}})
-    settings = product_sidecar.platform.settings
-    place = local_placement(settings.port_base, settings.gateway_port, product_sidecar.pki)
-    config = product_sidecar.pki / "invoice-0.json"
+    base = free_port_base()
+    place = replace(
+        mesh_placement(product_sidecar.platform.settings),
+        bind_inbound=lambda name, replica: ("127.0.0.1", base + 1),
+        outbound=lambda name, replica: base + 2,
+        admin=lambda name, replica: base + 3,
+    )
+    config = product_sidecar.log.parent / "invoice-tight.json"
     config.write_text(json.dumps(sidecar(spec, place, "invoice", 0)))
-    process = envoy.start(config, product_sidecar.pki / "envoy-invoice.log")
+    process = envoy.start(config, product_sidecar.log.parent / "envoy-invoice-tight.log")
     try:
         envoy.wait_ready(place.admin("invoice", 0), process)
         admin = place.admin("invoice", 0)
-        deadline = time.monotonic() + 15  # product-0 passes its first health check
-        while envoy.counters(admin).get("cluster.product.membership_healthy", 0) < 1:
-            assert time.monotonic() < deadline, "product-0 never healthy behind its sidecar"
+        deadline = time.monotonic() + 15  # both product replicas pass their first health check
+        while envoy.counters(admin).get("cluster.product.membership_healthy", 0) < 2:
+            assert time.monotonic() < deadline, "the product replicas never healthy behind their sidecars"
             time.sleep(0.1)
         yield place.outbound("invoice", 0), admin
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.kit.clients import IDEMPOTENCY_HEADER
+from services.kit.clients import IDEMPOTENCY_HEADER, UPSTREAM_HEADER
 from services.mesh import files
 from services.mesh.render import aws_placement, bootstraps, local_placement
 from services.mesh.spec import SPEC_FILE, MeshSpec, load, methods, retryable
@@ -68,7 +68,7 @@ def test_what_envoy_may_retry_comes_from_the_contracts() -> None:
 
 def _sidecar(name: str) -> dict[str, Any]:
     spec = load()
-    configs = bootstraps(spec, local_placement(50050, 8080, Path("/pki")))
+    configs = bootstraps(spec, local_placement(50050, 8080, Path("/pki"), 8443))
     config: dict[str, Any] = configs[name]
     return config
 
@@ -106,7 +106,10 @@ def test_outbound_routes_retry_only_what_may_be_retried() -> None:
     routes = outbound["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     by_path: dict[str, list[dict[str, Any]]] = {}
     for route in routes:
-        by_path.setdefault(route["match"]["path"], []).append(route)
+        by_path.setdefault(route["match"].get("path") or route["match"]["prefix"], []).append(route)
+    health = by_path["/grpc.health.v1.Health/"]
+    assert [r["route"]["cluster"] for r in health] == ["invoice", "product", "ocr", "commission", "certificate"]
+    assert health[1]["match"]["headers"] == [{"name": UPSTREAM_HEADER, "string_match": {"exact": "product"}}]
     (get,) = by_path["/bmc.invoice.v1.InvoiceService/GetInvoice"]
     assert get["route"]["retry_policy"]["num_retries"] == 2
     keyed, plain = by_path["/bmc.invoice.v1.InvoiceService/RegisterInvoice"]
@@ -123,7 +126,7 @@ def test_outbound_routes_retry_only_what_may_be_retried() -> None:
 def test_a_service_reaches_only_the_rpcs_it_may_call() -> None:
     outbound = _listener(_sidecar("commission-0.json"), "outbound")
     routes = outbound["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-    assert sorted({r["match"]["path"] for r in routes}) == [
+    assert sorted({r["match"]["path"] for r in routes if "path" in r["match"]}) == [
         "/bmc.invoice.v1.InvoiceService/ListInvoiceEvents",
         "/bmc.product.v1.ProductService/BatchGetProducts",
     ]
@@ -131,7 +134,7 @@ def test_a_service_reaches_only_the_rpcs_it_may_call() -> None:
 
 def test_replicas_are_endpoints_of_one_cluster_locally_and_one_name_in_aws() -> None:
     spec = load()
-    local = bootstraps(spec, local_placement(50050, 8080, Path("/pki")))
+    local = bootstraps(spec, local_placement(50050, 8080, Path("/pki"), 8443))
     aws = bootstraps(spec, aws_placement())
     assert "product-1.json" in local
     assert "product.json" in aws
