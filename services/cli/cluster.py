@@ -26,6 +26,7 @@ from services.kit.pki import CLIENTS, DevPki, client_ssl_context
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
 from services.kit.topology import SERVICES, ServiceSpec, client_host
+from services.kit.workers import die_with_parent
 from services.mesh.access import ca_file, edge_ssl_context, edge_url, operator
 from services.mesh.sidecars import Sidecars
 
@@ -167,6 +168,12 @@ class Cluster:
                 if time.monotonic() > deadline:
                     raise ClusterError(f"the gateway did not answer on {gateway_url(self.settings)}")
                 time.sleep(0.1)
+            # In the mesh: until the edge answers ready, i.e. its sidecars have found every service healthy.
+            while self.sidecars is not None and gateway_state(self.settings, url=edge_url(self.settings)) != "SERVING":
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"the edge did not answer ready on {edge_url(self.settings)}")
+                time.sleep(0.2)
 
     def _spawn(self, spec: ServiceSpec) -> None:
         if self.sidecars is not None:  # one process per replica, each behind its own sidecar
@@ -178,7 +185,14 @@ class Cluster:
     def _popen(self, name: str, module: str, replica: int = 0) -> subprocess.Popen[bytes]:
         env = {**self._environment(), "BMC_REPLICA": str(replica)}
         with (self.log_dir / f"{name}{f'-{replica}' if replica else ''}.log").open("ab") as log:
-            return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+            # A `bmc up` killed outright takes its services with it (they would hold the ports).
+            return subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
 
     def _respawn(self, name: str, index: int) -> subprocess.Popen[bytes]:
         """A new process in place of a dead one (in the mesh, the same replica)."""

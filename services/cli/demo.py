@@ -2,7 +2,8 @@
 
 Each service issue adds its part of the flow (catalog → invoices →
 commissions → certificates, OCR of a scan): the platform starts and proves
-its security chain, loads a catalog, registers a file of invoices, charges
+its security chain, loads a catalog, shows the mesh surviving a killed
+product replica and refusing what its RBAC forbids, registers a file of invoices, charges
 their commissions from the event stream, settles the month, collects the
 signed certificate of every invoice, and reads invoices from a PDF, a scan and
 a photo.
@@ -24,12 +25,14 @@ from rich.table import Table
 
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.cli.app import status_table
-from services.cli.cluster import Cluster, ClusterError, gateway_url
+from services.cli.cluster import Cluster, ClusterError, rest_url
 from services.cli.commissions import ensure_uvt
+from services.cli.demo_mesh import mesh_step
 from services.dian import calendar
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
+from services.mesh.access import edge_ssl_context
 
 
 @dataclass
@@ -338,10 +341,13 @@ def ocr_step(cluster: Cluster, out: Path, console: Console) -> dict[str, object]
     return {"files": [str(f) for f in files], "fields_right": right, "fields": total, "ok": right >= 0.9 * total}
 
 
-def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def _http(
+    settings: Settings, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    context = edge_ssl_context(settings) if settings.mesh else None
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60, context=context) as response:  # noqa: S310
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -355,29 +361,32 @@ def rest_step(cluster: Cluster, out: Path, console: Console, code: str) -> dict[
     from services.gateway.oauth import ClientRegistry
     from services.ocr.samples import render_pdf, sample_invoices
 
-    base = gateway_url(cluster.settings)
+    settings = cluster.settings
+    base = rest_url(settings)
     clients = ClientRegistry(cluster.settings.auth_dir / "clients.json")
     clients.remove("demo-erp")
     secret = clients.add("demo-erp", ["broker"], tenant="demo", description="bmc demo")
     form = urllib.parse.urlencode(
         {"grant_type": "client_credentials", "client_id": "demo-erp", "client_secret": secret}
     ).encode()
-    status, body = _http("POST", f"{base}/oauth/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    status, body = _http(
+        settings, "POST", f"{base}/oauth/token", form, {"Content-Type": "application/x-www-form-urlencoded"}
+    )
     token = json.loads(body).get("access_token", "") if status == 200 else ""
     auth = {"Authorization": f"Bearer {token}"}
-    _, listed = _http("GET", f"{base}/v1/invoices?state=INVOICE_STATE_CERTIFIED&pageSize=1000", headers=auth)
+    _, listed = _http(settings, "GET", f"{base}/v1/invoices?state=INVOICE_STATE_CERTIFIED&pageSize=1000", headers=auth)
     certified = len(json.loads(listed).get("invoices", []))
     sample = sample_invoices(1)[0]
     upload_status, extraction = _http(
-        "POST", f"{base}/v1/extractions:upload?filename=scan.pdf", render_pdf(sample),
+        settings, "POST", f"{base}/v1/extractions:upload?filename=scan.pdf", render_pdf(sample),
         {**auth, "Content-Type": "application/pdf"},
     )  # fmt: skip
     draft_number = json.loads(extraction).get("draft", {}).get("number", "") if upload_status == 200 else ""
-    _, verified = _http("GET", f"{base}/v1/verifications/{code}")
+    _, verified = _http(settings, "GET", f"{base}/v1/verifications/{code}")
     state = json.loads(verified).get("state", "")
-    page_status, page = _http("GET", f"{base}/verify/{code}")
+    page_status, page = _http(settings, "GET", f"{base}/verify/{code}")
     (out / "verify.html").write_bytes(page)
-    _, document = _http("GET", f"{base}/openapi.json")
+    _, document = _http(settings, "GET", f"{base}/openapi.json")
     (out / "openapi.json").write_bytes(document)
     operations = sum(len(item) for item in json.loads(document)["paths"].values())
     console.print(
@@ -429,6 +438,7 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         if provisional := ensure_uvt(cluster.settings, calendar.today().year):
             console.print(f"[yellow]reference data ends before this year; recorded {provisional}[/]")
         catalog = catalog_step(cluster, out, console)
+        meshed = mesh_step(cluster, console)
         registrations = invoice_step(cluster, out, console)
         invoices = list(registrations["invoices"])  # type: ignore[call-overload]
         charges = commission_step(cluster, out, console, invoices)
@@ -443,13 +453,14 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
     ok = (
         healthy
         and all(c.passed for c in checks)
-        and all(bool(step["ok"]) for step in (catalog, registrations, charges, signed, read, rest))
+        and all(bool(step["ok"]) for step in (catalog, meshed, registrations, charges, signed, read, rest))
     )
     summary = {
         "ok": ok,
         "services": [{**asdict(s), "log": str(s.log)} for s in statuses],
         "security_checks": [{**asdict(c), "passed": c.passed} for c in checks],
         "catalog": catalog,
+        "mesh": meshed,
         "invoices": registrations,
         "commissions": charges,
         "certificates": signed,

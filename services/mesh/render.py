@@ -41,6 +41,12 @@ _H2 = {
         "explicit_http_config": {"http2_protocol_options": {}},
     }
 }
+_UNBUFFERED = {
+    "envoy.filters.http.buffer": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+        "disabled": True,
+    }
+}
 # Open to every identity of the mesh: health checks and reflection.
 _INFRASTRUCTURE = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                    "/grpc.reflection.v1.ServerReflection/")  # fmt: skip
@@ -413,6 +419,39 @@ def gateway_sidecar(spec: MeshSpec, place: Placement) -> Json:
     }
 
 
+def _rest_local_replies() -> Json:
+    """What the edge answers itself (too large, too many token requests, no
+    healthy upstream) in the gateway's error shape, a `google.rpc.Status`."""
+
+    def status(http: int, code: int, reason: str) -> Json:
+        body = {
+            "code": code,
+            "message": "%LOCAL_REPLY_BODY%",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "bmc.registry"}
+            ],
+        }
+        return {
+            "filter": {
+                "status_code_filter": {
+                    "comparison": {
+                        "op": "EQ",
+                        "value": {"default_value": http, "runtime_key": f"edge.local_reply.{http}"},
+                    }
+                }
+            },
+            "body_format_override": {"json_format": body},
+        }
+
+    return {
+        "mappers": [
+            status(413, 8, "BODY_TOO_LARGE"),  # RESOURCE_EXHAUSTED, as the gateway answers it
+            status(429, 8, "RATE_LIMITED"),  # RESOURCE_EXHAUSTED
+            status(503, 14, "UPSTREAM_UNAVAILABLE"),  # UNAVAILABLE
+        ]
+    }
+
+
 def edge(spec: MeshSpec, place: Placement) -> Json:
     """The single entry point: REST over HTTPS to the gateway, gRPC over TLS
     to the services (reflection included), token endpoint rate-limited."""
@@ -445,6 +484,14 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
             "route": {"cluster": "gateway", "timeout": "30s"},
             "typed_per_filter_config": {"envoy.filters.http.local_ratelimit": token_limit},
         },
+        *(
+            {
+                "match": {"path": path},
+                "route": {"cluster": "gateway", "timeout": "300s"},
+                "typed_per_filter_config": _UNBUFFERED,
+            }
+            for path in spec.edge.streamed_paths
+        ),
         {"match": {"prefix": "/"}, "route": {"cluster": "gateway", "timeout": "300s"}},
     ]
     local_ratelimit = {
@@ -476,6 +523,7 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
                         rest_routes,
                         [local_ratelimit, buffer(spec.edge.max_request_bytes)],
                         generate_request_id=True,
+                        local_reply_config=_rest_local_replies(),
                     )
                 ],
             }
@@ -502,19 +550,13 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
             },
         },
     }
-    unbuffered = {
-        "envoy.filters.http.buffer": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
-            "disabled": True,
-        }
-    }
     grpc_routes = _routes(spec, "edge")
     for route in grpc_routes:  # an upload streamed in chunks is limited by the service, not buffered here
         if route["match"].get("path") in _client_streaming():
-            route["typed_per_filter_config"] = unbuffered
+            route["typed_per_filter_config"] = _UNBUFFERED
     # Reflection (a bidirectional stream) and health of the platform as a whole.
     grpc_routes += [
-        {"match": {"prefix": prefix}, "route": {"cluster": PLATFORM_REFLECTION}, "typed_per_filter_config": unbuffered}
+        {"match": {"prefix": prefix}, "route": {"cluster": PLATFORM_REFLECTION}, "typed_per_filter_config": _UNBUFFERED}
         for prefix in _INFRASTRUCTURE
     ]
     grpc = {

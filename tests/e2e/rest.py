@@ -23,12 +23,13 @@ class Rest:
     def __init__(self, platform: Platform, *roles: str, tenant: str = "") -> None:
         self.base = rest_url(platform.settings)
         self.session = requests.Session()
-        self.session.verify = rest_verify(platform.settings)
+        # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own `verify`.
+        self.verify = rest_verify(platform.settings)
         if roles:
             self.session.headers["Authorization"] = f"Bearer {platform.token(*roles, tenant=tenant)}"
 
     def __call__(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, self.base + path, timeout=60, **kwargs)
+        return self.session.request(method, self.base + path, timeout=60, verify=self.verify, **kwargs)
 
 
 def error_reason(response: requests.Response) -> str:

@@ -19,7 +19,13 @@ pytestmark = pytest.mark.e2e
 def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")}
     base = free_port_base()
-    env.update(BMC_DATA_DIR=str(tmp_path / "data"), BMC_PORT_BASE=str(base), BMC_GATEWAY_PORT=str(base), COLUMNS="160")
+    env.update(
+        BMC_DATA_DIR=str(tmp_path / "data"),
+        BMC_PORT_BASE=str(base),
+        BMC_GATEWAY_PORT=str(base),
+        BMC_EDGE_PORT=str(base + 443),
+        COLUMNS="160",
+    )
     bmc = Path(sys.executable).parent / "bmc"
     result = subprocess.run(
         [str(bmc), "demo", "--out", str(tmp_path / "out")],
@@ -40,6 +46,13 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert catalog["lookups"]["AZUCAR-REFINADA"]["eligible"] is False
     assert catalog["lookups"]["CAFE-PERGAMINO"]["eligible"] is True
     assert catalog["missing"] == ["products/NO-EXISTE"]
+    meshed = summary["mesh"]
+    assert (meshed["answered"], meshed["failures"]) == (meshed["lookups"], []), "no lookup failed"
+    assert meshed["rbac_refusal"]["code"] == "PERMISSION_DENIED"
+    assert meshed["moved"]["product-0"]["RBAC denied"] == 1
+    noticed = ("ejections", "health check failures", "retries")
+    assert any(figures.get(n, 0) for figures in meshed["moved"].values() for n in noticed), meshed["moved"]
+    assert {s["name"] for s in summary["services"]} >= {"product-0", "product-1", "edge"}
     registrations = summary["invoices"]
     assert registrations["registered"] == 38
     reasons = sorted(r for found in registrations["rejected"].values() for r in found)
@@ -61,5 +74,6 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     rest = summary["rest"]
     assert (rest["token"], rest["verification_state"], rest["ok"]) == (True, "CERTIFICATE_STATE_VALID", True)
     assert rest["certified_invoices_listed"] >= 38
+    assert rest["gateway"] == f"https://localhost:{base + 443}", "REST through the edge"
     assert "Certificado válido" in (tmp_path / "out" / "verify.html").read_text()
     assert json.loads((tmp_path / "out" / "openapi.json").read_text())["openapi"] == "3.1.0"

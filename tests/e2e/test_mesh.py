@@ -26,8 +26,11 @@ from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.cli.cluster import Cluster
 from services.cli.commissions import ensure_uvt
 from services.dian import calendar
+from services.kit.clients import UPSTREAM_HEADER
+from services.kit.topology import SERVICES
 from services.mesh import envoy, identities
-from tests.conftest import GRPCURL, Platform, grpcurl, make_settings
+from services.mesh.access import operator
+from tests.conftest import Platform, grpcurl, make_settings
 from tests.integration.clients import wait_until
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 
@@ -129,14 +132,17 @@ def test_the_edge_serves_rest_and_grpc_over_tls_1_3(meshed: Platform) -> None:
         assert r.status == 200
         request_id = r.headers.get("x-request-id")
     assert request_id, "the edge gives every request an id"
-    listed = grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "list")
+    flags = operator(meshed.settings, "tester").grpcurl_flags
+    listed = grpcurl(*flags, f"localhost:{place.edge_grpc[1]}", "list")
     assert listed.returncode == 0, listed.stderr
-    assert "bmc.invoice.v1.InvoiceService" in listed.stdout
-    assert GRPCURL
-    status = json.loads(
-        grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "grpc.health.v1.Health/Check").stdout
-    )
+    assert {spec.full_name for spec in SERVICES.values()} <= set(listed.stdout.split())
+    status = json.loads(grpcurl(*flags, f"localhost:{place.edge_grpc[1]}", "grpc.health.v1.Health/Check").stdout)
     assert status["status"] == "SERVING"
+    product = grpcurl(*flags, "-H", f"{UPSTREAM_HEADER}: product", "-d", '{"service": "bmc.product.v1.ProductService"}',
+                      f"localhost:{place.edge_grpc[1]}", "grpc.health.v1.Health/Check")  # fmt: skip
+    assert json.loads(product.stdout)["status"] == "SERVING", product.stderr
+    refused = grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "list")
+    assert refused.returncode != 0, "gRPC at the edge needs a client certificate of the mesh"
 
 
 def test_bmc_mesh_status_shows_each_sidecar_and_what_moved(meshed: Platform) -> None:
