@@ -78,7 +78,8 @@ async def drive(
 def platform(services: list[str], gateway: bool = False, **overrides: object) -> Iterator[Cluster]:
     """The named services (and the REST gateway) on a fresh embedded PostgreSQL/Redis, for one run."""
     with TemporaryDirectory(prefix="bmc-bench-", dir=overrides.pop("directory", None)) as tmp:  # type: ignore[arg-type]
-        settings = make_settings(Path(tmp), "embedded", log_level="WARNING", **overrides)
+        # The services' own cost, without the mesh, unless asked (bench.mesh measures the mesh's).
+        settings = make_settings(Path(tmp), "embedded", log_level="WARNING", **{"mesh": False, **overrides})
         with Cluster(settings, services=services, gateway=gateway) as cluster:
             yield cluster
 

@@ -80,6 +80,10 @@ class Platform:
     def target(self, service: str) -> str:
         return SERVICES[service].target(self.settings)
 
+    def logs(self, service: str) -> str:
+        """What every replica of `service` logged (`product.log`, `product-1.log`…)."""
+        return "".join(p.read_text() for p in sorted(self.cluster.log_dir.glob(f"{service}*.log")))
+
     def token(self, *roles: str, tenant: str = "", subject: str = "tester") -> str:
         return mint_token(self.settings, subject=subject, roles=list(roles), tenant=tenant)
 

@@ -110,7 +110,7 @@ class Cluster:
         self.processes: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.restarts: Counter[str] = Counter()
         self._crashes: dict[str, list[float]] = {}  # when each part last died, for the back-off
-        # With BMC_MESH=1: every replica behind its Envoy sidecar, and the edge.
+        # In the mesh (the default): every replica behind its Envoy sidecar, and the edge.
         self.sidecars = Sidecars(self.settings, self.log_dir) if self.settings.mesh else None
 
     def _environment(self) -> dict[str, str]:
@@ -160,6 +160,7 @@ class Cluster:
         for spec in self.specs:
             self._spawn(spec)
         self.wait_healthy(timeout)
+        self._wait_routable([spec.name for spec in self.specs], timeout)
         if self.gateway:
             self._spawn_module(GATEWAY, "services.gateway.main", 1)
             deadline = time.monotonic() + timeout
@@ -244,6 +245,15 @@ class Cluster:
             if process.poll() is not None:
                 group[index] = self._respawn(name, index)
         self.wait_healthy(timeout, [SERVICES[name]])
+        self._wait_routable([name], timeout)
+
+    def _wait_routable(self, names: list[str], timeout: float) -> None:
+        """In the mesh: until clients' calls through the edge reach every replica."""
+        if self.sidecars is not None:
+            try:
+                self.sidecars.wait_routable(names, timeout)
+            except TimeoutError as exc:
+                raise ClusterError(str(exc)) from exc
 
     def _replicas(self, spec: ServiceSpec) -> range:
         return range(self.sidecars.spec.services[spec.name].replicas if self.sidecars is not None else 1)

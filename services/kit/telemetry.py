@@ -9,6 +9,7 @@ appear in logs and propagate to callees) but go nowhere.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import uuid
@@ -121,6 +122,19 @@ class TracingInterceptor(ScopedInterceptor):
                         span.set_status(Status(StatusCode.ERROR, code.name))
 
 
+def forwarded_identities(header: str) -> list[str]:
+    """The SPIFFE IDs of an `x-forwarded-client-cert` chain, in order (its
+    elements are comma-separated, each `Key=value` pairs joined by `;`,
+    values possibly quoted). Only sidecars and the edge set the header."""
+    identities = []
+    for element in re.split(r',(?=(?:[^"]*"[^"]*")*[^"]*$)', header):
+        for pair in re.split(r';(?=(?:[^"]*"[^"]*")*[^"]*$)', element):
+            key, _, value = pair.strip().partition("=")
+            if key.lower() == "uri" and value.strip('"'):
+                identities.append(value.strip('"'))
+    return identities
+
+
 class LoggingInterceptor(ScopedInterceptor):
     """One structured line per RPC: method, status, duration, caller, request id."""
 
@@ -150,5 +164,7 @@ class LoggingInterceptor(ScopedInterceptor):
                 subject=principal.subject if principal else None,
                 tenant=principal.tenant if principal else None,
                 peer=context.peer(),
+                # In the mesh: the workloads the call came through, first the one that began it.
+                via=forwarded_identities(metadata_value(context, "x-forwarded-client-cert") or "") or None,
             )
             request_id_var.reset(token)

@@ -523,6 +523,7 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
                         rest_routes,
                         [local_ratelimit, buffer(spec.edge.max_request_bytes)],
                         generate_request_id=True,
+                        preserve_external_request_id=True,  # a client's own id follows its call
                         local_reply_config=_rest_local_replies(),
                     )
                 ],
@@ -571,6 +572,7 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
                         grpc_routes,
                         [buffer(spec.edge.max_grpc_request_bytes)],
                         generate_request_id=True,
+                        preserve_external_request_id=True,  # a client's own id follows its call
                         # The services see who called: the operator's identity, then the edge's.
                         forward_client_cert_details="SANITIZE_SET",
                         set_current_client_cert_details={"uri": True},

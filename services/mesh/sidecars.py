@@ -1,4 +1,4 @@
-"""The mesh on this machine (`BMC_MESH=1`): identities issued by the dev
+"""The mesh on this machine (the default; `BMC_MESH=0` turns it off): identities issued by the dev
 mesh CA, one Envoy per replica of each service, the REST gateway's sidecar
 and the edge, rendered from the spec for the deployment's ports into
 `<data>/mesh/`, started before the services and restarted when they die."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from services.kit.settings import Settings
@@ -35,7 +36,8 @@ class Sidecars:
                 )
         if gateway:
             configs["gateway"] = (gateway_sidecar(self.spec, self.place), self.place.admin("gateway", 0))
-            configs["edge"] = (edge(self.spec, self.place), self.place.admin("edge", 0))
+        # The entry point of clients from outside, with or without the REST gateway behind it.
+        configs["edge"] = (edge(self.spec, self.place), self.place.admin("edge", 0))
         return configs
 
     def ports(self, services: list[str], gateway: bool) -> list[tuple[str, int]]:
@@ -65,6 +67,23 @@ class Sidecars:
                 self.processes[name] = self._start(name)
                 revived.append(f"envoy {name}")
         return revived
+
+    def wait_routable(self, services: list[str], timeout: float = 30.0) -> None:
+        """Until the edge's health checks find every replica of `services`
+        healthy (before that it refuses their calls: no panic routing)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counters = envoy.counters(self._admin["edge"])
+            pending = [
+                name
+                for name in services
+                if counters.get(f"cluster.{name}.membership_healthy", 0) < self.spec.services[name].replicas
+            ]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the edge finds no healthy {', '.join(pending)} after {timeout:.0f}s")
+            time.sleep(0.1)
 
     def admin_port(self, name: str) -> int:
         return self._admin[name]
@@ -133,7 +152,10 @@ def listening_ports(spec: MeshSpec, place: Placement, services: list[str], gatew
                 used.append((f"{name}", place.app(service, replica)))
     if gateway:
         used += [("gateway sidecar outbound", place.outbound("gateway", 0)),
-                 ("gateway sidecar admin", place.admin("gateway", 0)),
-                 ("edge admin", place.admin("edge", 0)),
-                 ("edge REST", place.edge_rest[1]), ("edge gRPC", place.edge_grpc[1])]  # fmt: skip
+                 ("gateway sidecar admin", place.admin("gateway", 0))]  # fmt: skip
+    used += [
+        ("edge admin", place.admin("edge", 0)),
+        ("edge REST", place.edge_rest[1]),
+        ("edge gRPC", place.edge_grpc[1]),
+    ]
     return used

@@ -297,11 +297,10 @@ def test_request_id_and_trace_context_reach_the_service(platform: Platform) -> N
     headers = {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01", "X-Request-Id": request_id}
     response = admin("GET", "/v1/products/NO-SUCH-PRODUCT", headers=headers)
     assert (response.status_code, response.headers["X-Request-Id"]) == (404, request_id)
-    log = platform.settings.data_dir / "logs" / "product.log"
     lines: list[dict[str, Any]] = []
 
     def logged() -> bool:
-        lines[:] = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+        lines[:] = [json.loads(line) for line in platform.logs("product").splitlines() if request_id in line]
         return bool(lines)
 
     wait_until(logged, 10)

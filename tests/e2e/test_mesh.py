@@ -6,6 +6,7 @@ and gRPC over TLS 1.3."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import ssl
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -98,6 +100,13 @@ def test_an_invoice_is_registered_charged_and_certified_through_the_mesh(meshed:
         + _counters(meshed, "product-1")["http.inbound.rbac.allowed"]
     )
     assert after > before
+    lines = [
+        json.loads(line)
+        for log in ("product.log", "product-1.log")
+        for line in (meshed.cluster.log_dir / log).read_text().splitlines()
+        if line.startswith("{") and "BatchGetProducts" in line
+    ]
+    assert any(line.get("via") == ["spiffe://bmc.local/service/invoice"] for line in lines), "XFCC reached the service"
     certificate = _counters(meshed, "certificate-0")
     assert certificate["cluster.invoice.upstream_rq_total"] > 0, "the certificate service read the invoice"
     assert certificate["cluster.commission.upstream_rq_total"] > 0
@@ -132,6 +141,10 @@ def test_the_edge_serves_rest_and_grpc_over_tls_1_3(meshed: Platform) -> None:
         assert r.status == 200
         request_id = r.headers.get("x-request-id")
     assert request_id, "the edge gives every request an id"
+    status = _refused_upload(place.edge_rest[1], context, 9 << 20)
+    assert status["http"] == 413
+    assert status["code"] == 8, "answered as a google.rpc.Status, like the gateway's own refusals"
+    assert status["details"][0]["reason"] == "BODY_TOO_LARGE"
     flags = operator(meshed.settings, "tester").grpcurl_flags
     listed = grpcurl(*flags, f"localhost:{place.edge_grpc[1]}", "list")
     assert listed.returncode == 0, listed.stderr
@@ -143,6 +156,24 @@ def test_the_edge_serves_rest_and_grpc_over_tls_1_3(meshed: Platform) -> None:
     assert json.loads(product.stdout)["status"] == "SERVING", product.stderr
     refused = grpcurl("-cacert", str(ca), f"localhost:{place.edge_grpc[1]}", "list")
     assert refused.returncode != 0, "gRPC at the edge needs a client certificate of the mesh"
+
+
+def _refused_upload(port: int, context: ssl.SSLContext, size: int) -> dict[str, Any]:
+    """POSTs `size` bytes of body; the answer (which may come before the body is all sent) as JSON."""
+    connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=30)
+    connection.putrequest("POST", "/v1/invoices")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(size))
+    connection.endheaders()
+    try:
+        for _ in range(size >> 20):
+            connection.send(b" " * (1 << 20))
+    except OSError:
+        pass  # the edge answered and closed while the body was still coming
+    response = connection.getresponse()
+    answer: dict[str, Any] = {"http": response.status, **json.loads(response.read())}
+    connection.close()
+    return answer
 
 
 def test_bmc_mesh_status_shows_each_sidecar_and_what_moved(meshed: Platform) -> None:

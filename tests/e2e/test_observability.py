@@ -37,10 +37,9 @@ def test_rpc_log_lines_carry_request_and_trace_ids(platform: Platform) -> None:
                 ),
                 timeout=10,
             )
-    log = platform.cluster.log_dir / "product.log"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        lines = [json.loads(line) for line in platform.logs("product").splitlines() if line.startswith("{")]
         matching = [line for line in lines if line.get("request_id") == request_id and line.get("event") == "rpc"]
         if matching:
             break

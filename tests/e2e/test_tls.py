@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def tls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = make_settings(tmp_path_factory.mktemp("tls"), "embedded", tls=True)
+    settings = make_settings(tmp_path_factory.mktemp("tls"), "embedded", tls=True, mesh=False)
     with Cluster(settings, services=["invoice", "product"], gateway=True) as cluster:
         yield cluster.settings
 

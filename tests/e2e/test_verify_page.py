@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from services.cli.cluster import gateway_url
+from services.cli.cluster import gateway_url, rest_url
 from tests.conftest import ROOT, Platform
 from tests.e2e.rest import Rest, certified_invoice
 from tests.integration.invoice_helpers import load_sample_catalog
@@ -58,9 +58,10 @@ def _check(driver: webdriver.Chrome, base: str, code: str, screenshot: str) -> s
 def test_anyone_can_check_a_certificate_code_in_a_browser(platform: Platform, browser: webdriver.Chrome) -> None:
     load_sample_catalog(platform.settings)
     invoice, certificate, broker = certified_invoice(platform)
-    base = gateway_url(platform.settings)
+    base = gateway_url(platform.settings)  # the browser reaches the gateway itself (no CA of the mesh to trust)
 
-    assert certificate["verificationUrl"] == f"{base}/verify/{certificate['verificationCode']}"  # the QR target
+    # The QR target: the edge, where the public comes in.
+    assert certificate["verificationUrl"] == f"{rest_url(platform.settings)}/verify/{certificate['verificationCode']}"
     shown = _check(browser, base, certificate["verificationCode"].lower(), "verify-valid.png")
     assert shown.endswith("valido")
     assert "Certificado válido" in shown

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.kit.clients import IDEMPOTENCY_HEADER, UPSTREAM_HEADER
+from services.kit.telemetry import forwarded_identities
 from services.mesh import files
 from services.mesh.render import aws_placement, bootstraps, local_placement
 from services.mesh.spec import SPEC_FILE, MeshSpec, load, methods, retryable
@@ -168,3 +169,13 @@ def test_the_idempotency_header_is_always_valid_metadata() -> None:
         assert value.isascii()
         assert value.isprintable()
     assert keyed(product_service_pb2.GetProductRequest(name="products/X")) == ()
+
+
+def test_the_forwarded_client_certificate_chain_names_each_workload_in_order() -> None:
+    header = (
+        "By=spiffe://bmc.local/service/edge;Hash=ab12;URI=spiffe://bmc.local/operator/ana,"
+        'By=spiffe://bmc.local/service/product;Hash=cd34;Subject="CN=edge,O=BMC Registry";URI=spiffe://bmc.local/service/edge'
+    )
+    assert forwarded_identities(header) == ["spiffe://bmc.local/operator/ana", "spiffe://bmc.local/service/edge"]
+    assert forwarded_identities("") == []
+    assert forwarded_identities("By=spiffe://bmc.local/service/edge;Hash=ab12") == []
