@@ -36,17 +36,28 @@ def error_info(reason: str, metadata: Mapping[str, str], domain: str = ERROR_DOM
     return packed
 
 
+MAX_VIOLATIONS = 100
+
+
 def bad_request(violations: Sequence[FieldViolation]) -> any_pb2.Any:
-    """A `BadRequest` detail naming every bad field, packed."""
-    packed = any_pb2.Any()
-    packed.Pack(
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
-                for v in violations
-            ]
+    """A `BadRequest` detail naming the bad fields, packed: the first
+    MAX_VIOLATIONS of them, then one saying how many more there are. The
+    details travel in a trailer, and proxies and clients cap those (Envoy at
+    60 KiB, many gRPC clients at 8 KiB): a request with thousands of bad
+    items must still get its answer."""
+    listed = [
+        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
+        for v in violations[:MAX_VIOLATIONS]
+    ]
+    if len(violations) > MAX_VIOLATIONS:
+        more = len(violations) - MAX_VIOLATIONS
+        listed.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                description=f"{more:,} more violations not listed (at most {MAX_VIOLATIONS} are)", reason="TRUNCATED"
+            )
         )
-    )
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.BadRequest(field_violations=listed))
     return packed
 
 

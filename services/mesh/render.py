@@ -35,9 +35,13 @@ _ROUTER = {
     "name": "envoy.filters.http.router",
     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
 }
+_MAX_HEADERS_KB = 4096
 _H2 = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        # A refusal may carry a BadRequest with a violation per field of a large
+        # request in its trailers, far beyond Envoy's default 60 KiB of headers.
+        "common_http_protocol_options": {"max_response_headers_kb": _MAX_HEADERS_KB},
         "explicit_http_config": {"http2_protocol_options": {}},
     }
 }
@@ -314,13 +318,15 @@ def _upstream(spec: MeshSpec, place: Placement, caller: str, callee: str) -> Jso
                 # that came up after the first check would wait that long for traffic.
                 "no_traffic_interval": _seconds(policy.health_check_interval_seconds),
                 "unhealthy_interval": _seconds(policy.health_check_interval_seconds),
-                "unhealthy_threshold": 1,
+                "unhealthy_threshold": policy.health_check_unhealthy_threshold,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": SERVICES[callee].full_name},
             }
         ],
-        # No endpoint healthy: refuse at once rather than send to a sick one.
-        common_lb_config={"healthy_panic_threshold": {"value": 0}},
+        # Envoy's panic threshold (50%) stays: with half the replicas healthy or more,
+        # only the healthy ones get calls; with fewer (a lone replica busy past its
+        # health checks), calls go to every replica rather than none; a dead one
+        # refuses connections, and the call is retried elsewhere or fails at once.
     )
 
 

@@ -69,16 +69,22 @@ class Sidecars:
         return revived
 
     def wait_routable(self, services: list[str], timeout: float = 30.0) -> None:
-        """Until the edge's health checks find every replica of `services`
-        healthy (before that it refuses their calls: no panic routing)."""
+        """Until the edge routes to every replica of `services`, now serving:
+        each counted healthy, with two fresh successful health checks per
+        replica since this call (so that failures the edge counted before a
+        restart cannot take a replica out of the pool just after it)."""
         deadline = time.monotonic() + timeout
+        before = envoy.counters(self._admin["edge"])
         while True:
             counters = envoy.counters(self._admin["edge"])
-            pending = [
-                name
-                for name in services
-                if counters.get(f"cluster.{name}.membership_healthy", 0) < self.spec.services[name].replicas
-            ]
+            pending = []
+            for name in services:
+                replicas = self.spec.services[name].replicas
+                fresh = counters.get(f"cluster.{name}.health_check.success", 0) - before.get(
+                    f"cluster.{name}.health_check.success", 0
+                )
+                if fresh < 2 * replicas or counters.get(f"cluster.{name}.membership_healthy", 0) < replicas:
+                    pending.append(name)
             if not pending:
                 return
             if time.monotonic() > deadline:

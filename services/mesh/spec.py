@@ -41,6 +41,7 @@ class Policy(_Strict):
     max_ejection_percent: int = Field(ge=0, le=100)
     health_check_interval_seconds: float = Field(gt=0)
     health_check_timeout_seconds: float = Field(gt=0)
+    health_check_unhealthy_threshold: int = Field(ge=1)
 
 
 class Edge(_Strict):

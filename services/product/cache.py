@@ -5,7 +5,8 @@ unknown codes are remembered in one hash so that an import can forget them
 all with a single command. Any Redis failure counts as a miss and opens a
 short breaker, so the catalog keeps answering from PostgreSQL while Redis is
 down; invalidations that could not be delivered are replayed once Redis is
-back, so no stale entry outlives an outage.
+back (within a second of the breaker's retry), so no stale entry outlives an
+outage by more than that, on any replica.
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ class ProductCache:
         self._pending.clear()
         self._pending_all = False
         log.info("replayed cache invalidations missed during a Redis outage")
+
+    async def replay_when_back(self, every: float = 1.0) -> None:
+        """Delivers the missed invalidations as soon as Redis answers again,
+        rather than at this replica's next lookup: the other replicas read
+        the same Redis, and would serve what this one changed meanwhile."""
+        while True:
+            await asyncio.sleep(every)
+            if (self._pending or self._pending_all) and time.monotonic() >= self._open_until:
+                with contextlib.suppress(_Unavailable):
+                    await self._call(self._redis.ping)
 
     async def _forget(self, codes: Sequence[str]) -> None:
         for start in range(0, len(codes), 10_000):

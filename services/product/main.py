@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
 from pathlib import Path
 
 from bmc.product.v1 import product_service_pb2_grpc
+from services.kit.background import cancel
 from services.kit.idempotency import RequestKeys
 from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
@@ -17,6 +20,8 @@ from services.product.store import CatalogStore
 async def build(resources: Resources) -> ProductApi:
     database, settings = resources.database, resources.settings
     cache = ProductCache(resources.redis, settings.redis_prefix)
+    replaying = asyncio.create_task(cache.replay_when_back(), name="cache-replay")
+    resources.on_stop.append(partial(cancel, replaying))
     operations = OperationStore(database.pool, OPERATIONS)
     settings.import_directories[0].mkdir(parents=True, exist_ok=True)
     importer = ProductImporter(

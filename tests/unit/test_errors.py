@@ -8,7 +8,15 @@ from google.rpc import code_pb2, error_details_pb2
 from bmc.common.v1 import party_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from bmc.product.v1 import product_service_pb2
-from services.kit.errors import FieldViolation, InvalidArgument, NotFound, from_remote, internal_status, to_status
+from services.kit.errors import (
+    MAX_VIOLATIONS,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    from_remote,
+    internal_status,
+    to_status,
+)
 from services.kit.validation import RequestValidator
 
 
@@ -26,6 +34,18 @@ def test_invalid_argument_carries_bad_request_and_error_info() -> None:
     assert status.details[1].Unpack(info)
     assert (bad.field_violations[0].field, bad.field_violations[0].reason) == ("seller.id.check_digit", "NIT_DV")
     assert (info.reason, info.domain) == ("NIT_CHECK_DIGIT", "bmc.registry")
+
+
+def test_thousands_of_violations_are_listed_up_to_a_bound_then_counted() -> None:
+    violations = [FieldViolation(f"names[{n}]", "must not be empty", "REQUIRED") for n in range(5000)]
+    status = to_status(InvalidArgument("bad", violations=violations))
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert len(bad.field_violations) == MAX_VIOLATIONS + 1
+    assert bad.field_violations[MAX_VIOLATIONS - 1].field == f"names[{MAX_VIOLATIONS - 1}]"
+    assert bad.field_violations[-1].reason == "TRUNCATED"
+    assert f"{5000 - MAX_VIOLATIONS:,} more" in bad.field_violations[-1].description
+    assert len(status.SerializeToString()) < 16 * 1024, "small enough for any client's metadata limit"
 
 
 def test_codes_follow_the_exception_type() -> None:
