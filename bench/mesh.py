@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import time
 
 import grpc
@@ -53,25 +55,48 @@ async def compare(cluster: Cluster, seconds: float, concurrency: int) -> str:
 
         return call
 
-    results = []
-    for name, target, make in (
-        ("GetProduct direct [baseline]", direct["product"], get_product(direct["product"])),
-        ("GetProduct through two sidecars", meshed, get_product(meshed)),
-    ):
-        channels = [grpc.aio.insecure_channel(target) for _ in range(2)]
-        results.append(await drive(name, make, channels, concurrency, seconds))  # type: ignore[arg-type]
-        for channel in channels:
-            await channel.close()
-    lines = [summary(results)]
-    results = []
-    for name, target in (("BatchRegisterInvoices ×10 direct [baseline]", direct["invoice"]),
-                         ("BatchRegisterInvoices ×10 through two sidecars", meshed)):  # fmt: skip
-        channels = [grpc.aio.insecure_channel(target) for _ in range(2)]
-        results.append(await drive(name, register, channels, 4, seconds))  # type: ignore[arg-type]
-        for channel in channels:
-            await channel.close()
-    lines.append(summary(results))
-    return "\n".join(lines)
+    lines, costs = [], []
+    for runs, callers in (
+        ((("GetProduct direct [baseline]", direct["product"], get_product(direct["product"])),
+          ("GetProduct through two sidecars", meshed, get_product(meshed))), concurrency),
+        ((("BatchRegisterInvoices ×10 direct [baseline]", direct["invoice"], register),
+          ("BatchRegisterInvoices ×10 through two sidecars", meshed, register)), 4),
+    ):  # fmt: skip
+        results = []
+        for name, target, make in runs:
+            channels = [grpc.aio.insecure_channel(target) for _ in range(2)]
+            before = cpu_seconds(cluster)
+            results.append(await drive(name, make, channels, callers, seconds))  # type: ignore[arg-type]
+            spent = {part: cpu_seconds(cluster)[part] - used for part, used in before.items()}
+            costs.append(f"  {name:<48} " + "  ".join(
+                f"{part} {1000 * used / max(results[-1].calls, 1):5.2f}" for part, used in spent.items()))  # fmt: skip
+            for channel in channels:
+                await channel.close()
+        lines.append(summary(results))
+    return "\n".join([*lines, "CPU ms per call (2 cores shared by all):", *costs])
+
+
+def cpu_seconds(cluster: Cluster) -> dict[str, float]:
+    """CPU time used so far by the client (this process), the services (with
+    their worker processes) and the Envoys."""
+
+    def used(pids: list[int], children: bool) -> float:
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(pid)
+                for each in [process, *(process.children(recursive=True) if children else [])]:
+                    times = each.cpu_times()
+                    total += times.user + times.system
+        return total
+
+    assert cluster.sidecars is not None
+    services = [p.pid for group in cluster.processes.values() for p in group]
+    return {
+        "client": used([os.getpid()], children=False),
+        "services": used(services, children=True),
+        "envoys": used([p.pid for p in cluster.sidecars.processes.values()], children=False),
+    }
 
 
 def memory(cluster: Cluster) -> str:
