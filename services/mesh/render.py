@@ -123,13 +123,15 @@ def sds_files(directory: Path) -> dict[str, Json]:
     }
 
 
-def _tls_context(directory: Path, peers: list[str]) -> Json:
+def _tls_context(directory: Path, peers: list[Json]) -> Json:
+    """TLS 1.3 only, this identity's certificate, and peers whose URI SAN
+    matches one of `peers` (string matchers), signed by the mesh CA."""
     return {
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_3", "tls_maximum_protocol_version": "TLSv1_3"},
         "tls_certificate_sds_secret_configs": [_sds("identity", directory)],
         "combined_validation_context": {
             "default_validation_context": {
-                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": peer}} for peer in peers]
+                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": peer} for peer in peers]
             },
             "validation_context_sds_secret_config": _sds("trusted_ca", directory),
         },
@@ -137,7 +139,7 @@ def _tls_context(directory: Path, peers: list[str]) -> Json:
     }
 
 
-def _downstream_tls(directory: Path, peers: list[str]) -> Json:
+def _downstream_tls(directory: Path, peers: list[Json]) -> Json:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -154,7 +156,7 @@ def _upstream_tls(directory: Path, peer: str, sni: str) -> Json:
         "typed_config": {
             "@type": f"{_TLS}.UpstreamTlsContext",
             "sni": sni,
-            "common_tls_context": _tls_context(directory, [peer]),
+            "common_tls_context": _tls_context(directory, [{"exact": peer}]),
         },
     }
 
@@ -384,9 +386,9 @@ def sidecar(spec: MeshSpec, place: Placement, service: str, replica: int) -> Jso
         "address": _address(host, port),
         "filter_chains": [
             {
-                "transport_socket": _downstream_tls(
-                    directory, [spec.identity(caller) for caller in spec.callers_of(service)]
-                ),
+                # Any service of the mesh may connect; RBAC then decides, per caller and RPC
+                # (PERMISSION_DENIED, which says more than a failed handshake).
+                "transport_socket": _downstream_tls(directory, [{"prefix": spec.identity("")}]),
                 "filters": [
                     _hcm(
                         "inbound",
@@ -539,24 +541,7 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
     # Operators' and internal clients' gRPC: mutual TLS from any identity of
     # the mesh's CA (operators get theirs from `bmc mesh operator`), routed
     # and retried per RPC exactly as a sidecar's outbound listener does.
-    grpc_tls = {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": f"{_TLS}.DownstreamTlsContext",
-            "require_client_certificate": True,
-            "common_tls_context": {
-                **_tls_context(directory, []),
-                "combined_validation_context": {
-                    "default_validation_context": {
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "URI", "matcher": {"prefix": f"spiffe://{spec.trust_domain}/"}}
-                        ]
-                    },
-                    "validation_context_sds_secret_config": _sds("trusted_ca", directory),
-                },
-            },
-        },
-    }
+    grpc_tls = _downstream_tls(directory, [{"prefix": f"spiffe://{spec.trust_domain}/"}])
     grpc_routes = _routes(spec, "edge")
     for route in grpc_routes:  # an upload streamed in chunks is limited by the service, not buffered here
         if route["match"].get("path") in _client_streaming():

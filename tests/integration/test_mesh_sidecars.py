@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,10 +24,13 @@ from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
 from services.kit.clients import bearer
 from services.kit.pki import DevPki
 from services.kit.tokens import mint_token
+from services.kit.topology import SERVICES
 from services.mesh import envoy, identities
+from services.mesh.access import operator
 from services.mesh.render import mesh_placement, sidecar
-from services.mesh.spec import load
+from services.mesh.spec import load, methods
 from tests.conftest import Platform, free_port_base
+from tests.integration.clients import wait_until
 
 
 @dataclass
@@ -98,10 +102,43 @@ def test_a_caller_reaches_only_the_rpcs_the_spec_gives_it(product_sidecar: Sidec
     assert log.read_text().count("ProductService/GetProduct") == seen_before, "the service never saw it"
 
 
-def test_a_certificate_of_an_identity_not_allowed_to_call_is_refused(product_sidecar: Sidecar) -> None:
+def test_a_certificate_of_the_mesh_ca_that_is_no_service_is_refused(product_sidecar: Sidecar) -> None:
+    """An operator's certificate (valid, from the mesh CA, the wrong identity) opens no sidecar's inbound."""
+    operator(product_sidecar.platform.settings, "mallory")
     before = product_sidecar.ssl("fail_verify_san")
-    assert product_sidecar.call(product_sidecar.credentials("ocr")) == grpc.StatusCode.UNAVAILABLE
+    assert product_sidecar.call(product_sidecar.credentials("operator-mallory")) == grpc.StatusCode.UNAVAILABLE
     assert product_sidecar.ssl("fail_verify_san") == before + 1
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_each_service_refuses_an_identity_the_spec_does_not_allow(platform: Platform, service: str) -> None:
+    """A service identity of the mesh calling an RPC its allow list lacks:
+    PERMISSION_DENIED from the callee's sidecar, and the service never sees it."""
+    if platform.backend != "embedded":
+        pytest.skip("one backend is enough for the sidecars")
+    spec, place = load(), mesh_placement(platform.settings)
+    method = next(iter(methods(service).values()))
+    caller = next(c for c in SERVICES if c != service and method.name not in spec.allowed(c, service))
+    directory = identities.directory(platform.settings.pki_dir, caller)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(directory / "ca.pem").read_bytes(),
+        private_key=(directory / "key.pem").read_bytes(),
+        certificate_chain=(directory / "cert.pem").read_bytes(),
+    )
+    admin = place.admin(service, 0)
+    denied = envoy.counters(admin).get("http.inbound.rbac.denied", 0)
+    request_id = f"rbac-{uuid.uuid4().hex}"
+    token = bearer(mint_token(platform.settings, subject=f"service:{caller}", roles=["service"]))
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    with grpc.secure_channel(f"localhost:{place.inbound(service, 0)[1]}", credentials) as channel:
+        call = channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"", metadata=(*token, ("x-request-id", request_id)), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, f"{caller} → {path}"  # type: ignore[attr-defined]
+    assert envoy.counters(admin)["http.inbound.rbac.denied"] == denied + 1
+    sidecar_log = platform.cluster.log_dir / f"envoy-{service}-0.log"
+    wait_until(lambda: request_id in sidecar_log.read_text(), timeout=15)  # the sidecar logged the refusal
+    assert request_id not in platform.logs(service), "the service never saw it"
 
 
 def test_a_certificate_from_another_ca_is_refused(product_sidecar: Sidecar, tmp_path: Path) -> None:
