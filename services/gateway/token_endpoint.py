@@ -66,6 +66,15 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return (client_id, secret) if sep else None
 
 
+def caller_address(request: web.Request, settings: Settings) -> str:
+    """Who is asking. In the mesh the gateway is reached only through the
+    edge, which appends the address it saw to X-Forwarded-For: that last
+    entry, not the connection (always the edge's)."""
+    if settings.mesh and (forwarded := request.headers.get("X-Forwarded-For", "")):
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return request.remote or ""
+
+
 async def token_endpoint(
     request: web.Request, settings: Settings, clients: ClientRegistry, limits: TokenLimits
 ) -> web.Response:
@@ -86,7 +95,7 @@ async def token_endpoint(
         return _error(
             401, "invalid_client", "client authentication is required (HTTP Basic or client_id/client_secret)"
         )
-    if wait := await limits.wait_for(client_id, request.remote or ""):
+    if wait := await limits.wait_for(client_id, caller_address(request, settings)):
         response = _error(429, "slow_down", f"too many token requests; retry in {wait} s")
         response.headers["Retry-After"] = str(wait)
         return response

@@ -485,6 +485,19 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
         },
         "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
         "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        # And per client address: a bucket of its own for each (up to 10,000 addresses at once).
+        "rate_limits": [{"actions": [{"remote_address": {}}]}],
+        "descriptors": [
+            {
+                "entries": [{"key": "remote_address"}],
+                "token_bucket": {
+                    "max_tokens": spec.edge.token_requests_per_minute_per_client,
+                    "tokens_per_fill": spec.edge.token_requests_per_minute_per_client,
+                    "fill_interval": "60s",
+                },
+            }
+        ],
+        "max_dynamic_descriptors": 10_000,
     }
     rest_routes: list[Json] = [
         {
@@ -533,6 +546,9 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
                         generate_request_id=True,
                         preserve_external_request_id=True,  # a client's own id follows its call
                         local_reply_config=_rest_local_replies(),
+                        # The edge faces the callers: their address is the connection's, appended to
+                        # X-Forwarded-For for the gateway (whose own limits are per address too).
+                        use_remote_address=True,
                     )
                 ],
             }

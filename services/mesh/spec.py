@@ -46,6 +46,7 @@ class Policy(_Strict):
 
 class Edge(_Strict):
     token_requests_per_minute: int = Field(ge=1)
+    token_requests_per_minute_per_client: int = Field(ge=1)
     max_request_bytes: int = Field(ge=1024)
     max_grpc_request_bytes: int = Field(ge=1024)
     streamed_paths: list[str] = Field(default_factory=list)  # REST uploads the gateway streams and limits itself

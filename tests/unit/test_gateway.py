@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
@@ -19,7 +20,9 @@ from services.gateway.openapi import Generator
 from services.gateway.path_templates import TemplateError, parse_template
 from services.gateway.routes import Route, RouteTable, routes_of
 from services.gateway.status import HTTP_STATUS, http_status
+from services.gateway.token_endpoint import caller_address
 from services.gateway.transcoding import TranscodeError, build_request, field_path_of, to_json
+from services.kit.settings import Settings
 from services.kit.topology import SERVICES
 
 ROUTES = [r for name, spec in SERVICES.items() for r in routes_of(spec.descriptor, name)]
@@ -314,3 +317,9 @@ async def test_cors_grants_only_the_configured_origins(tmp_path: Path) -> None:
     assert "Access-Control-Allow-Origin" not in foreign.headers
     assert simple.headers["Access-Control-Allow-Origin"] == "https://bo.example"
     assert "X-Request-Id" in simple.headers["Access-Control-Expose-Headers"]
+
+
+def test_behind_the_edge_a_token_request_comes_from_the_address_the_edge_saw(tmp_path: Path) -> None:
+    request = make_mocked_request("POST", "/oauth/token", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
+    assert caller_address(request, Settings(data_dir=tmp_path, mesh=True)) == "198.51.100.7", "the edge's entry"
+    assert caller_address(request, Settings(data_dir=tmp_path, mesh=False)) == "", "no edge: the header is anyone's"
