@@ -1,7 +1,7 @@
 """The mesh's cost: the same calls direct to a service and through two
 Envoy sidecars (the caller's outbound listener, then mTLS 1.3 to the
 callee's inbound one, RBAC, then the service), side by side in one run on
-one platform started with `BMC_MESH=1`; the sidecars' memory and the whole
+one platform started with the mesh; the sidecars' memory and the whole
 mesh's start-up time.
 
     .venv/bin/python -m bench.mesh [--seconds 8] [--concurrency 16]

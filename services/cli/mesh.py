@@ -36,7 +36,7 @@ def render(check: Annotated[bool, typer.Option("--check", help="Only say whether
 
 @app.command()
 def status() -> None:
-    """Each sidecar of the running mesh (BMC_MESH=1): its identity and what its counters say."""
+    """Each sidecar of the running mesh: its identity and what its counters say."""
     settings = get_settings()
     spec = load()
     table = Table("sidecar", "identity")

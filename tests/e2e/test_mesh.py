@@ -1,4 +1,4 @@
-"""The platform with every service behind its Envoy sidecar (`BMC_MESH=1`),
+"""The platform with every service behind its Envoy sidecar (the default),
 as real processes: the whole flow runs through the mesh (registration →
 catalog lookup → commission → certificate, and the consumers' catch-up
 feeds), a killed product replica costs no lookup, and the edge serves REST

@@ -1,0 +1,29 @@
+# The dev environment: the estate with dev's values (terraform.tfvars).
+
+terraform {
+  required_version = ">= 1.9"
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "~> 5.100" }
+  }
+  # State in S3 with native locking; bootstrap the bucket first (see the README).
+  backend "s3" {}
+}
+
+provider "aws" {
+  region = var.region
+  default_tags {
+    tags = { Project = "bmc-registry", Environment = "dev" }
+  }
+}
+
+module "estate" {
+  source                  = "../../modules/estate"
+  name                    = "bmc-dev"
+  region                  = var.region
+  cidr                    = var.cidr
+  azs                     = var.azs
+  database_instance_class = var.database_instance_class
+  database_storage_gb     = var.database_storage_gb
+  database_max_storage_gb = var.database_max_storage_gb
+  redis_node_type         = var.redis_node_type
+}
