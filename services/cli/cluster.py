@@ -17,12 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import grpc
-from grpc_health.v1 import health_pb2
-
-from services.kit.clients import direct_channel
 from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
 from services.kit.pki import CLIENTS, DevPki, client_ssl_context
+from services.kit.probe import health_of
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
 from services.kit.topology import SERVICES, ServiceSpec, client_host
@@ -45,21 +42,6 @@ class ServiceStatus:
     log: Path
     restarts: int = 0
     sidecar: str = ""  # in the mesh: the sidecar's inbound address and identity
-
-
-def health_of(settings: Settings, spec: ServiceSpec, replica: int = 0, timeout: float = 1.0) -> str:
-    """`SERVING`, `NOT_SERVING`, or why the check failed, of one replica on its own port."""
-    with direct_channel(settings, spec.name, replica) as channel:
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
-        try:
-            response = check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=timeout)
-        except grpc.RpcError as exc:
-            return f"UNREACHABLE ({exc.code().name})"
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 GATEWAY = "gateway"

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         "SPIFFE identities, RBAC per RPC, breakers, retries, replicas); services call each other through it and "
         "clients come in through the edge. Off (`--no-mesh`) for debugging a service on its own port.",
     )
+    mesh_placement: Literal["local", "aws"] = Field(
+        default="local",
+        description="Where the mesh's ports are: this machine's plan from BMC_PORT_BASE, or an ECS task's "
+        "(the service on 127.0.0.1:50051, its sidecar's egress on 127.0.0.1:15001).",
+    )
     edge_port: int = Field(
         default=8443,
         ge=1,

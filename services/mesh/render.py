@@ -668,5 +668,7 @@ def aws_placement(namespace: str = "bmc.local") -> Placement:
 
 
 def mesh_placement(settings: Settings) -> Placement:
-    """This machine's placement for a deployment's settings."""
+    """The placement a deployment's settings name: this machine's, or an ECS task's."""
+    if settings.mesh_placement == "aws":
+        return aws_placement()
     return local_placement(settings.port_base, settings.gateway_port, settings.pki_dir, settings.edge_port)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -16,7 +19,7 @@ from bmc.product.v1 import product_service_pb2, product_service_pb2_grpc
 from services.kit.clients import bearer, sync_channel
 from services.kit.database import database_name, service_url
 from services.kit.topology import SERVICES
-from tests.conftest import ROOT, Platform, grpcurl
+from tests.conftest import ROOT, Platform, free_port_base, grpcurl
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +155,17 @@ def test_valid_request_with_role_reaches_the_handler(platform: Platform) -> None
             if code != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             assert info[0].reason == "NOT_IMPLEMENTED"
+
+
+@pytest.mark.parametrize("platform", ["embedded"], indirect=True)
+def test_the_container_health_check_answers_for_a_running_service_and_not_for_a_missing_one(
+    platform: Platform,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BMC_")} | platform.settings.as_environment()
+    probe = [sys.executable, "-m", "services.kit.probe"]
+    ran = subprocess.run([*probe, "product"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert (ran.returncode, ran.stdout.strip()) == (0, "SERVING"), ran.stderr
+    elsewhere = env | {"BMC_PORT_BASE": str(free_port_base())}
+    ran = subprocess.run([*probe, "product"], env=elsewhere, capture_output=True, text=True, timeout=30, check=False)
+    assert ran.returncode == 1
+    assert ran.stdout.startswith("UNREACHABLE")

@@ -12,9 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from services.kit.clients import IDEMPOTENCY_HEADER, UPSTREAM_HEADER
+from services.kit.settings import Settings
 from services.kit.telemetry import forwarded_identities
 from services.mesh import files
-from services.mesh.render import aws_placement, bootstraps, local_placement
+from services.mesh.render import aws_placement, bootstraps, local_placement, mesh_placement
 from services.mesh.spec import SPEC_FILE, MeshSpec, load, methods, retryable
 
 
@@ -177,3 +178,12 @@ def test_the_forwarded_client_certificate_chain_names_each_workload_in_order() -
     assert forwarded_identities(header) == ["spiffe://bmc.local/operator/ana", "spiffe://bmc.local/service/edge"]
     assert forwarded_identities("") == []
     assert forwarded_identities("By=spiffe://bmc.local/service/edge;Hash=ab12") == []
+
+
+def test_in_an_ecs_task_a_service_binds_and_calls_where_its_sidecar_expects(tmp_path: Path) -> None:
+    place = mesh_placement(Settings(data_dir=tmp_path, mesh_placement="aws"))
+    sidecar_config = bootstraps(load(), aws_placement())["product.json"]
+    local = sidecar_config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert local["endpoint"]["address"]["socket_address"]["port_value"] == place.app("product", 0)
+    outbound = _listener(sidecar_config, "outbound")["address"]["socket_address"]["port_value"]
+    assert outbound == place.outbound("product", 0)

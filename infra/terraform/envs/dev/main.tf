@@ -26,4 +26,9 @@ module "estate" {
   database_storage_gb     = var.database_storage_gb
   database_max_storage_gb = var.database_max_storage_gb
   redis_node_type         = var.redis_node_type
+  app_image               = var.app_image
+  envoy_image             = var.envoy_image
+  identity_image          = var.identity_image
+  jwks_url                = var.jwks_url
+  jwt_issuer              = var.jwt_issuer
 }

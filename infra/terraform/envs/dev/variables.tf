@@ -25,3 +25,28 @@ variable "database_max_storage_gb" {
 variable "redis_node_type" {
   type = string
 }
+
+variable "app_image" {
+  description = "The services' image, by digest (set by the deploy: -var app_image=...)."
+  type        = string
+}
+
+variable "envoy_image" {
+  description = "The Envoy sidecar image, by digest."
+  type        = string
+}
+
+variable "identity_image" {
+  description = "The workload-certificate init container image, by digest."
+  type        = string
+}
+
+variable "jwks_url" {
+  description = "JWKS of the token issuer."
+  type        = string
+}
+
+variable "jwt_issuer" {
+  description = "Expected iss of access tokens."
+  type        = string
+}

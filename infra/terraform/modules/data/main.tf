@@ -358,3 +358,28 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
     }
   }
 }
+
+# --- Secrets the services read --------------------------------------------------
+
+# One login per service, each in its own secret: a service's execution role
+# reads its own and no other (database per service). The values are set by
+# the one-off migration task that creates each database and its role.
+resource "aws_secretsmanager_secret" "database" {
+  for_each   = toset(var.services)
+  name       = "${var.name}/${each.value}/database-url"
+  kms_key_id = aws_kms_key.data.arn
+  # checkov:skip=CKV2_AWS_57:rotated by the deploy's migration task (ALTER ROLE ... PASSWORD, then a new secret version), not a rotation Lambda
+}
+
+resource "aws_secretsmanager_secret" "redis_url" {
+  name       = "${var.name}/redis-url"
+  kms_key_id = aws_kms_key.data.arn
+  # checkov:skip=CKV2_AWS_57:holds the AUTH token of redis-auth, rotated with it
+}
+
+# The certificate service's document-signing key (PKCS#8 PEM) and its certificate chain.
+resource "aws_secretsmanager_secret" "signing_key" {
+  name       = "${var.name}/certificate/signing-key"
+  kms_key_id = aws_kms_key.data.arn
+  # checkov:skip=CKV2_AWS_57:a signing key is rolled by issuing a new certificate from the CA, a deliberate ceremony
+}

@@ -21,3 +21,20 @@ output "redis_auth_secret_arn" {
 output "certificate_bucket" {
   value = aws_s3_bucket.certificates.id
 }
+
+output "database_secret_arns" {
+  description = "Each service's own database URL secret."
+  value       = { for name, secret in aws_secretsmanager_secret.database : name => secret.arn }
+}
+
+output "redis_url_secret_arn" {
+  value = aws_secretsmanager_secret.redis_url.arn
+}
+
+output "signing_key_secret_arn" {
+  value = aws_secretsmanager_secret.signing_key.arn
+}
+
+output "certificate_bucket_arn" {
+  value = aws_s3_bucket.certificates.arn
+}

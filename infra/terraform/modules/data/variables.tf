@@ -65,3 +65,9 @@ variable "certificate_retention_years" {
   type        = number
   default     = 10
 }
+
+variable "services" {
+  description = "The services that own a database."
+  type        = list(string)
+  default     = ["invoice", "product", "ocr", "commission", "certificate"]
+}

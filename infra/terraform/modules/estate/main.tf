@@ -26,4 +26,6 @@ module "data" {
   database_storage_gb     = var.database_storage_gb
   database_max_storage_gb = var.database_max_storage_gb
   redis_node_type         = var.redis_node_type
+  # Only the services' tasks reach PostgreSQL and Redis.
+  client_security_group_ids = [for name in local.with_database : module.service[name].security_group_id]
 }

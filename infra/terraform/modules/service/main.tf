@@ -1,0 +1,251 @@
+# One service of the platform on ECS Fargate: a task of three containers —
+# the identity init container (writes the workload certificate where the
+# sidecar's SDS files point), the Envoy sidecar (its bootstrap is exactly the
+# mesh renderer's AWS output, mesh/aws/<name>.json) and the service itself,
+# which listens on the task's loopback only, so the sidecar is the one way
+# in. Registered in Cloud Map under <name>.<namespace>; 1–5 tasks scaled on
+# CPU; a failed deployment rolls back.
+
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "~> 5.100" }
+  }
+}
+
+locals {
+  sidecar_port = 8443
+  containers = [
+    {
+      name                   = "identity"
+      image                  = var.identity_image
+      essential              = false
+      readonlyRootFilesystem = true
+      user                   = "10001"
+      environment            = [{ name = "SPIFFE_ID", value = "spiffe://${var.trust_domain}/service/${var.name}" }]
+      mountPoints            = [{ sourceVolume = "tls", containerPath = "/etc/envoy/tls" }]
+      logConfiguration       = local.logs
+    },
+    {
+      name                   = "envoy"
+      image                  = var.envoy_image
+      essential              = true
+      readonlyRootFilesystem = true
+      user                   = "10101"
+      # The bootstrap travels in the task definition; Envoy reads it from a tmpfs-backed volume.
+      entryPoint   = ["/bin/sh", "-c"]
+      command      = ["printf '%s' \"$ENVOY_BOOTSTRAP\" > /run/envoy/bootstrap.json && exec envoy -c /run/envoy/bootstrap.json --concurrency 1"]
+      environment  = [{ name = "ENVOY_BOOTSTRAP", value = var.envoy_bootstrap }]
+      portMappings = [{ containerPort = local.sidecar_port, protocol = "tcp", name = "mesh" }]
+      mountPoints = [
+        { sourceVolume = "tls", containerPath = "/etc/envoy/tls", readOnly = true },
+        { sourceVolume = "envoy", containerPath = "/run/envoy" },
+      ]
+      dependsOn        = [{ containerName = "identity", condition = "SUCCESS" }]
+      logConfiguration = local.logs
+    },
+    {
+      name                   = "app"
+      image                  = var.app_image
+      essential              = true
+      readonlyRootFilesystem = true
+      user                   = "10001"
+      command                = ["python", "-m", "services.${var.name}.main"]
+      environment = [for k, v in merge(var.environment, {
+        BMC_MESH           = "1"
+        BMC_MESH_PLACEMENT = "aws"
+        BMC_LOG_FORMAT     = "json"
+      }) : { name = k, value = v }]
+      secrets     = [for k, arn in var.secrets : { name = k, valueFrom = arn }]
+      mountPoints = [{ sourceVolume = "scratch", containerPath = "/tmp" }]
+      healthCheck = {
+        command     = ["CMD", "python", "-m", "services.kit.probe", var.name]
+        interval    = 10
+        timeout     = 5
+        retries     = 3
+        startPeriod = 30
+      }
+      dependsOn        = [{ containerName = "envoy", condition = "START" }]
+      logConfiguration = local.logs
+    },
+  ]
+  logs = {
+    logDriver = "awslogs"
+    options = {
+      awslogs-group         = aws_cloudwatch_log_group.service.name
+      awslogs-region        = var.region
+      awslogs-stream-prefix = var.name
+    }
+  }
+}
+
+resource "aws_cloudwatch_log_group" "service" {
+  name              = "/bmc/${var.environment_name}/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+}
+
+resource "aws_ecs_task_definition" "service" {
+  family                   = "${var.environment_name}-${var.name}"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.cpu
+  memory                   = var.memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+  container_definitions    = jsonencode(local.containers)
+  volume {
+    name = "tls"
+  }
+  volume {
+    name = "envoy"
+  }
+  volume {
+    name = "scratch"
+  }
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "ARM64"
+  }
+}
+
+resource "aws_security_group" "service" {
+  name        = "${var.environment_name}-${var.name}"
+  description = "${var.name}: its sidecar's inbound port, from the mesh only"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "mesh" {
+  security_group_id            = aws_security_group.service.id
+  referenced_security_group_id = var.mesh_security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = local.sidecar_port
+  to_port                      = local.sidecar_port
+  description                  = "mutual TLS from other sidecars (the app itself listens on loopback)"
+}
+
+resource "aws_vpc_security_group_egress_rule" "vpc" {
+  security_group_id = aws_security_group.service.id
+  cidr_ipv4         = var.vpc_cidr
+  ip_protocol       = "tcp"
+  from_port         = 0
+  to_port           = 65535
+  description       = "other sidecars, the data stores and the VPC endpoints; nothing outside the VPC"
+}
+
+resource "aws_service_discovery_service" "service" {
+  name = var.name
+  dns_config {
+    namespace_id   = var.namespace_id
+    routing_policy = "MULTIVALUE"
+    dns_records {
+      type = "A"
+      ttl  = 10
+    }
+  }
+  health_check_custom_config {
+    failure_threshold = 1
+  }
+}
+
+resource "aws_ecs_service" "service" {
+  name                   = var.name
+  cluster                = var.cluster_arn
+  task_definition        = aws_ecs_task_definition.service.arn
+  desired_count          = var.min_tasks
+  launch_type            = "FARGATE"
+  enable_execute_command = false
+  propagate_tags         = "SERVICE"
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = [aws_security_group.service.id, var.mesh_security_group_id]
+    assign_public_ip = false
+  }
+  service_registries {
+    registry_arn = aws_service_discovery_service.service.arn
+  }
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  lifecycle {
+    ignore_changes = [desired_count] # the autoscaler owns it
+  }
+}
+
+resource "aws_appautoscaling_target" "service" {
+  service_namespace  = "ecs"
+  resource_id        = "service/${var.cluster_name}/${aws_ecs_service.service.name}"
+  scalable_dimension = "ecs:service:DesiredCount"
+  min_capacity       = var.min_tasks
+  max_capacity       = var.max_tasks
+}
+
+resource "aws_appautoscaling_policy" "cpu" {
+  name               = "${var.environment_name}-${var.name}-cpu"
+  service_namespace  = aws_appautoscaling_target.service.service_namespace
+  resource_id        = aws_appautoscaling_target.service.resource_id
+  scalable_dimension = aws_appautoscaling_target.service.scalable_dimension
+  policy_type        = "TargetTrackingScaling"
+  target_tracking_scaling_policy_configuration {
+    target_value = var.cpu_target_percent
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+    scale_in_cooldown  = 120
+    scale_out_cooldown = 30
+  }
+}
+
+# --- Roles: what this service's tasks may do, and nothing more ----------------
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+# The execution role starts the task: it pulls the images, writes the logs and
+# reads this service's own secrets (its database login), no one else's.
+resource "aws_iam_role" "execution" {
+  name               = "${var.environment_name}-${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "secrets" {
+  statement {
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = length(var.secrets) > 0 ? values(var.secrets) : ["arn:aws:secretsmanager:${var.region}:000000000000:secret:none"]
+  }
+  statement {
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.secrets.json
+}
+
+# The task role is what the service's own code may call.
+resource "aws_iam_role" "task" {
+  name               = "${var.environment_name}-${var.name}-task"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+}
+
+resource "aws_iam_role_policy" "task" {
+  count  = var.task_policy_json == "" ? 0 : 1
+  role   = aws_iam_role.task.id
+  policy = var.task_policy_json
+}

@@ -1,0 +1,97 @@
+# One service's task, planned with a mocked AWS provider: the sidecar and its
+# bootstrap, a read-only and non-root task, the app reachable only through
+# the sidecar, 1–5 tasks.
+
+mock_provider "aws" {
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
+  }
+}
+
+variables {
+  name                   = "product"
+  environment_name       = "bmc-test"
+  region                 = "us-east-1"
+  cluster_arn            = "arn:aws:ecs:us-east-1:123456789012:cluster/bmc-test"
+  cluster_name           = "bmc-test"
+  vpc_id                 = "vpc-0123456789abcdef0"
+  vpc_cidr               = "10.40.0.0/16"
+  subnet_ids             = ["subnet-a", "subnet-b", "subnet-c"]
+  mesh_security_group_id = "sg-mesh"
+  namespace_id           = "ns-bmc"
+  app_image              = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-services@sha256:0000"
+  envoy_image            = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-envoy@sha256:0000"
+  identity_image         = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-identity@sha256:0000"
+  envoy_bootstrap        = file("../../../../mesh/aws/product.json")
+  cpu                    = 512
+  memory                 = 1024
+  kms_key_arn            = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+  secrets                = { BMC_DATABASE_URL = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bmc-test/product/database" }
+}
+
+run "the_task_carries_its_envoy_sidecar_with_the_rendered_bootstrap" {
+  command = plan
+
+  assert {
+    condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : c.essential if c.name == "envoy"])
+    error_message = "every task runs an essential Envoy sidecar"
+  }
+  assert {
+    condition = one([
+      for c in jsondecode(aws_ecs_task_definition.service.container_definitions) :
+      one([for e in c.environment : e.value if e.name == "ENVOY_BOOTSTRAP"]) if c.name == "envoy"
+    ]) == file("../../../../mesh/aws/product.json")
+    error_message = "the sidecar's bootstrap is the mesh renderer's AWS output, unchanged"
+  }
+}
+
+run "every_container_is_read_only_and_not_root" {
+  command = plan
+
+  assert {
+    condition     = alltrue([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : c.readonlyRootFilesystem])
+    error_message = "every container has a read-only root filesystem"
+  }
+  assert {
+    condition     = alltrue([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : try(c.user, "root") != "root" && try(c.user, "0") != "0"])
+    error_message = "no container runs as root"
+  }
+}
+
+run "only_the_sidecar_is_reachable" {
+  command = plan
+
+  assert {
+    condition     = length(one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : try(c.portMappings, []) if c.name == "app"])) == 0
+    error_message = "the app exposes no port: it listens on the task's loopback, behind its sidecar"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.mesh.referenced_security_group_id == "sg-mesh" && aws_vpc_security_group_ingress_rule.mesh.from_port == 8443 && aws_vpc_security_group_ingress_rule.mesh.to_port == 8443
+    error_message = "only other sidecars (the mesh's security group) reach the sidecar's port"
+  }
+  assert {
+    condition     = !one(aws_ecs_service.service.network_configuration).assign_public_ip
+    error_message = "tasks get no public address"
+  }
+}
+
+run "one_to_five_tasks" {
+  command = plan
+
+  assert {
+    condition     = aws_appautoscaling_target.service.min_capacity >= 1 && aws_appautoscaling_target.service.max_capacity <= 5
+    error_message = "autoscaling stays within 1 to 5 tasks"
+  }
+  assert {
+    condition     = one(aws_ecs_service.service.deployment_circuit_breaker).rollback
+    error_message = "a failed deployment rolls back"
+  }
+}
+
+run "more_than_five_tasks_is_refused" {
+  command = plan
+  variables {
+    max_tasks = 6
+  }
+  expect_failures = [var.max_tasks]
+}

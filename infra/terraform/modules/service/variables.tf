@@ -1,0 +1,127 @@
+variable "name" {
+  description = "The service (invoice, product, ocr, commission, certificate, gateway)."
+  type        = string
+}
+
+variable "environment_name" {
+  description = "Prefix of names (e.g. bmc-prod)."
+  type        = string
+}
+
+variable "region" {
+  type = string
+}
+
+variable "trust_domain" {
+  description = "SPIFFE trust domain of the mesh."
+  type        = string
+  default     = "bmc.local"
+}
+
+variable "cluster_arn" {
+  type = string
+}
+
+variable "cluster_name" {
+  type = string
+}
+
+variable "vpc_id" {
+  type = string
+}
+
+variable "vpc_cidr" {
+  type = string
+}
+
+variable "subnet_ids" {
+  description = "Private app subnets."
+  type        = list(string)
+}
+
+variable "mesh_security_group_id" {
+  description = "The security group every sidecar carries: membership is what lets a task dial another's sidecar."
+  type        = string
+}
+
+variable "namespace_id" {
+  description = "The Cloud Map private DNS namespace (bmc.local)."
+  type        = string
+}
+
+variable "app_image" {
+  description = "The services' image, by digest."
+  type        = string
+}
+
+variable "envoy_image" {
+  description = "The Envoy image, by digest."
+  type        = string
+}
+
+variable "identity_image" {
+  description = "The init container that writes the task's workload certificate (ACM Private CA) into /etc/envoy/tls."
+  type        = string
+}
+
+variable "envoy_bootstrap" {
+  description = "The sidecar's bootstrap: mesh/aws/<name>.json, as rendered by `bmc mesh render`."
+  type        = string
+}
+
+variable "cpu" {
+  description = "Task vCPU units (1024 = 1 vCPU)."
+  type        = number
+}
+
+variable "memory" {
+  description = "Task memory (MiB)."
+  type        = number
+}
+
+variable "min_tasks" {
+  type    = number
+  default = 1
+}
+
+variable "max_tasks" {
+  type    = number
+  default = 5
+  validation {
+    condition     = var.max_tasks >= 1 && var.max_tasks <= 5
+    error_message = "Each service runs 1 to 5 tasks."
+  }
+}
+
+variable "cpu_target_percent" {
+  description = "Average CPU the autoscaler keeps."
+  type        = number
+  default     = 60
+}
+
+variable "environment" {
+  description = "Plain BMC_* settings of the service."
+  type        = map(string)
+  default     = {}
+}
+
+variable "secrets" {
+  description = "BMC_* settings read from Secrets Manager at start (name → secret ARN): this service's own only."
+  type        = map(string)
+  default     = {}
+}
+
+variable "task_policy_json" {
+  description = "What the service's code may call in AWS (an IAM policy), or empty for nothing."
+  type        = string
+  default     = ""
+}
+
+variable "kms_key_arn" {
+  type = string
+}
+
+variable "log_retention_days" {
+  type    = number
+  default = 365
+}
