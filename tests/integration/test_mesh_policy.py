@@ -162,9 +162,14 @@ def test_a_read_refused_as_unavailable_is_retried_on_the_other_replica(mesh: Mes
     mesh.everyone(serving=True)
     mesh.healthy(2)
     mesh.replicas[0].answer = grpc.StatusCode.UNAVAILABLE
+    before = envoy.counters(mesh.admin)
     answered = Counter(mesh.call("GetProduct", GET).name for _ in range(20))
+    after = envoy.counters(mesh.admin)
     assert answered == {"products/R1": 20}, "every read ends on the replica that answers"
     assert mesh.replicas[0].attempts["GetProduct"] > 0, "some reads tried replica 0 first, and were retried"
+    assert after["cluster.product.upstream_rq_retry"] > before.get("cluster.product.upstream_rq_retry", 0)
+    ejected = "cluster.product.outlier_detection.ejections_enforced_total"
+    assert after.get(ejected, 0) > before.get(ejected, 0), "replica 0, refusing while its health checks pass, ejected"
 
 
 def test_a_mutation_without_its_request_id_is_never_retried(mesh: Mesh) -> None:
