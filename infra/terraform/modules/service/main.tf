@@ -49,7 +49,7 @@ locals {
       essential              = true
       readonlyRootFilesystem = true
       user                   = "10001"
-      command                = ["python", "-m", "services.${var.name}.main"]
+      command                = ["services.${var.name}.main"] # after the image's entry point, `python -m`
       environment = [for k, v in merge(var.environment, {
         BMC_MESH           = "1"
         BMC_MESH_PLACEMENT = "aws"
