@@ -74,11 +74,14 @@ def test_each_environment_validates_against_the_aws_provider_schema(
 
 
 def test_the_environments_differ_only_in_their_values() -> None:
-    mains = {env: (TERRAFORM / "envs" / env / "main.tf").read_text().replace(env, "ENV") for env in ENVIRONMENTS}
-    variables = {(TERRAFORM / "envs" / env / "variables.tf").read_text() for env in ENVIRONMENTS}
+    """Every root is the same configuration (envs/dev's files, linked); only terraform.tfvars differs."""
     assert {"dev", "prod"} <= set(ENVIRONMENTS)
-    assert len(set(mains.values())) == 1, "envs/*/main.tf differ in more than the environment's name"
-    assert len(variables) == 1
+    for name in ("main.tf", "variables.tf"):
+        assert len({(TERRAFORM / "envs" / env / name).resolve() for env in ENVIRONMENTS}) == 1, name
+    for env in ENVIRONMENTS:
+        files = {p.name for p in (TERRAFORM / "envs" / env).iterdir() if not p.name.startswith(".")}
+        assert files == {"main.tf", "variables.tf", "terraform.tfvars"}, env
+        assert f'environment             = "{env}"' in (TERRAFORM / "envs" / env / "terraform.tfvars").read_text()
 
 
 @pytest.mark.parametrize("module", TESTED_MODULES)

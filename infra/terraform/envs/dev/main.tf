@@ -1,4 +1,6 @@
-# The dev environment: the estate with dev's values (terraform.tfvars).
+# One environment: the estate with the values of this directory's
+# terraform.tfvars. envs/*/main.tf and variables.tf are this one file (links):
+# environments differ only in their values.
 
 terraform {
   required_version = ">= 1.9"
@@ -12,13 +14,13 @@ terraform {
 provider "aws" {
   region = var.region
   default_tags {
-    tags = { Project = "bmc-registry", Environment = "dev" }
+    tags = { Project = "bmc-registry", Environment = var.environment }
   }
 }
 
 module "estate" {
   source                  = "../../modules/estate"
-  name                    = "bmc-dev"
+  name                    = "bmc-${var.environment}"
   region                  = var.region
   cidr                    = var.cidr
   azs                     = var.azs

@@ -1,3 +1,8 @@
+variable "environment" {
+  description = "dev or prod: the names' suffix and the Environment tag."
+  type        = string
+}
+
 variable "region" {
   type = string
 }

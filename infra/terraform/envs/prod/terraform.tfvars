@@ -1,3 +1,4 @@
+environment             = "prod"
 region                  = "us-east-1"
 cidr                    = "10.40.0.0/16"
 azs                     = ["us-east-1a", "us-east-1b", "us-east-1c"]

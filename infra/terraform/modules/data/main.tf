@@ -48,20 +48,29 @@ resource "aws_kms_alias" "data" {
 
 # --- PostgreSQL -------------------------------------------------------------
 
-resource "aws_security_group" "database" {
-  name        = "${var.name}-database"
-  description = "PostgreSQL, from the services' tasks only"
+# Each store admits only the services' tasks, on its own port.
+locals {
+  store_ports = { database = 5432, redis = 6379 }
+}
+
+resource "aws_security_group" "store" {
+  for_each    = local.store_ports
+  name        = "${var.name}-${each.key}"
+  description = "${each.key}, from the services' tasks only"
   vpc_id      = var.vpc_id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "database" {
-  for_each                     = toset(var.client_security_group_ids)
-  security_group_id            = aws_security_group.database.id
-  referenced_security_group_id = each.value
+resource "aws_vpc_security_group_ingress_rule" "store" {
+  for_each = {
+    # Keyed by names known at plan time (the groups' ids are not, before apply).
+    for pair in setproduct(keys(local.store_ports), keys(var.client_security_groups)) : "${pair[0]}/${pair[1]}" => pair
+  }
+  security_group_id            = aws_security_group.store[each.value[0]].id
+  referenced_security_group_id = var.client_security_groups[each.value[1]]
   ip_protocol                  = "tcp"
-  from_port                    = 5432
-  to_port                      = 5432
-  description                  = "PostgreSQL from a service's tasks"
+  from_port                    = local.store_ports[each.value[0]]
+  to_port                      = local.store_ports[each.value[0]]
+  description                  = "${each.value[0]} from a service's tasks"
 }
 
 resource "aws_db_subnet_group" "main" {
@@ -111,7 +120,7 @@ resource "aws_db_instance" "main" {
   kms_key_id                            = aws_kms_key.data.arn
   multi_az                              = true
   db_subnet_group_name                  = aws_db_subnet_group.main.name
-  vpc_security_group_ids                = [aws_security_group.database.id]
+  vpc_security_group_ids                = [aws_security_group.store["database"].id]
   parameter_group_name                  = aws_db_parameter_group.main.name
   publicly_accessible                   = false
   username                              = "bmc_admin" # administers; each service logs in as its own role
@@ -133,22 +142,6 @@ resource "aws_db_instance" "main" {
 }
 
 # --- Redis --------------------------------------------------------------------
-
-resource "aws_security_group" "redis" {
-  name        = "${var.name}-redis"
-  description = "Redis, from the services' tasks only"
-  vpc_id      = var.vpc_id
-}
-
-resource "aws_vpc_security_group_ingress_rule" "redis" {
-  for_each                     = toset(var.client_security_group_ids)
-  security_group_id            = aws_security_group.redis.id
-  referenced_security_group_id = each.value
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
-  description                  = "Redis from a service's tasks"
-}
 
 resource "aws_elasticache_subnet_group" "main" {
   name       = "${var.name}-redis"
@@ -184,7 +177,7 @@ resource "aws_elasticache_replication_group" "main" {
   automatic_failover_enabled = true
   multi_az_enabled           = true
   subnet_group_name          = aws_elasticache_subnet_group.main.name
-  security_group_ids         = [aws_security_group.redis.id]
+  security_group_ids         = [aws_security_group.store["redis"].id]
   at_rest_encryption_enabled = true
   kms_key_id                 = aws_kms_key.data.arn
   transit_encryption_enabled = true

@@ -18,10 +18,10 @@ variable "subnet_ids" {
   type        = list(string)
 }
 
-variable "client_security_group_ids" {
-  description = "Security groups of the services' tasks: the only ones that reach PostgreSQL and Redis."
-  type        = list(string)
-  default     = []
+variable "client_security_groups" {
+  description = "Security group of each service's tasks, by service: the only ones that reach PostgreSQL and Redis."
+  type        = map(string)
+  default     = {}
 }
 
 variable "postgres_version" {

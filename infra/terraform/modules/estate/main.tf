@@ -27,5 +27,5 @@ module "data" {
   database_max_storage_gb = var.database_max_storage_gb
   redis_node_type         = var.redis_node_type
   # Only the services' tasks reach PostgreSQL and Redis.
-  client_security_group_ids = [for name in local.with_database : module.service[name].security_group_id]
+  client_security_groups = { for name in local.with_database : name => module.service[name].security_group_id }
 }

@@ -82,5 +82,5 @@ module "service" {
     { BMC_REDIS_URL = module.data.redis_url_secret_arn },
     contains(local.with_database, each.key) ? { BMC_DATABASE_URL = module.data.database_secret_arns[each.key] } : {},
   )
-  task_policy_json = each.key == "certificate" ? data.aws_iam_policy_document.certificate_task.json : ""
+  task_policies = each.key == "certificate" ? { certificates = data.aws_iam_policy_document.certificate_task.json } : {}
 }

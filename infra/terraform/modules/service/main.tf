@@ -245,7 +245,8 @@ resource "aws_iam_role" "task" {
 }
 
 resource "aws_iam_role_policy" "task" {
-  count  = var.task_policy_json == "" ? 0 : 1
-  role   = aws_iam_role.task.id
-  policy = var.task_policy_json
+  for_each = var.task_policies # keyed by names, known at plan time (the documents are not)
+  name     = each.key
+  role     = aws_iam_role.task.id
+  policy   = each.value
 }

@@ -111,10 +111,10 @@ variable "secrets" {
   default     = {}
 }
 
-variable "task_policy_json" {
-  description = "What the service's code may call in AWS (an IAM policy), or empty for nothing."
-  type        = string
-  default     = ""
+variable "task_policies" {
+  description = "What the service's code may call in AWS: IAM policy documents by name (none: nothing)."
+  type        = map(string)
+  default     = {}
 }
 
 variable "kms_key_arn" {

@@ -23,15 +23,15 @@ mock_provider "aws" {
 }
 
 variables {
-  name                      = "bmc-test"
-  region                    = "us-east-1"
-  vpc_id                    = "vpc-0123456789abcdef0"
-  subnet_ids                = ["subnet-a", "subnet-b", "subnet-c"]
-  client_security_group_ids = ["sg-invoice", "sg-product"]
-  database_instance_class   = "db.r7g.xlarge"
-  database_storage_gb       = 300
-  database_max_storage_gb   = 1000
-  redis_node_type           = "cache.r7g.large"
+  name                    = "bmc-test"
+  region                  = "us-east-1"
+  vpc_id                  = "vpc-0123456789abcdef0"
+  subnet_ids              = ["subnet-a", "subnet-b", "subnet-c"]
+  client_security_groups  = { invoice = "sg-invoice", product = "sg-product" }
+  database_instance_class = "db.r7g.xlarge"
+  database_storage_gb     = 300
+  database_max_storage_gb = 1000
+  redis_node_type         = "cache.r7g.large"
 }
 
 run "every_store_is_encrypted_with_the_customer_managed_key" {
@@ -99,11 +99,11 @@ run "nothing_is_public" {
     error_message = "the certificate bucket blocks every public access"
   }
   assert {
-    condition     = alltrue([for rule in aws_vpc_security_group_ingress_rule.database : rule.referenced_security_group_id != null && rule.cidr_ipv4 == null])
-    error_message = "only the services' security groups reach PostgreSQL, never an address range"
+    condition     = alltrue([for rule in aws_vpc_security_group_ingress_rule.store : rule.referenced_security_group_id != null && rule.cidr_ipv4 == null])
+    error_message = "only the services' security groups reach PostgreSQL and Redis, never an address range"
   }
   assert {
-    condition     = length(aws_vpc_security_group_ingress_rule.database) == length(var.client_security_group_ids)
+    condition     = length([for key, rule in aws_vpc_security_group_ingress_rule.store : key if startswith(key, "database/")]) == length(var.client_security_groups)
     error_message = "one PostgreSQL rule per service"
   }
 }
