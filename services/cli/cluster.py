@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -146,17 +147,19 @@ class Cluster:
         if self.gateway:
             self._spawn_module(GATEWAY, "services.gateway.main", 1)
             deadline = time.monotonic() + timeout
-            while gateway_state(self.settings, "/healthz") != "SERVING":
-                self.check_alive()
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"the gateway did not answer on {gateway_url(self.settings)}")
-                time.sleep(0.1)
-            # In the mesh: until the edge answers ready, i.e. its sidecars have found every service healthy.
-            while self.sidecars is not None and gateway_state(self.settings, url=edge_url(self.settings)) != "SERVING":
-                self.check_alive()
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"the edge did not answer ready on {edge_url(self.settings)}")
-                time.sleep(0.2)
+            self._until(lambda: gateway_state(self.settings, "/healthz") == "SERVING", deadline,
+                        f"the gateway did not answer on {gateway_url(self.settings)}")  # fmt: skip
+            if self.sidecars is not None:  # until the edge answers ready: its sidecars found every service healthy
+                self._until(lambda: gateway_state(self.settings, url=edge_url(self.settings)) == "SERVING", deadline,
+                            f"the edge did not answer ready on {edge_url(self.settings)}")  # fmt: skip
+
+    def _until(self, done: Callable[[], bool], deadline: float, failure: str) -> None:
+        """Polls `done` while every process stays alive; ClusterError(`failure`) past `deadline`."""
+        while not done():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise ClusterError(failure)
+            time.sleep(0.1)
 
     def _spawn(self, spec: ServiceSpec) -> None:
         if self.sidecars is not None:  # one process per replica, each behind its own sidecar
@@ -258,15 +261,14 @@ class Cluster:
     def statuses(self) -> list[ServiceStatus]:
         """Each process (in the mesh, each replica with its sidecar), the gateway, and the edge."""
         rows = []
-        place = self.sidecars.place if self.sidecars is not None else None
+        sidecars = self.sidecars
         for spec in self.specs:
             for replica in self._replicas(spec):
-                name = f"{spec.name}-{replica}" if place is not None else spec.name
-                address, sidecar = spec.target(self.settings), ""
-                if place is not None and self.sidecars is not None:
-                    address = f"127.0.0.1:{place.app(spec.name, replica)}"
-                    host, port = place.inbound(spec.name, replica)
-                    sidecar = f"{host}:{port} {self.sidecars.spec.identity(spec.name)}"
+                name, address, sidecar = spec.name, spec.target(self.settings), ""
+                if sidecars is not None:
+                    name, address = f"{spec.name}-{replica}", f"127.0.0.1:{sidecars.place.app(spec.name, replica)}"
+                    host, port = sidecars.place.inbound(spec.name, replica)
+                    sidecar = f"{host}:{port} {sidecars.spec.identity(spec.name)}"
                 rows.append(
                     ServiceStatus(
                         name=name,
@@ -280,9 +282,6 @@ class Cluster:
                     )
                 )
         if GATEWAY in self.processes:
-            sidecar = ""
-            if place is not None and self.sidecars is not None:
-                sidecar = f"outbound only {self.sidecars.spec.identity(GATEWAY)}"
             rows.append(
                 ServiceStatus(
                     name=GATEWAY,
@@ -292,21 +291,21 @@ class Cluster:
                     health=gateway_state(self.settings),
                     log=self.log_dir / f"{GATEWAY}.log",
                     restarts=self.restarts[GATEWAY],
-                    sidecar=sidecar,
+                    sidecar=f"outbound only {sidecars.spec.identity(GATEWAY)}" if sidecars is not None else "",
                 )
             )
-            if place is not None and self.sidecars is not None:
-                grpc_host, grpc_port = place.edge_grpc
+            if sidecars is not None:
+                grpc_host, grpc_port = sidecars.place.edge_grpc
                 rows.append(
                     ServiceStatus(
                         name="edge",
                         full_name=f"entry: REST; gRPC {grpc_host}:{grpc_port} (mTLS)",
                         address=edge_url(self.settings),
-                        pid=self.sidecars.processes["edge"].pid,
+                        pid=sidecars.processes["edge"].pid,
                         health=gateway_state(self.settings, url=edge_url(self.settings)),
                         log=self.log_dir / "envoy-edge.log",
                         restarts=self.restarts["envoy edge"],
-                        sidecar=self.sidecars.spec.identity("edge"),
+                        sidecar=sidecars.spec.identity("edge"),
                     )
                 )
         return rows

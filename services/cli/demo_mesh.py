@@ -57,12 +57,7 @@ def _refused_by_rbac(cluster: Cluster) -> tuple[str, str]:
     service: its GetProduct is refused by product-0's sidecar."""
     assert cluster.sidecars is not None
     place = cluster.sidecars.place
-    directory = identities.directory(cluster.settings.pki_dir, "invoice")
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=(directory / "ca.pem").read_bytes(),
-        private_key=(directory / "key.pem").read_bytes(),
-        certificate_chain=(directory / "cert.pem").read_bytes(),
-    )
+    credentials = identities.client_credentials(identities.directory(cluster.settings.pki_dir, "invoice"))
     host, port = place.inbound("product", 0)
     token = bearer(mint_token(cluster.settings, subject="service:invoice", roles=["service"]))
     with grpc.secure_channel(f"localhost:{port}", credentials) as channel:

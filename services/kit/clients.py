@@ -70,30 +70,32 @@ def _mesh_entry(settings: Settings, client: str) -> tuple[str, grpc.ChannelCrede
     return f"127.0.0.1:{mesh_placement(settings).outbound(client, settings.replica)}", None
 
 
-def aio_channel(settings: Settings, service: str, client: str = CLI) -> grpc.aio.Channel:
-    """An asyncio channel to `service`, identifying as `client`."""
+Route = tuple[str, grpc.ChannelCredentials | None, list[tuple[str, object]]]  # target, credentials, options
+
+
+def _route(settings: Settings, service: str, client: str) -> Route:
+    """Where a channel of `client` to `service` goes, with what credentials and options."""
     if settings.mesh:
         target, credentials = _mesh_entry(settings, client)
-        if credentials is None:
-            return grpc.aio.insecure_channel(target, options=_mesh_options(settings))
-        return grpc.aio.secure_channel(target, credentials, options=_mesh_options(settings))
-    target = SERVICES[service].target(settings)
-    if settings.tls:
-        return grpc.aio.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
-    return grpc.aio.insecure_channel(target, options=channel_options(settings))
+        return target, credentials, _mesh_options(settings)
+    credentials = channel_credentials(settings, client) if settings.tls else None
+    return SERVICES[service].target(settings), credentials, channel_options(settings)
+
+
+def aio_channel(settings: Settings, service: str, client: str = CLI) -> grpc.aio.Channel:
+    """An asyncio channel to `service`, identifying as `client`."""
+    target, credentials, options = _route(settings, service, client)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def sync_channel(settings: Settings, service: str, client: str = CLI) -> grpc.Channel:
     """A blocking channel to `service` (the CLI, tests)."""
-    if settings.mesh:
-        target, credentials = _mesh_entry(settings, client)
-        if credentials is None:
-            return grpc.insecure_channel(target, options=_mesh_options(settings))
-        return grpc.secure_channel(target, credentials, options=_mesh_options(settings))
-    target = SERVICES[service].target(settings)
-    if settings.tls:
-        return grpc.secure_channel(target, channel_credentials(settings, client), options=channel_options(settings))
-    return grpc.insecure_channel(target, options=channel_options(settings))
+    target, credentials, options = _route(settings, service, client)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 def direct_channel(settings: Settings, service: str, replica: int = 0) -> grpc.Channel:

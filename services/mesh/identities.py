@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import grpc
+
 from services.kit.files import write_private
 from services.kit.pki import DevPki
 from services.mesh.render import sds_files
@@ -52,3 +54,13 @@ def _replace(path: Path, content: bytes, private: bool = False) -> None:
     temporary = path.with_name(f".{path.name}.new")
     temporary.write_bytes(content)
     os.replace(temporary, path)
+
+
+def client_credentials(directory: Path) -> grpc.ChannelCredentials:
+    """Mutual TLS as the identity whose files are in `directory` (cert.pem,
+    key.pem), trusting the CA beside them (ca.pem)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=(directory / "ca.pem").read_bytes(),
+        private_key=(directory / "key.pem").read_bytes(),
+        certificate_chain=(directory / "cert.pem").read_bytes(),
+    )

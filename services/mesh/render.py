@@ -427,6 +427,11 @@ def gateway_sidecar(spec: MeshSpec, place: Placement) -> Json:
     }
 
 
+def _per_minute(requests: int) -> Json:
+    """A token bucket letting `requests` through a minute."""
+    return {"max_tokens": requests, "tokens_per_fill": requests, "fill_interval": "60s"}
+
+
 def _rest_local_replies() -> Json:
     """What the edge answers itself (too large, too many token requests, no
     healthy upstream) in the gateway's error shape, a `google.rpc.Status`."""
@@ -478,11 +483,7 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
     token_limit = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
         "stat_prefix": "oauth_token",
-        "token_bucket": {
-            "max_tokens": spec.edge.token_requests_per_minute,
-            "tokens_per_fill": spec.edge.token_requests_per_minute,
-            "fill_interval": "60s",
-        },
+        "token_bucket": _per_minute(spec.edge.token_requests_per_minute),
         "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
         "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
         # And per client address: a bucket of its own for each (up to 10,000 addresses at once).
@@ -490,11 +491,7 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
         "descriptors": [
             {
                 "entries": [{"key": "remote_address"}],
-                "token_bucket": {
-                    "max_tokens": spec.edge.token_requests_per_minute_per_client,
-                    "tokens_per_fill": spec.edge.token_requests_per_minute_per_client,
-                    "fill_interval": "60s",
-                },
+                "token_bucket": _per_minute(spec.edge.token_requests_per_minute_per_client),
             }
         ],
         "max_dynamic_descriptors": 10_000,
@@ -559,8 +556,9 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
     # and retried per RPC exactly as a sidecar's outbound listener does.
     grpc_tls = _downstream_tls(directory, [{"prefix": f"spiffe://{spec.trust_domain}/"}])
     grpc_routes = _routes(spec, "edge")
+    streamed = _client_streaming()
     for route in grpc_routes:  # an upload streamed in chunks is limited by the service, not buffered here
-        if route["match"].get("path") in _client_streaming():
+        if route["match"].get("path") in streamed:
             route["typed_per_filter_config"] = _UNBUFFERED
     # Reflection (a bidirectional stream) and health of the platform as a whole.
     grpc_routes += [

@@ -119,12 +119,7 @@ def test_each_service_refuses_an_identity_the_spec_does_not_allow(platform: Plat
     spec, place = load(), mesh_placement(platform.settings)
     method = next(iter(methods(service).values()))
     caller = next(c for c in SERVICES if c != service and method.name not in spec.allowed(c, service))
-    directory = identities.directory(platform.settings.pki_dir, caller)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=(directory / "ca.pem").read_bytes(),
-        private_key=(directory / "key.pem").read_bytes(),
-        certificate_chain=(directory / "cert.pem").read_bytes(),
-    )
+    credentials = identities.client_credentials(identities.directory(platform.settings.pki_dir, caller))
     admin = place.admin(service, 0)
     denied = envoy.counters(admin).get("http.inbound.rbac.denied", 0)
     request_id = f"rbac-{uuid.uuid4().hex}"

@@ -196,13 +196,6 @@ resource "aws_s3_bucket" "certificates" {
   # checkov:skip=CKV2_AWS_62:no consumer needs S3 event notifications; issuance events flow through the certificate service's outbox
 }
 
-resource "aws_s3_bucket_versioning" "certificates" {
-  bucket = aws_s3_bucket.certificates.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
 resource "aws_s3_bucket_server_side_encryption_configuration" "certificates" {
   bucket = aws_s3_bucket.certificates.id
   rule {
@@ -214,8 +207,22 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "certificates" {
   }
 }
 
-resource "aws_s3_bucket_public_access_block" "certificates" {
-  bucket                  = aws_s3_bucket.certificates.id
+# What both buckets share: versions kept, and no public access of any kind.
+locals {
+  buckets = { certificates = aws_s3_bucket.certificates.id, access_logs = aws_s3_bucket.access_logs.id }
+}
+
+resource "aws_s3_bucket_versioning" "bucket" {
+  for_each = local.buckets
+  bucket   = each.value
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "bucket" {
+  for_each                = local.buckets
+  bucket                  = each.value
   block_public_acls       = true
   block_public_policy     = true
   ignore_public_acls      = true
@@ -310,13 +317,6 @@ resource "aws_s3_bucket" "access_logs" {
   # checkov:skip=CKV2_AWS_62:no consumer needs event notifications of access logs
 }
 
-resource "aws_s3_bucket_versioning" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
 resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
   bucket = aws_s3_bucket.access_logs.id
   rule {
@@ -324,14 +324,6 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
       sse_algorithm = "AES256"
     }
   }
-}
-
-resource "aws_s3_bucket_public_access_block" "access_logs" {
-  bucket                  = aws_s3_bucket.access_logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {

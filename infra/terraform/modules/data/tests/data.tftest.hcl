@@ -95,7 +95,7 @@ run "nothing_is_public" {
     error_message = "PostgreSQL must not be publicly accessible"
   }
   assert {
-    condition     = aws_s3_bucket_public_access_block.certificates.block_public_acls && aws_s3_bucket_public_access_block.certificates.block_public_policy && aws_s3_bucket_public_access_block.certificates.restrict_public_buckets
+    condition     = aws_s3_bucket_public_access_block.bucket["certificates"].block_public_acls && aws_s3_bucket_public_access_block.bucket["certificates"].block_public_policy && aws_s3_bucket_public_access_block.bucket["certificates"].restrict_public_buckets
     error_message = "the certificate bucket blocks every public access"
   }
   assert {
