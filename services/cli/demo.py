@@ -93,7 +93,7 @@ def catalog_step(cluster: Cluster, out: Path, console: Console) -> dict[str, obj
     with sync_channel(settings, "product") as channel:
         stub = product_service_pb2_grpc.ProductServiceStub(channel)
         operation = stub.ImportProducts(
-            product_service_pb2.ImportProductsRequest(uris=stage_for_import(settings, files)),
+            product_service_pb2.ImportProductsRequest(uris=stage_for_import(settings, [str(f) for f in files])),
             metadata=token,
             timeout=30,
         )

@@ -63,17 +63,21 @@ def synth(
         console.print(f"  {path}")
 
 
-def stage_for_import(settings: Settings, files: list[Path]) -> list[str]:
-    """URIs the product service may read for these local files: a file
-    already in an import directory as it is; any other one linked (or, across
-    file systems, copied) into the inbox first, since the service reads
-    nowhere else. A file is staged under a name of its own identity, so
-    a retry with the same request id names the same URIs."""
+def stage_for_import(settings: Settings, files: list[str]) -> list[str]:
+    """URIs the product service may read for these files: a bucket URI
+    (gs://, s3://) or a file already in an import directory as it is; any
+    other local file linked (or, across file systems, copied) into the inbox
+    first, since the service reads nowhere else. A file is staged under a
+    name of its own identity, so a retry with the same request id names the
+    same URIs."""
     inbox = settings.import_directories[0]
     roots = [root.resolve() for root in settings.import_directories]
     uris = []
     for file in files:
-        path = file.resolve()
+        if file.startswith(("gs://", "s3://")):
+            uris.append(file)
+            continue
+        path = Path(file).resolve()
         if any(path.is_relative_to(root) for root in roots):
             uris.append(str(path))
             continue
@@ -136,7 +140,12 @@ def import_summary(operation: operations_pb2.Operation, seconds: float) -> Table
 
 @app.command("import")
 def import_files(
-    files: Annotated[list[Path], typer.Argument(help="CSV, NDJSON (.gz too) or Parquet files; shards of one export.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="CSV, NDJSON (.gz too) or Parquet files, or gs:// and s3:// URIs (globs over shards in quotes)."
+        ),
+    ],
     format: Annotated[
         str, typer.Option("--format", help="csv, ndjson or parquet; guessed from names when omitted.")
     ] = "",

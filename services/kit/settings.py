@@ -119,8 +119,18 @@ class Settings(BaseSettings):
     )
     import_roots: str = Field(
         default="",
-        description="Comma-separated directories catalog imports may read from (a relative URI is taken in the "
-        "first); default <data_dir>/inbox. Nothing else on the service's host is readable through an import.",
+        description="Comma-separated directories and bucket prefixes (gs://bucket/prefix, s3://bucket/prefix) "
+        "catalog imports may read from (a relative URI is taken in the first directory); default "
+        "<data_dir>/inbox. Nothing else on the service's host or in the cloud is readable through an import.",
+    )
+    import_s3_endpoint: str = Field(
+        default="", description="S3 endpoint for imports (a test server); AWS's own, with the task role, when empty."
+    )
+    import_s3_region: str = Field(default="us-east-1", description="Region of the import buckets in S3.")
+    import_gcs_endpoint: str = Field(
+        default="",
+        description="host:port of a Cloud Storage emulator (plain HTTP, anonymous); Google's own when empty, "
+        "with Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS).",
     )
     import_chunk_rows: int = Field(
         default=50_000, ge=100, le=1_000_000, description="Rows per committed chunk of a bulk import."
@@ -217,6 +227,9 @@ class Settings(BaseSettings):
     def _one_transport_security(self) -> Settings:
         if self.tls and self.mesh:
             raise ValueError("BMC_TLS is for running without the mesh (BMC_MESH=0): the sidecars already do mutual TLS")
+        for root in self.import_roots.split(","):
+            if "://" in root and not root.strip().startswith(("gs://", "s3://")):
+                raise ValueError(f"BMC_IMPORT_ROOTS: {root.strip()!r} is neither a directory nor gs:// or s3://")
         return self
 
     def as_environment(self) -> dict[str, str]:
@@ -241,8 +254,14 @@ class Settings(BaseSettings):
 
     @property
     def import_directories(self) -> list[Path]:
-        listed = [Path(p.strip()) for p in self.import_roots.split(",") if p.strip()]
+        listed = [
+            Path(p.strip()) for p in self.import_roots.split(",") if p.strip() and "://" not in p
+        ]  # buckets: below
         return listed or [self.data_dir / "inbox"]
+
+    @property
+    def import_buckets(self) -> list[str]:
+        return [p.strip() for p in self.import_roots.split(",") if p.strip().startswith(("gs://", "s3://"))]
 
     @property
     def page_token_key_file(self) -> Path:

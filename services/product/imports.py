@@ -1,8 +1,8 @@
 """Bulk import of catalog exports as a long-running operation.
 
 Files are read only from the configured import roots (`BMC_IMPORT_ROOTS`:
-the local inbox under the data directory by default), never from anywhere
-else on the service's host. Each file is read as a stream and cut into
+the local inbox under the data directory by default; bucket prefixes in
+`gs://` and `s3://` too, `locations`), never from anywhere else. Each file is read as a stream and cut into
 chunks of about `BMC_IMPORT_CHUNK_ROWS` input rows, checked by a reader
 process (`parsing`). A chunk is committed in one transaction that also
 records the chunk, its rejects and the operation's progress (`store`). So
@@ -15,20 +15,21 @@ an import is:
 from __future__ import annotations
 
 import csv
-import glob
-import os
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 
 import structlog
 from google.longrunning import operations_pb2
 
 from bmc.product.v1 import product_pb2, product_service_pb2
 from services.kit.database import Database
-from services.kit.errors import FieldViolation, InvalidArgument
+from services.kit.errors import InvalidArgument, Unavailable
 from services.kit.operations import Job, OperationRunner, OperationStore
 from services.product.cache import ProductCache
+from services.product.locations import Found, ImportRoots
 from services.product.parsing import ChunkReader, FileEnd
-from services.product.readers import FileFormatError, SourceFile
+from services.product.readers import FileFormatError, SourceFile, SourceUnreadable
 from services.product.store import FILE_DONE, Counts, ImportStore
 
 log = structlog.get_logger("bmc.product.import")
@@ -36,51 +37,15 @@ log = structlog.get_logger("bmc.product.import")
 KIND = "import-products"
 FIRST_LOAD, BULK, MERGE = "first load", "bulk", "merge"
 BYTES_PER_ROW = {"": 150, ".gz": 30, ".parquet": 50}
-REMOTE_SCHEMES = ("s3://", "gs://")
 ImportJob = Job[product_service_pb2.ImportProductsRequest, product_pb2.ImportProductsMetadata]
 
 
-def estimated_rows(paths: list[Path]) -> int:
+def estimated_rows(files: list[Found]) -> int:
     total = 0
-    for path in paths:
-        suffix = path.suffix if path.suffix in BYTES_PER_ROW else ""
-        total += path.stat().st_size // BYTES_PER_ROW[suffix]
+    for found in files:
+        suffix = PurePosixPath(found.name).suffix
+        total += found.size // BYTES_PER_ROW.get(suffix, BYTES_PER_ROW[""])
     return total
-
-
-class ImportRoots:
-    """Where imports may read: local directories (a path is taken relative to
-    the first, and must lie inside one once symbolic links are followed)."""
-
-    def __init__(self, roots: list[Path]) -> None:
-        self.local = [root.resolve() for root in roots]
-
-    def _inside(self, path: Path) -> bool:
-        return any(path == root or path.is_relative_to(root) for root in self.local)
-
-    def expand(self, uris: list[str]) -> list[Path]:
-        """Files named by `uris` (globs expanded, in a stable order), or
-        INVALID_ARGUMENT naming each URI that is outside the roots or matches nothing."""
-        paths: list[Path] = []
-        violations: list[FieldViolation] = []
-        for index, uri in enumerate(uris):
-            field = f"uris[{index}]"
-            if uri.startswith(REMOTE_SCHEMES):
-                violations.append(FieldViolation(field, "reading cloud buckets is not enabled here", "UNSUPPORTED_URI"))
-                continue
-            pattern = os.path.normpath(self.local[0] / uri.removeprefix("file://"))  # an absolute uri stays itself
-            if not self._inside(Path(pattern)):
-                violations.append(FieldViolation(field, "outside the import directories", "OUTSIDE_IMPORT_ROOTS"))
-                continue
-            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            # Resolved again: a link inside a root may point anywhere.
-            files = [f for f in (Path(m).resolve() for m in matches) if self._inside(f) and f.is_file()]
-            if not files:
-                violations.append(FieldViolation(field, "no readable file there", "FILE_NOT_FOUND"))
-            paths.extend(files)
-        if violations:
-            raise InvalidArgument("some import files cannot be read", reason="BAD_IMPORT_SOURCE", violations=violations)
-        return paths
 
 
 class ProductImporter:
@@ -114,11 +79,11 @@ class ProductImporter:
     async def start(self, request: product_service_pb2.ImportProductsRequest, subject: str) -> operations_pb2.Operation:
         """Checks the files, records the operation and starts it; a repeated
         `request_id` returns the first operation and starts nothing."""
-        paths = self._roots.expand(list(request.uris))
+        files = self._roots.expand(list(request.uris))
         stored = product_service_pb2.ImportProductsRequest(
-            uris=[str(p) for p in paths], format=request.format, request_id=request.request_id
+            uris=[f.uri for f in files], format=request.format, request_id=request.request_id
         )
-        meta = product_pb2.ImportProductsMetadata(uris=stored.uris, bytes_total=sum(p.stat().st_size for p in paths))
+        meta = product_pb2.ImportProductsMetadata(uris=stored.uris, bytes_total=sum(f.size for f in files))
         return await self.runner.start(request, meta, tenant="", subject=subject, stored=stored)
 
     async def resume_unfinished(self) -> list[str]:
@@ -141,11 +106,12 @@ class ProductImporter:
     async def _run(self, job: ImportJob) -> product_pb2.ImportProductsResponse:
         store = ImportStore(job.connection, job.name)
         await store.prepare()
-        mode = await self._mode(store, [Path(u) for u in job.request.uris])
+        with _read_errors():
+            sources = [SourceFile(uri, job.request.format, self._roots.buckets) for uri in job.request.uris]
+        mode = await self._mode(store, [Found(s.path, s.size) for s in sources])
         try:
-            await self._load(store, job, mode)
-        except FileFormatError as exc:
-            raise InvalidArgument(str(exc), reason="UNREADABLE_FILE") from exc
+            with _read_errors():
+                await self._load(store, job, mode, sources)
         finally:
             if mode != MERGE:
                 # Whatever the outcome, committed chunks are kept: indexed and in place.
@@ -162,7 +128,7 @@ class ProductImporter:
         log.info("import finished", operation=job.name, rows=response.rows_read, inserted=response.inserted)
         return response
 
-    async def _mode(self, store: ImportStore, paths: list[Path]) -> str:
+    async def _mode(self, store: ImportStore, files: list[Found]) -> str:
         """How this import writes: a first load of an empty catalog, a bulk
         merge without secondary indexes (large next to the catalog), or a
         plain merge. The first two hold the bulk lock: one at a time."""
@@ -173,20 +139,19 @@ class ProductImporter:
             return MERGE
         if await store.claim_first_load():
             return FIRST_LOAD
-        rows = estimated_rows(paths)
+        rows = estimated_rows(files)
         if rows >= self._bulk_rows and rows >= await store.catalog_rows() // 4:
             log.info("bulk mode: secondary indexes go once chunks rewrite most rows", estimated_rows=rows)
             return BULK
         await store.unlock_bulk()
         return MERGE
 
-    async def _load(self, store: ImportStore, job: ImportJob, mode: str) -> Counts:
+    async def _load(self, store: ImportStore, job: ImportJob, mode: str, sources: list[SourceFile]) -> Counts:
         """Loads every file not yet committed. A bulk merge drops the
         secondary indexes at the first chunk that rewrites most of its rows:
         re-importing an unchanged export writes nothing, and keeps them."""
         first, drop_pending = mode == FIRST_LOAD, mode == BULK
         done, totals = await store.committed()
-        sources = [SourceFile(Path(uri), job.request.format) for uri in job.request.uris]
         actor = job.subject or "import"
         pending = []
         for file_index, source in enumerate(sources):
@@ -194,7 +159,7 @@ class ProductImporter:
                 totals.bytes_done += source.size
             else:
                 pending.append((file_index, source.path, done.get(file_index, set())))
-        reader = ChunkReader(pending, job.request.format, self._chunk_rows, with_line=not first)
+        reader = ChunkReader(pending, job.request.format, self._chunk_rows, not first, self._roots.buckets)
         try:
             while (item := await reader.next()) is not None:
                 if isinstance(item, FileEnd):
@@ -215,7 +180,7 @@ class ProductImporter:
                     drop_pending = False
                 _progress(job.meta, totals, totals.bytes_done + item.bytes_read)
                 await job.report(
-                    f"loading {sources[item.file_index].path.name}",
+                    f"loading {PurePosixPath(sources[item.file_index].path).name}",
                     cancel_message="import cancelled; chunks committed before the request are kept",
                 )
         finally:
@@ -249,6 +214,19 @@ class ProductImporter:
                     [job.request.uris[r["file_index"]], r["line"], r["field"], r["reason"], r["message"], r["raw"]]
                 )
         return path.resolve().as_uri()
+
+
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    """A file that is not what it claims fails the import for good; storage
+    that failed past its client's retries fails it as UNAVAILABLE (committed
+    chunks are kept either way)."""
+    try:
+        yield
+    except FileFormatError as exc:
+        raise InvalidArgument(str(exc), reason="UNREADABLE_FILE") from exc
+    except (SourceUnreadable, OSError) as exc:
+        raise Unavailable(f"cannot read the import files: {exc}", reason="SOURCE_UNREADABLE") from exc
 
 
 def _progress(meta: product_pb2.ImportProductsMetadata, totals: Counts, bytes_read: int) -> None:

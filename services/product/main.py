@@ -13,7 +13,8 @@ from services.kit.operations import OperationStore
 from services.kit.server import Resources, ServiceDefinition, run_service
 from services.product.api import OPERATIONS, ProductApi
 from services.product.cache import ProductCache
-from services.product.imports import ImportRoots, ProductImporter
+from services.product.imports import ProductImporter
+from services.product.locations import Buckets, ImportRoots
 from services.product.store import CatalogStore
 
 
@@ -28,7 +29,10 @@ async def build(resources: Resources) -> ProductApi:
         database,
         operations,
         cache,
-        ImportRoots(settings.import_directories),
+        ImportRoots(
+            [*map(str, settings.import_directories), *settings.import_buckets],
+            Buckets(settings.import_s3_endpoint, settings.import_s3_region, settings.import_gcs_endpoint),
+        ),
         settings.data_dir / "imports",
         settings.import_chunk_rows,
         settings.import_bulk_rows,

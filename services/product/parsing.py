@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, NamedTuple
 
 import pyarrow as pa
@@ -32,13 +31,23 @@ import pyarrow.csv as pa_csv
 from bmc.product.v1 import product_pb2
 from services.product.columnar import decode_batch
 from services.product.domain import InvalidProduct, RowDecoder, product_from_row
-from services.product.readers import GZIP_ERRORS, FileFormatError, Reject, Row, SourceFile, csv_records
+from services.product.locations import Buckets
+from services.product.readers import (
+    GZIP_ERRORS,
+    FileFormatError,
+    Reject,
+    Row,
+    SourceFile,
+    SourceUnreadable,
+    csv_records,
+)
 
 _QUEUE_DEPTH = 3
 _READ_SIZE = 1 << 22
 _QUOTE_REACH = 1 << 21
 _END = "end"
 _ERROR = "error"
+_UNREADABLE = "unreadable"
 
 
 @dataclass
@@ -289,18 +298,21 @@ def _produce(
     file_format: int,
     size: int,
     with_line: bool,
+    buckets: Buckets,
     out: multiprocessing.Queue[object],
 ) -> None:
     _exit_with_parent()
     try:
         for file_index, path, skip in files:
-            source = SourceFile(Path(path), file_format)
+            source = SourceFile(path, file_format, buckets)
             for chunk in chunks(source, skip, size, file_index, with_line):
                 out.put(chunk)
             out.put(FileEnd(file_index, source.size))
         out.put(_END)
     except FileFormatError as exc:
         out.put((_ERROR, str(exc)))
+    except OSError as exc:  # storage unreachable or a file gone, past the clients' own retries
+        out.put((_UNREADABLE, f"cannot read the import files: {str(exc).strip()[:300]}"))
 
 
 class ChunkReader:
@@ -308,13 +320,17 @@ class ChunkReader:
     awaited one by one; each file's last chunk is followed by a `FileEnd`."""
 
     def __init__(
-        self, files: list[tuple[int, Path, set[int]]], file_format: int, size: int, with_line: bool = True
+        self,
+        files: list[tuple[int, str, set[int]]],
+        file_format: int,
+        size: int,
+        with_line: bool = True,
+        buckets: Buckets | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._queue: multiprocessing.Queue[object] = context.Queue(maxsize=_QUEUE_DEPTH)
-        listed = [(index, str(path), skip) for index, path, skip in files]
         self._process = context.Process(
-            target=_produce, args=(listed, file_format, size, with_line, self._queue), daemon=True
+            target=_produce, args=(files, file_format, size, with_line, buckets or Buckets(), self._queue), daemon=True
         )
         self._process.start()
 
@@ -334,6 +350,8 @@ class ChunkReader:
         if isinstance(item, (Chunk, FileEnd)):
             return item
         assert isinstance(item, tuple)
+        if item[0] == _UNREADABLE:
+            raise SourceUnreadable(str(item[1]))
         raise FileFormatError(str(item[1]))
 
     def close(self) -> None:

@@ -13,13 +13,14 @@ import gzip
 import io
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, NamedTuple, cast
 
 import orjson
 
 from bmc.product.v1 import product_pb2
 from services.product.domain import DATA_FIELDS, canonical_column
+from services.product.locations import Buckets, open_random_access, open_stream
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
@@ -29,6 +30,10 @@ csv.field_size_limit(1 << 20)
 
 class FileFormatError(Exception):
     """The file as a whole cannot be read as the format it claims."""
+
+
+class SourceUnreadable(Exception):
+    """The storage holding the file failed (past its client's retries), or the file is gone."""
 
 
 def _known(columns: list[str]) -> str:
@@ -82,26 +87,28 @@ class CountingReader(io.RawIOBase):
         super().close()
 
 
-def detect_format(path: Path, requested: int) -> int:
+def detect_format(name: str, requested: int) -> int:
     if requested:
         return requested
-    name = path.name.lower().removesuffix(".gz").removesuffix(".gzip")
+    name = PurePosixPath(name).name.lower().removesuffix(".gz").removesuffix(".gzip")
     if name.endswith(".csv"):
         return product_pb2.IMPORT_FORMAT_CSV
     if name.endswith((".ndjson", ".jsonl", ".json")):
         return product_pb2.IMPORT_FORMAT_NDJSON
     if name.endswith(".parquet"):
         return product_pb2.IMPORT_FORMAT_PARQUET
-    raise FileFormatError(f"{path}: cannot tell the format from the name; give it explicitly (CSV, NDJSON, PARQUET)")
+    raise FileFormatError(f"{name}: cannot tell the format from the name; give it explicitly (CSV, NDJSON, PARQUET)")
 
 
 class SourceFile:
-    """One input file: its rows, and how many of its bytes were read."""
+    """One input file, local or in a bucket: its rows, and how many of its bytes were read."""
 
-    def __init__(self, path: Path, requested_format: int) -> None:
-        self.path = path
-        self.format = detect_format(path, requested_format)
-        self.size = path.stat().st_size
+    def __init__(self, location: str | Path, requested_format: int, buckets: Buckets | None = None) -> None:
+        self.path = str(location)  # as errors name it
+        self.format = detect_format(self.path, requested_format)
+        self._buckets = buckets or Buckets()
+        with open_random_access(self._buckets, self.path) as handle:
+            self.size = handle.seek(0, io.SEEK_END)
         self._counter: CountingReader | None = None
         self._parquet_rows_done = 0
         self._parquet_rows_total = 0
@@ -125,7 +132,7 @@ class SourceFile:
 
     def open_binary(self) -> IO[bytes]:
         """The file's bytes (gunzipped), counted for progress; refuses binary data."""
-        self._counter = CountingReader(self.path.open("rb"))
+        self._counter = CountingReader(open_stream(self._buckets, self.path))
         buffered = io.BufferedReader(self._counter, buffer_size=1 << 20)
         stream: IO[bytes] = (
             cast(IO[bytes], gzip.GzipFile(fileobj=buffered))
@@ -176,16 +183,23 @@ class SourceFile:
     def _parquet_rows(self) -> Iterator[Row | Reject]:
         import pyarrow.parquet as pq
 
-        with self.path.open("rb") as handle:
-            head = handle.read(4)
-            handle.seek(-4, io.SEEK_END)
-            tail = handle.read(4)
-        if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
-            raise FileFormatError(f"{self.path}: not a Parquet file (missing PAR1 magic)")
+        handle = open_random_access(self._buckets, self.path)
         try:
-            parquet = pq.ParquetFile(self.path)
-        except Exception as exc:
-            raise FileFormatError(f"{self.path}: unreadable Parquet ({exc})") from exc
+            head = handle.read(4)
+            handle.seek(max(self.size - 4, 0))
+            tail = handle.read(4)
+            if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+                raise FileFormatError(f"{self.path}: not a Parquet file (missing PAR1 magic)")
+            handle.seek(0)
+            try:
+                parquet = pq.ParquetFile(handle)
+            except Exception as exc:
+                raise FileFormatError(f"{self.path}: unreadable Parquet ({exc})") from exc
+            yield from self._parquet_batches(parquet)
+        finally:
+            handle.close()
+
+    def _parquet_batches(self, parquet: Any) -> Iterator[Row | Reject]:
         self._parquet_rows_total = parquet.metadata.num_rows
         columns = [canonical_column(name) for name in parquet.schema_arrow.names]
         if "code" not in columns:

@@ -59,4 +59,5 @@ def registry(settings: Settings, role: str = "broker", tenant: str = "acme") -> 
 
 def load_sample_catalog(settings: Settings) -> None:
     with catalog(settings) as cat:
-        result_of(cat.import_and_wait(stage_for_import(settings, [ROOT / "samples" / "catalog" / "commodities.csv"])))
+        sample = str(ROOT / "samples" / "catalog" / "commodities.csv")
+        result_of(cat.import_and_wait(stage_for_import(settings, [sample])))
