@@ -6,22 +6,42 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 
-.PHONY: setup demo up test test-fast test-future lint gen gen-check clean
+.PHONY: setup demo up test test-fast test-future lint gen gen-check lock clean
 
-$(STAMP): pyproject.toml tools/system-packages.sh
+# Every dependency as locked (requirements/*.lock: every transitive package
+# pinned, every file hashed), then the project itself without dependencies.
+$(STAMP): pyproject.toml requirements/dev.lock tools/system-packages.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@bash tools/system-packages.sh
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# checkov pins its own dependencies, some against the project's: its own venv.
+$(CHECKOV_STAMP): requirements/checkov.lock
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/checkov.lock
+	@touch $(CHECKOV_STAMP)
+
+setup: $(STAMP) $(CHECKOV_STAMP)
 
 demo: setup
 	$(VENV)/bin/bmc demo
 
 up: setup
 	$(VENV)/bin/bmc up
+
+# Re-lock after changing pyproject.toml: the services' image installs
+# runtime.lock, `make setup` dev.lock (tests/unit/test_lock.py checks both).
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet
+lock: setup
+	$(LOCK) -o requirements/runtime.lock
+	$(LOCK) --extra dev -o requirements/dev.lock
+	$(VENV)/bin/uv pip compile requirements/checkov.in --universal --python-version 3.11 --generate-hashes --quiet \
+		-o requirements/checkov.lock
 
 gen: setup
 	$(PY) tools/protogen.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -62,6 +63,16 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str = Field(default="https://auth.bmc.local", description="Expected `iss` of access tokens.")
     jwt_audience: str = Field(default="bmc-registry", description="Expected `aud` of access tokens.")
+    jwt_scope_prefix: str = Field(
+        default="",
+        description="Tokens from Amazon Cognito's client-credentials grant: no `aud` or `roles` claims; the roles "
+        "are the scopes <prefix><role> (the resource server's identifier and a slash). Empty: the `roles` claim.",
+    )
+    jwt_client_tenants: str = Field(
+        default="{}",
+        description="With BMC_JWT_SCOPE_PREFIX: the broker each broker client acts for, as a JSON object "
+        '{"<client_id>": "<tenant>"} (Terraform renders it from the app clients).',
+    )
     jwks: str | None = Field(
         default=None,
         description="JWKS file path or https URL of the token issuer; default the dev JWKS in the data directory.",
@@ -227,6 +238,9 @@ class Settings(BaseSettings):
     def _one_transport_security(self) -> Settings:
         if self.tls and self.mesh:
             raise ValueError("BMC_TLS is for running without the mesh (BMC_MESH=0): the sidecars already do mutual TLS")
+        tenants = json.loads(self.jwt_client_tenants or "{}")
+        if not isinstance(tenants, dict) or not all(isinstance(v, str) for v in tenants.values()):
+            raise ValueError('BMC_JWT_CLIENT_TENANTS must be a JSON object {"<client_id>": "<tenant>"}')
         for root in self.import_roots.split(","):
             if "://" in root and not root.strip().startswith(("gs://", "s3://")):
                 raise ValueError(f"BMC_IMPORT_ROOTS: {root.strip()!r} is neither a directory nor gs:// or s3://")

@@ -109,8 +109,16 @@ class TokenVerifier:
     CACHE_SECONDS = 300
     CACHE_SIZE = 10_000
 
-    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway_seconds: int) -> None:
+    def __init__(
+        self,
+        keys: KeySet,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int,
+        cognito: CognitoClaims | None = None,
+    ) -> None:
         self._keys, self._issuer, self._audience, self._leeway = keys, issuer, audience, leeway_seconds
+        self._cognito = cognito
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def cached(self, token: str) -> Principal | None:
@@ -136,8 +144,17 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
+        cognito = (
+            CognitoClaims(settings.jwt_scope_prefix, json.loads(settings.jwt_client_tenants or "{}"))
+            if settings.jwt_scope_prefix
+            else None
+        )
         return cls(
-            KeySet(settings.jwks_source), settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_seconds
+            KeySet(settings.jwks_source),
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.jwt_leeway_seconds,
+            cognito,
         )
 
     def _verify(self, token: str) -> tuple[Principal, float]:
@@ -161,10 +178,13 @@ class TokenVerifier:
                 token,
                 key.key,
                 algorithms=[key.algorithm_name],
-                audience=self._audience,
+                audience=None if self._cognito else self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                options={
+                    "require": ["exp", "iat", "iss", "sub", *(("client_id",) if self._cognito else ("aud",))],
+                    "verify_aud": not self._cognito,
+                },
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenError("TOKEN_EXPIRED", "token has expired") from exc
@@ -180,7 +200,33 @@ class TokenVerifier:
             raise TokenError("MISSING_CLAIM", str(exc)) from exc
         except jwt.InvalidTokenError as exc:
             raise TokenError("INVALID_TOKEN", f"token refused: {exc}") from exc
-        return principal_from_claims(claims), float(claims["exp"])
+        principal = self._cognito.principal(claims) if self._cognito else principal_from_claims(claims)
+        return principal, float(claims["exp"])
+
+
+@dataclass(frozen=True)
+class CognitoClaims:
+    """Access tokens of Amazon Cognito's client-credentials grant, as API
+    Gateway's authorizer passes them on: an access token (`token_use`) of an
+    app client (`client_id`, which API Gateway already matched against the
+    registry's clients) whose scopes name its roles. A broker client's
+    tenant is not in the token at all: it is fixed per app client, so no
+    token can speak for another broker."""
+
+    scope_prefix: str
+    client_tenants: Mapping[str, str]
+
+    def principal(self, claims: Mapping[str, Any]) -> Principal:
+        if claims.get("token_use") != "access":
+            raise TokenError("NOT_AN_ACCESS_TOKEN", "only access tokens are accepted (token_use must be `access`)")
+        client = str(claims["client_id"])
+        scopes = str(claims.get("scope", "")).split()
+        names = [s.removeprefix(self.scope_prefix) for s in scopes if s.startswith(self.scope_prefix)]
+        roles = frozenset(ROLE_NAMES[n] for n in names if n in ROLE_NAMES and n not in ("service", "public"))
+        tenant = self.client_tenants.get(client, "")
+        if policy_pb2.ROLE_BROKER in roles and not tenant:
+            raise TokenError("MISSING_TENANT", f"app client {client} has the broker scope but no broker assigned")
+        return Principal(subject=client, roles=roles, tenant=tenant, token_id=str(claims.get("jti", "")))
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

@@ -71,6 +71,10 @@ class Placement:
     edge_rest: tuple[str, int]
     edge_grpc: tuple[str, int]
     gateway: tuple[str, int]  # the REST gateway, as the edge reaches it
+    # Proxies in front of the edge that append to X-Forwarded-For (AWS: API
+    # Gateway's VPC link, then the load balancer); the caller is that many
+    # entries from the right.
+    edge_trusted_hops: int = 0
 
 
 def _address(host: str, port: int) -> Json:
@@ -543,9 +547,11 @@ def edge(spec: MeshSpec, place: Placement) -> Json:
                         generate_request_id=True,
                         preserve_external_request_id=True,  # a client's own id follows its call
                         local_reply_config=_rest_local_replies(),
-                        # The edge faces the callers: their address is the connection's, appended to
-                        # X-Forwarded-For for the gateway (whose own limits are per address too).
+                        # The edge faces the callers: their address is the connection's (or, behind
+                        # trusted proxies, theirs), appended to X-Forwarded-For for the gateway (whose
+                        # own limits are per address too).
                         use_remote_address=True,
+                        **({"xff_num_trusted_hops": place.edge_trusted_hops} if place.edge_trusted_hops else {}),
                     )
                 ],
             }
@@ -649,19 +655,22 @@ def local_placement(base: int, gateway_port: int, pki: Path, edge_port: int) -> 
 def aws_placement(namespace: str = "bmc.local") -> Placement:
     """ECS Fargate: one sidecar per task, the app on the task's loopback,
     other services by their Cloud Map names; certificates written into
-    /etc/envoy/tls/ by the task's init container (from ACM Private CA)."""
+    /etc/envoy/tls/<identity>/ by the task's init container (from ACM Private CA). The
+    edge runs in the gateway's task, behind the internal load balancer, and
+    reaches the gateway on the task's loopback."""
     return Placement(
         name="aws",
         inbound=lambda name, replica: (f"{name}.{namespace}", 8443),
         bind_inbound=lambda name, replica: ("0.0.0.0", 8443),  # noqa: S104 - the task's own interface
         app=lambda name, replica: 50051,
         outbound=lambda name, replica: 15001,
-        admin=lambda name, replica: 9901,
-        certificates=lambda identity: Path("/etc/envoy/tls"),
+        admin=lambda name, replica: 9902 if name == "edge" else 9901,  # the edge shares the gateway's task
+        certificates=lambda identity: Path("/etc/envoy/tls") / identity,  # the gateway's task holds two
         dns=True,
         edge_rest=("0.0.0.0", 8443),  # noqa: S104
         edge_grpc=("0.0.0.0", 8444),  # noqa: S104
-        gateway=(f"gateway.{namespace}", 8080),
+        gateway=("127.0.0.1", 8080),
+        edge_trusted_hops=2,
     )
 
 

@@ -113,3 +113,75 @@ def test_missing_jwks_file_is_a_clear_refusal(tmp_path: Path) -> None:
     with pytest.raises(TokenError) as caught:
         verifier.verify(token)
     assert caught.value.reason == "NO_KEYS"
+
+
+# Amazon Cognito's client-credentials access tokens, shaped as the user pool
+# issues them (no `aud`, no `roles`, the roles as scopes, `client_id` = `sub`).
+COGNITO_PREFIX = "https://api.bmc-registry.co/"
+
+
+def _cognito_token(settings: Settings, client: str, scope: str, **changes: object) -> str:
+    key = ensure_dev_signing_key(settings)
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": settings.jwt_issuer,
+        "sub": client,
+        "client_id": client,
+        "token_use": "access",
+        "scope": scope,
+        "iat": now,
+        "exp": now + 900,
+        "jti": "cognito-1",
+        **changes,
+    }
+    return jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
+
+
+@pytest.fixture
+def cognito(tmp_path: Path) -> tuple[Settings, TokenVerifier]:
+    settings = Settings(
+        data_dir=tmp_path, jwt_scope_prefix=COGNITO_PREFIX, jwt_client_tenants='{"erp-agrocampo": "B0042"}'
+    )
+    ensure_dev_signing_key(settings)
+    return settings, TokenVerifier.from_settings(settings)
+
+
+def test_cognito_scopes_are_roles_and_the_app_client_fixes_the_tenant(cognito: tuple[Settings, TokenVerifier]) -> None:
+    settings, verifier = cognito
+    broker = verifier.verify(_cognito_token(settings, "erp-agrocampo", f"{COGNITO_PREFIX}broker"))
+    assert broker.roles == {policy_pb2.ROLE_BROKER}
+    assert broker.broker == "brokers/B0042"
+    office = verifier.verify(
+        _cognito_token(settings, "backoffice", f"{COGNITO_PREFIX}operator {COGNITO_PREFIX}auditor other/admin")
+    )
+    assert office.roles == {policy_pb2.ROLE_OPERATOR, policy_pb2.ROLE_AUDITOR}, "scopes of other servers give nothing"
+    assert office.subject == "backoffice"
+
+
+@pytest.mark.parametrize(
+    ("client", "scope", "changes", "reason"),
+    [
+        ("erp-unknown", f"{COGNITO_PREFIX}broker", {}, "MISSING_TENANT"),  # broker scope, no broker assigned
+        ("erp-agrocampo", f"{COGNITO_PREFIX}broker", {"token_use": "id"}, "NOT_AN_ACCESS_TOKEN"),
+        ("erp-agrocampo", f"{COGNITO_PREFIX}broker", {"client_id": None}, "MISSING_CLAIM"),
+        ("erp-agrocampo", f"{COGNITO_PREFIX}broker", {"iss": "https://elsewhere"}, "WRONG_ISSUER"),
+    ],
+)
+def test_cognito_tokens_that_do_not_qualify_are_refused(
+    cognito: tuple[Settings, TokenVerifier], client: str, scope: str, changes: dict[str, object], reason: str
+) -> None:
+    settings, verifier = cognito
+    token = _cognito_token(settings, client, scope, **changes)
+    if changes.get("client_id", "") is None:  # the claim absent, not null
+        key = ensure_dev_signing_key(settings)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        del claims["client_id"]
+        token = jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == reason
+
+
+def test_a_tenant_map_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        Settings(data_dir=tmp_path, jwt_client_tenants='["B0042"]')

@@ -31,6 +31,11 @@ module "estate" {
   app_image               = var.app_image
   envoy_image             = var.envoy_image
   identity_image          = var.identity_image
-  jwks_url                = var.jwks_url
-  jwt_issuer              = var.jwt_issuer
+  edge_certificate_arn    = var.edge_certificate_arn
+  edge_internal_domain    = var.edge_internal_domain
+  domain_name             = var.domain_name
+  domain_certificate_arn  = var.domain_certificate_arn
+  clients                 = var.clients
+  operator_cidrs          = var.operator_cidrs
+  alarm_emails            = var.alarm_emails
 }

@@ -46,12 +46,42 @@ variable "identity_image" {
   type        = string
 }
 
-variable "jwks_url" {
-  description = "JWKS of the token issuer."
+variable "edge_certificate_arn" {
+  description = "ACM certificate of the internal load balancer."
   type        = string
 }
 
-variable "jwt_issuer" {
-  description = "Expected iss of access tokens."
+variable "edge_internal_domain" {
+  description = "The name in that certificate."
   type        = string
+}
+
+variable "domain_name" {
+  description = "The public API's domain (empty: API Gateway's own endpoint)."
+  type        = string
+  default     = ""
+}
+
+variable "domain_certificate_arn" {
+  type    = string
+  default = ""
+}
+
+variable "clients" {
+  description = "Machine clients (ERPs) by name: roles, and the broker a broker client acts for."
+  type = map(object({
+    roles  = list(string)
+    tenant = optional(string, "")
+  }))
+  default = {}
+}
+
+variable "operator_cidrs" {
+  type    = list(string)
+  default = []
+}
+
+variable "alarm_emails" {
+  type    = list(string)
+  default = []
 }

@@ -13,6 +13,9 @@ data "aws_caller_identity" "current" {}
 
 data "aws_iam_policy_document" "key" {
   # The account administers the key; services get use of it through their own roles' policies.
+  # checkov:skip=CKV_AWS_111:a key policy's "*" resource is the key itself; the account's IAM policies then decide who writes
+  # checkov:skip=CKV_AWS_356:same: in a KMS key policy the resource "*" means this key only
+  # checkov:skip=CKV_AWS_109:the account root administering its own key is AWS's default key policy (without it the key is unmanageable)
   statement {
     sid       = "AccountAdministers"
     actions   = ["kms:*"]
@@ -192,7 +195,9 @@ resource "aws_elasticache_replication_group" "main" {
 resource "aws_s3_bucket" "certificates" {
   bucket              = "${var.name}-certificates"
   object_lock_enabled = true
-  # checkov:skip=CKV_AWS_144:certificates are replicated by Object Lock retention and S3's own Multi-AZ durability; cross-region replication is a business decision (ADR pending)
+  # checkov:skip=CKV_AWS_144:S3 keeps every object across at least three AZs, under Object Lock; a copy in another region is a business decision (ADR pending)
+  # checkov:skip=CKV_AWS_21:versioning is on, set for both buckets by aws_s3_bucket_versioning.bucket's for_each (checkov does not follow it)
+  # checkov:skip=CKV2_AWS_6:the public access block is aws_s3_bucket_public_access_block.bucket, for_each over both buckets
   # checkov:skip=CKV2_AWS_62:no consumer needs S3 event notifications; issuance events flow through the certificate service's outbox
 }
 
@@ -315,6 +320,8 @@ resource "aws_s3_bucket" "access_logs" {
   # checkov:skip=CKV_AWS_18:the access-log bucket does not log its own access (that would loop)
   # checkov:skip=CKV_AWS_144:access logs are not replicated across regions
   # checkov:skip=CKV2_AWS_62:no consumer needs event notifications of access logs
+  # checkov:skip=CKV_AWS_21:versioning is on, set for both buckets by aws_s3_bucket_versioning.bucket's for_each (checkov does not follow it)
+  # checkov:skip=CKV2_AWS_6:the public access block is aws_s3_bucket_public_access_block.bucket, for_each over both buckets
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {

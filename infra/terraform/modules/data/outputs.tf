@@ -38,3 +38,11 @@ output "signing_key_secret_arn" {
 output "certificate_bucket_arn" {
   value = aws_s3_bucket.certificates.arn
 }
+
+output "database_id" {
+  value = aws_db_instance.main.identifier
+}
+
+output "redis_id" {
+  value = aws_elasticache_replication_group.main.id
+}

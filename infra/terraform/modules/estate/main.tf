@@ -29,3 +29,53 @@ module "data" {
   # Only the services' tasks reach PostgreSQL and Redis.
   client_security_groups = { for name in local.with_database : name => module.service[name].security_group_id }
 }
+
+module "edge" {
+  source                   = "../edge"
+  name                     = var.name
+  vpc_id                   = module.network.vpc_id
+  subnet_ids               = module.network.app_subnet_ids
+  kms_key_arn              = module.data.kms_key_arn
+  listener_certificate_arn = var.edge_certificate_arn
+  internal_domain          = var.edge_internal_domain
+  domain_name              = var.domain_name
+  domain_certificate_arn   = var.domain_certificate_arn
+  clients                  = var.clients
+}
+
+module "observability" {
+  source       = "../observability"
+  name         = var.name
+  kms_key_arn  = module.data.kms_key_arn
+  alarm_emails = var.alarm_emails
+  api_id       = module.edge.api_id
+  database_id  = module.data.database_id
+  redis_id     = module.data.redis_id
+}
+
+# The images: immutable tags (a digest names one build forever), scanned on push.
+resource "aws_ecr_repository" "image" {
+  for_each             = toset(["services", "envoy", "identity"])
+  name                 = "${var.name}/${each.key}"
+  image_tag_mutability = "IMMUTABLE"
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+  encryption_configuration {
+    encryption_type = "KMS"
+    kms_key         = module.data.kms_key_arn
+  }
+}
+
+resource "aws_ecr_lifecycle_policy" "image" {
+  for_each   = aws_ecr_repository.image
+  repository = each.value.name
+  policy = jsonencode({
+    rules = [{
+      rulePriority = 1
+      description  = "keep the last 50 images (rollbacks reach far enough back)"
+      selection    = { tagStatus = "any", countType = "imageCountMoreThan", countNumber = 50 }
+      action       = { type = "expire" }
+    }]
+  })
+}

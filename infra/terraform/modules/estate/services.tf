@@ -31,6 +31,7 @@ resource "aws_service_discovery_private_dns_namespace" "mesh" {
 
 # Every sidecar carries this group; only its members reach a sidecar's port.
 resource "aws_security_group" "mesh" {
+  # checkov:skip=CKV2_AWS_5:attached to every ECS service through module.service's mesh_security_group_id (checkov does not follow module inputs)
   name        = "${var.name}-mesh"
   description = "membership of the service mesh"
   vpc_id      = module.network.vpc_id
@@ -74,8 +75,25 @@ module "service" {
   cpu                    = each.value.cpu
   memory                 = each.value.memory
   kms_key_arn            = module.data.kms_key_arn
+  edge_bootstrap         = each.key == "gateway" ? file("${local.mesh_dir}/edge.json") : ""
+  # Services: the mesh, on the sidecar's port. The gateway's task (with the
+  # edge): the load balancer on REST, the operators' network on gRPC.
+  ingress = each.key == "gateway" ? merge(
+    { alb = { port = 8443, description = "REST from the internal load balancer", security_group_id = module.edge.load_balancer_security_group_id } },
+    { for i, cidr in var.operator_cidrs : "operators-${i}" => { port = 8444, description = "operators' gRPC (mutual TLS, operator certificates)", cidr = cidr } },
+    ) : {
+    mesh = { port = 8443, description = "mutual TLS from other sidecars (the app itself listens on loopback)", security_group_id = aws_security_group.mesh.id }
+  }
+  load_balanced       = each.key == "gateway"
+  target_group_arn    = each.key == "gateway" ? module.edge.target_group_arn : ""
+  request_count_label = each.key == "gateway" ? module.edge.request_count_label : ""
   environment = merge(
-    { BMC_JWKS = var.jwks_url, BMC_JWT_ISSUER = var.jwt_issuer },
+    {
+      BMC_JWKS               = module.edge.jwks_url
+      BMC_JWT_ISSUER         = module.edge.issuer
+      BMC_JWT_SCOPE_PREFIX   = module.edge.scope_prefix
+      BMC_JWT_CLIENT_TENANTS = module.edge.client_tenants
+    },
     each.key == "certificate" ? { BMC_OBJECT_STORE_S3_BUCKET = module.data.certificate_bucket, BMC_OBJECT_STORE_S3_KMS_KEY = module.data.kms_key_arn } : {},
   )
   secrets = merge(

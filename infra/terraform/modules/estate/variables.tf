@@ -45,12 +45,43 @@ variable "identity_image" {
   type        = string
 }
 
-variable "jwks_url" {
-  description = "JWKS of the token issuer (the Cognito user pool)."
+variable "edge_certificate_arn" {
+  description = "ACM certificate of the internal load balancer (edge_internal_domain)."
   type        = string
 }
 
-variable "jwt_issuer" {
-  description = "Expected iss of access tokens."
+variable "edge_internal_domain" {
+  description = "The load balancer's name as API Gateway verifies it (e.g. edge.bmc.internal)."
   type        = string
+}
+
+variable "domain_name" {
+  description = "The public API's domain (empty: API Gateway's own endpoint)."
+  type        = string
+  default     = ""
+}
+
+variable "domain_certificate_arn" {
+  type    = string
+  default = ""
+}
+
+variable "clients" {
+  description = "Machine clients (ERPs) and their roles; a broker client names its broker."
+  type = map(object({
+    roles  = list(string)
+    tenant = optional(string, "")
+  }))
+  default = {}
+}
+
+variable "operator_cidrs" {
+  description = "Address ranges (the operators' VPN) that reach the edge's gRPC port."
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_emails" {
+  type    = list(string)
+  default = []
 }

@@ -14,16 +14,42 @@ terraform {
 
 locals {
   sidecar_port = 8443
-  containers = [
+  # The gateway's task also runs the edge Envoy (mesh/aws/edge.json): REST
+  # from the load balancer on 8443, operators' gRPC on 8444; its own sidecar
+  # then only carries the gateway's calls out.
+  edge = var.edge_bootstrap == "" ? [] : [
+    {
+      name                   = "edge"
+      image                  = var.envoy_image
+      essential              = true
+      readonlyRootFilesystem = true
+      user                   = "10101"
+      entryPoint             = ["/bin/sh", "-c"]
+      command                = ["printf '%s' \"$ENVOY_BOOTSTRAP\" > /run/edge/bootstrap.json && exec envoy -c /run/edge/bootstrap.json --concurrency 2 --base-id 1"]
+      environment            = [{ name = "ENVOY_BOOTSTRAP", value = var.edge_bootstrap }]
+      portMappings = [
+        { containerPort = local.sidecar_port, protocol = "tcp", name = "rest" },
+        { containerPort = local.sidecar_port + 1, protocol = "tcp", name = "grpc" },
+      ]
+      mountPoints = [
+        { sourceVolume = "tls", containerPath = "/etc/envoy/tls", readOnly = true },
+        { sourceVolume = "edge", containerPath = "/run/edge" },
+      ]
+      dependsOn        = [{ containerName = "identity", condition = "SUCCESS" }]
+      logConfiguration = local.logs
+    },
+  ]
+  containers = concat([
     {
       name                   = "identity"
       image                  = var.identity_image
       essential              = false
       readonlyRootFilesystem = true
       user                   = "10001"
-      environment            = [{ name = "SPIFFE_ID", value = "spiffe://${var.trust_domain}/service/${var.name}" }]
-      mountPoints            = [{ sourceVolume = "tls", containerPath = "/etc/envoy/tls" }]
-      logConfiguration       = local.logs
+      # One certificate per Envoy of the task, each in /etc/envoy/tls/<name>/ (where the bootstraps look).
+      environment      = [{ name = "SPIFFE_IDS", value = join(" ", [for n in concat([var.name], var.edge_bootstrap == "" ? [] : ["edge"]) : "spiffe://${var.trust_domain}/service/${n}"]) }]
+      mountPoints      = [{ sourceVolume = "tls", containerPath = "/etc/envoy/tls" }]
+      logConfiguration = local.logs
     },
     {
       name                   = "envoy"
@@ -35,7 +61,7 @@ locals {
       entryPoint   = ["/bin/sh", "-c"]
       command      = ["printf '%s' \"$ENVOY_BOOTSTRAP\" > /run/envoy/bootstrap.json && exec envoy -c /run/envoy/bootstrap.json --concurrency 1"]
       environment  = [{ name = "ENVOY_BOOTSTRAP", value = var.envoy_bootstrap }]
-      portMappings = [{ containerPort = local.sidecar_port, protocol = "tcp", name = "mesh" }]
+      portMappings = var.edge_bootstrap == "" ? [{ containerPort = local.sidecar_port, protocol = "tcp", name = "mesh" }] : []
       mountPoints = [
         { sourceVolume = "tls", containerPath = "/etc/envoy/tls", readOnly = true },
         { sourceVolume = "envoy", containerPath = "/run/envoy" },
@@ -67,7 +93,7 @@ locals {
       dependsOn        = [{ containerName = "envoy", condition = "START" }]
       logConfiguration = local.logs
     },
-  ]
+  ], local.edge)
   logs = {
     logDriver = "awslogs"
     options = {
@@ -102,6 +128,12 @@ resource "aws_ecs_task_definition" "service" {
   volume {
     name = "scratch"
   }
+  dynamic "volume" {
+    for_each = var.edge_bootstrap == "" ? [] : ["edge"]
+    content {
+      name = volume.value
+    }
+  }
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = "ARM64"
@@ -114,13 +146,17 @@ resource "aws_security_group" "service" {
   vpc_id      = var.vpc_id
 }
 
+# Who reaches the task, on which port: by default the mesh, on the sidecar's
+# port (the app itself listens on loopback).
 resource "aws_vpc_security_group_ingress_rule" "mesh" {
+  for_each                     = var.ingress
   security_group_id            = aws_security_group.service.id
-  referenced_security_group_id = var.mesh_security_group_id
+  referenced_security_group_id = each.value.security_group_id
+  cidr_ipv4                    = each.value.cidr
   ip_protocol                  = "tcp"
-  from_port                    = local.sidecar_port
-  to_port                      = local.sidecar_port
-  description                  = "mutual TLS from other sidecars (the app itself listens on loopback)"
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  description                  = each.value.description
 }
 
 resource "aws_vpc_security_group_egress_rule" "vpc" {
@@ -163,6 +199,14 @@ resource "aws_ecs_service" "service" {
   service_registries {
     registry_arn = aws_service_discovery_service.service.arn
   }
+  dynamic "load_balancer" {
+    for_each = var.load_balanced ? ["edge"] : []
+    content {
+      target_group_arn = var.target_group_arn
+      container_name   = load_balancer.value
+      container_port   = local.sidecar_port
+    }
+  }
   deployment_circuit_breaker {
     enable   = true
     rollback = true
@@ -192,6 +236,25 @@ resource "aws_appautoscaling_policy" "cpu" {
     target_value = var.cpu_target_percent
     predefined_metric_specification {
       predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+    scale_in_cooldown  = 120
+    scale_out_cooldown = 30
+  }
+}
+
+# Behind the load balancer, requests per task too: CPU lags a burst of small requests.
+resource "aws_appautoscaling_policy" "requests" {
+  count              = var.load_balanced ? 1 : 0
+  name               = "${var.environment_name}-${var.name}-requests"
+  service_namespace  = aws_appautoscaling_target.service.service_namespace
+  resource_id        = aws_appautoscaling_target.service.resource_id
+  scalable_dimension = aws_appautoscaling_target.service.scalable_dimension
+  policy_type        = "TargetTrackingScaling"
+  target_tracking_scaling_policy_configuration {
+    target_value = var.requests_per_task_target
+    predefined_metric_specification {
+      predefined_metric_type = "ALBRequestCountPerTarget"
+      resource_label         = var.request_count_label
     }
     scale_in_cooldown  = 120
     scale_out_cooldown = 30

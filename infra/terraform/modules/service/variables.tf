@@ -125,3 +125,42 @@ variable "log_retention_days" {
   type    = number
   default = 365
 }
+
+variable "edge_bootstrap" {
+  description = "The gateway's task only: mesh/aws/edge.json, run by an `edge` Envoy beside the sidecar."
+  type        = string
+  default     = ""
+}
+
+variable "ingress" {
+  description = "Who reaches the task: a security group or an address range, on a port (the mesh's group on 8443 for a service)."
+  type = map(object({
+    port              = number
+    description       = string
+    security_group_id = optional(string)
+    cidr              = optional(string)
+  }))
+}
+
+variable "load_balanced" {
+  description = "Registered with the edge's target group (the gateway's task); scaled on requests per task too."
+  type        = bool
+  default     = false
+}
+
+variable "target_group_arn" {
+  type    = string
+  default = ""
+}
+
+variable "request_count_label" {
+  description = "<load balancer>/<target group> as ALBRequestCountPerTarget names them."
+  type        = string
+  default     = ""
+}
+
+variable "requests_per_task_target" {
+  description = "Requests a minute per task the autoscaler keeps (from bench/: a gateway task serves ~40,000 a minute at 60% CPU)."
+  type        = number
+  default     = 20000
+}

@@ -27,6 +27,30 @@ mock_provider "aws" {
   mock_resource "aws_service_discovery_service" {
     defaults = { arn = "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-mocked" }
   }
+  mock_resource "aws_cognito_user_pool" {
+    defaults = { id = "us-east-1_mocked", arn = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_mocked" }
+  }
+  mock_resource "aws_lb" {
+    defaults = { arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/bmc-test-edge/0123", arn_suffix = "app/bmc-test-edge/0123" }
+  }
+  mock_resource "aws_lb_target_group" {
+    defaults = { arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/bmc-test-edge/4567", arn_suffix = "targetgroup/bmc-test-edge/4567" }
+  }
+  mock_resource "aws_lb_listener" {
+    defaults = { arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/bmc-test-edge/0123/89ab" }
+  }
+  mock_resource "aws_wafv2_web_acl" {
+    defaults = { arn = "arn:aws:wafv2:us-east-1:123456789012:regional/webacl/bmc-test-edge/mocked" }
+  }
+  mock_resource "aws_sns_topic" {
+    defaults = { arn = "arn:aws:sns:us-east-1:123456789012:bmc-test-alarms" }
+  }
+  mock_data "aws_region" {
+    defaults = { name = "us-east-1" }
+  }
+  mock_data "aws_vpc" {
+    defaults = { cidr_block = "10.40.0.0/16" }
+  }
   mock_data "aws_caller_identity" {
     defaults = { account_id = "123456789012" }
   }
@@ -50,12 +74,42 @@ variables {
   app_image               = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-services@sha256:0000"
   envoy_image             = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-envoy@sha256:0000"
   identity_image          = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-identity@sha256:0000"
-  jwks_url                = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example/.well-known/jwks.json"
-  jwt_issuer              = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example"
+  edge_certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/edge"
+  edge_internal_domain    = "edge.bmc.internal"
+  clients = {
+    erp-agrocampo = { roles = ["broker"], tenant = "B0042" }
+    backoffice    = { roles = ["operator"] }
+  }
 }
 
 run "the_environment_plans" {
   command = plan # fails on anything keyed by a value known only after apply
+}
+
+run "one_entry_one_token_issuer" {
+  command = apply
+
+  assert {
+    condition     = length(module.edge.client_ids) == 2
+    error_message = "one app client per machine client"
+  }
+  assert {
+    condition = alltrue([
+      for name, service in module.service : one([
+        for c in jsondecode(service.container_definitions) :
+        one([for e in c.environment : e.value if e.name == "BMC_JWKS"]) if c.name == "app"
+      ]) == "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_mocked/.well-known/jwks.json"
+    ])
+    error_message = "every service verifies tokens against the user pool's keys"
+  }
+  assert {
+    condition     = alltrue([for repo in aws_ecr_repository.image : repo.image_tag_mutability == "IMMUTABLE" && repo.image_scanning_configuration[0].scan_on_push])
+    error_message = "images are immutable and scanned on push"
+  }
+  assert {
+    condition     = length(module.observability.alarm_names) == 9
+    error_message = "5xx rate, p99, four consumers' lag, RDS CPU and storage, Redis memory"
+  }
 }
 
 run "every_service_runs_behind_its_own_sidecar" {

@@ -27,6 +27,7 @@ variables {
   memory                 = 1024
   kms_key_arn            = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   secrets                = { BMC_DATABASE_URL = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bmc-test/product/database" }
+  ingress                = { mesh = { port = 8443, description = "mutual TLS from other sidecars", security_group_id = "sg-mesh" } }
 }
 
 run "the_task_carries_its_envoy_sidecar_with_the_rendered_bootstrap" {
@@ -66,7 +67,7 @@ run "only_the_sidecar_is_reachable" {
     error_message = "the app exposes no port: it listens on the task's loopback, behind its sidecar"
   }
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.mesh.referenced_security_group_id == "sg-mesh" && aws_vpc_security_group_ingress_rule.mesh.from_port == 8443 && aws_vpc_security_group_ingress_rule.mesh.to_port == 8443
+    condition     = alltrue([for rule in aws_vpc_security_group_ingress_rule.mesh : rule.referenced_security_group_id == "sg-mesh" && rule.cidr_ipv4 == null && rule.from_port == 8443 && rule.to_port == 8443])
     error_message = "only other sidecars (the mesh's security group) reach the sidecar's port"
   }
   assert {
@@ -94,4 +95,38 @@ run "more_than_five_tasks_is_refused" {
     max_tasks = 6
   }
   expect_failures = [var.max_tasks]
+}
+
+run "the_gateway_task_carries_the_edge_behind_the_load_balancer" {
+  command = plan
+  variables {
+    name                = "gateway"
+    envoy_bootstrap     = file("../../../../mesh/aws/gateway.json")
+    edge_bootstrap      = file("../../../../mesh/aws/edge.json")
+    secrets             = {}
+    ingress             = { edge = { port = 8443, description = "the load balancer", security_group_id = "sg-alb" } }
+    load_balanced       = true
+    target_group_arn    = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/bmc-test-edge/0123456789abcdef"
+    request_count_label = "app/bmc-test-edge/0123/targetgroup/bmc-test-edge/4567"
+  }
+
+  assert {
+    condition = one([
+      for c in jsondecode(aws_ecs_task_definition.service.container_definitions) :
+      one([for e in c.environment : e.value if e.name == "ENVOY_BOOTSTRAP"]) if c.name == "edge"
+    ]) == file("../../../../mesh/aws/edge.json")
+    error_message = "the edge Envoy runs the mesh renderer's edge.json, unchanged"
+  }
+  assert {
+    condition     = one(aws_ecs_service.service.load_balancer).container_name == "edge" && one(aws_ecs_service.service.load_balancer).container_port == 8443
+    error_message = "the load balancer reaches the edge Envoy, never the app or the sidecar"
+  }
+  assert {
+    condition     = aws_appautoscaling_policy.requests[0].target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "ALBRequestCountPerTarget"
+    error_message = "the gateway also scales on requests per task"
+  }
+  assert {
+    condition     = alltrue([for rule in aws_vpc_security_group_ingress_rule.mesh : rule.referenced_security_group_id == "sg-alb"])
+    error_message = "only the load balancer reaches the edge"
+  }
 }

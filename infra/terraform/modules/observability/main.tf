@@ -1,0 +1,151 @@
+# What wakes someone up: one SNS topic, and alarms on the objectives that
+# matter to brokers and to DIAN — registrations answered (5xx rate, p99
+# latency), events flowing (consumer lag: every registered invoice charged and
+# certified), and the stores' headroom (RDS CPU and storage, Redis memory).
+#
+# Consumer lag comes from the services' own metrics (issue #20's exporters,
+# shipped to CloudWatch as BMC/Streams ConsumerLagSeconds {Consumer, Source} by the collector);
+# until they arrive the alarm is INSUFFICIENT_DATA, and missing data counts as
+# breaching, so a silent pipeline is never taken for a healthy one.
+
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "~> 5.100" }
+  }
+}
+
+resource "aws_sns_topic" "alarms" {
+  name              = "${var.name}-alarms"
+  kms_master_key_id = var.kms_key_arn
+}
+
+resource "aws_sns_topic_subscription" "email" {
+  for_each  = toset(var.alarm_emails)
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "email"
+  endpoint  = each.value
+}
+
+locals {
+  actions = [aws_sns_topic.alarms.arn]
+}
+
+# 5xx ratio of the public API, over requests (metric math), so a quiet night
+# with one error does not page and a busy hour with many does.
+resource "aws_cloudwatch_metric_alarm" "api_5xx" {
+  alarm_name          = "${var.name}-api-5xx-rate"
+  alarm_description   = "More than ${var.max_5xx_percent}% of API requests answered 5xx (registration availability)"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.max_5xx_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching" # no requests, no errors
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  metric_query {
+    id          = "rate"
+    expression  = "100 * errors / MAX([requests, 1])"
+    label       = "5xx %"
+    return_data = true
+  }
+  metric_query {
+    id = "errors"
+    metric {
+      namespace   = "AWS/ApiGateway"
+      metric_name = "5xx"
+      dimensions  = { ApiId = var.api_id }
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApiGateway"
+      metric_name = "Count"
+      dimensions  = { ApiId = var.api_id }
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "api_p99" {
+  alarm_name          = "${var.name}-api-latency-p99"
+  alarm_description   = "p99 latency of the API above ${var.p99_latency_ms} ms (registration latency)"
+  namespace           = "AWS/ApiGateway"
+  metric_name         = "Latency"
+  dimensions          = { ApiId = var.api_id }
+  extended_statistic  = "p99"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.p99_latency_ms
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "consumer_lag" {
+  for_each            = toset(var.consumers)
+  alarm_name          = "${var.name}-lag-${each.value}"
+  alarm_description   = "The oldest event pending for ${each.value} is older than ${var.max_lag_seconds} s (invoices registered but not yet charged or certified)"
+  namespace           = "BMC/Streams"
+  metric_name         = "ConsumerLagSeconds"
+  dimensions          = { Consumer = split("-from-", each.value)[0], Source = split("-from-", each.value)[1] }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.max_lag_seconds
+  treat_missing_data  = "breaching" # a consumer that stopped reporting is not a healthy one
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "database_cpu" {
+  alarm_name          = "${var.name}-database-cpu"
+  alarm_description   = "PostgreSQL CPU above 80% for 15 minutes"
+  namespace           = "AWS/RDS"
+  metric_name         = "CPUUtilization"
+  dimensions          = { DBInstanceIdentifier = var.database_id }
+  statistic           = "Average"
+  period              = 300
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 80
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "database_storage" {
+  alarm_name          = "${var.name}-database-free-storage"
+  alarm_description   = "PostgreSQL free storage below ${var.min_free_storage_gb} GB (storage autoscaling has a ceiling)"
+  namespace           = "AWS/RDS"
+  metric_name         = "FreeStorageSpace"
+  dimensions          = { DBInstanceIdentifier = var.database_id }
+  statistic           = "Minimum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.min_free_storage_gb * 1024 * 1024 * 1024
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "redis_memory" {
+  alarm_name          = "${var.name}-redis-memory"
+  alarm_description   = "Redis memory above 80%: the streams' backlog or the catalog cache is outgrowing the nodes"
+  namespace           = "AWS/ElastiCache"
+  metric_name         = "DatabaseMemoryUsagePercentage"
+  dimensions          = { ReplicationGroupId = var.redis_id }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 80
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
