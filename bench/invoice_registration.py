@@ -16,6 +16,7 @@ import io
 import time
 import zipfile
 
+import asyncpg
 import grpc
 import psutil
 from google.longrunning import operations_pb2
@@ -25,6 +26,7 @@ from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2
 from services.dian import calendar
 from services.invoice.synth import invoices
 from services.kit.clients import aio_channel, bearer
+from services.kit.database import asyncpg_kwargs, database_name, service_url
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
 from tests.integration.invoice_helpers import load_sample_catalog, registry
@@ -116,6 +118,25 @@ def ubl_import(settings: Settings, count: int, pid: int, per_file: int = 20_000)
     )
 
 
+async def stored_bytes(settings: Settings, database_url: str) -> str:
+    """What a registration leaves on disk: the invoice database (events, the
+    read model, their indexes) over the invoices it holds (RDS sizing)."""
+    url = service_url(database_url, database_name(settings, "invoice"))
+    connection = await asyncpg.connect(**asyncpg_kwargs(url))
+    try:
+        await connection.execute("VACUUM ANALYZE")
+        invoices, size = await connection.fetchrow(
+            "SELECT (SELECT count(*) FROM invoices), pg_database_size(current_database())"
+        )
+    finally:
+        await connection.close()
+    per = size / max(invoices, 1)
+    return (
+        f"invoice database: {size / 2**20:,.0f} MiB for {invoices:,} invoices = {per / 1024:,.1f} KiB per invoice "
+        f"(with the empty database's fixed 8 MiB); a year at 10,000/h: {per * 87_600_000 / 2**30:,.0f} GiB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -128,6 +149,8 @@ def main() -> None:
             print(summary(asyncio.run(measure(cluster.settings, args.seconds))), flush=True)
         if args.ubl:
             print(ubl_import(cluster.settings, args.ubl, cluster.processes["invoice"][0].pid))
+        assert cluster.infrastructure is not None
+        print(asyncio.run(stored_bytes(cluster.settings, cluster.infrastructure.database_url)))
 
 
 if __name__ == "__main__":

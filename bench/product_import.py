@@ -42,7 +42,7 @@ def shards_for(rows: int, count: int, root: Path) -> list[Path]:
         write_shards(directory, rows, "csv", count)
         marker.touch()
         print(f"  generated in {time.monotonic() - started:.0f}s", flush=True)
-    return sorted(directory.glob("*.csv"))
+    return sorted(directory.resolve().glob("*.csv"))
 
 
 async def raw_copy(settings: Settings, database_url: str, paths: list[Path]) -> float:
@@ -60,6 +60,28 @@ async def raw_copy(settings: Settings, database_url: str, paths: list[Path]) -> 
         return elapsed
     finally:
         await connection.close()
+
+
+async def storage(settings: Settings, database_url: str, rows: int) -> list[str]:
+    """What the catalog takes on disk, per row and at 60M rows (the RDS sizing in infra/terraform/README.md)."""
+    url = service_url(database_url, database_name(settings, "product"))
+    connection = await asyncpg.connect(**asyncpg_kwargs(url))
+    try:
+        await connection.execute("VACUUM ANALYZE products")
+        heap, indexes, total, database = await connection.fetchrow(
+            "SELECT pg_relation_size('products') + COALESCE(pg_relation_size(reltoastrelid), 0),"
+            " pg_indexes_size('products'), pg_total_relation_size('products'), pg_database_size(current_database())"
+            " FROM pg_class WHERE oid = 'products'::regclass"
+        )
+    finally:
+        await connection.close()
+    scale = TARGET_ROWS / rows
+    return [
+        f"  on disk: table {heap / rows:,.0f} B/row, indexes {indexes / rows:,.0f} B/row, "
+        f"total {total / rows:,.0f} B/row; whole database {database / 2**30:,.2f} GiB",
+        f"  at 60M rows: table {heap * scale / 2**30:,.1f} GiB, indexes {indexes * scale / 2**30:,.1f} GiB, "
+        f"total {total * scale / 2**30:,.1f} GiB",
+    ]
 
 
 class RssSampler(threading.Thread):
@@ -122,6 +144,7 @@ def run(rows: int, shard_count: int, root: Path) -> list[str]:
         pid = cluster.processes["product"][0].pid
         first_seconds, first, peak_first, first_stages = timed_import(settings, paths, pid)
         again_seconds, again, peak_again, again_stages = timed_import(settings, paths, pid)
+        on_disk = asyncio.run(storage(settings, cluster.infrastructure.database_url, rows))
     copy_rate, first_rate, again_rate = rows / copy_seconds, rows / first_seconds, rows / again_seconds
     lines += [
         f"  raw COPY (baseline)        {copy_seconds:8.1f} s  {copy_rate:10,.0f} rows/s   1.00x",
@@ -133,6 +156,7 @@ def run(rows: int, shard_count: int, root: Path) -> list[str]:
         f"  stages (unchanged): {_stages(again_stages)}",
         f"  60M rows at this rate: {TARGET_ROWS / first_rate / 60:.1f} min (new), "
         f"{TARGET_ROWS / again_rate / 60:.1f} min (re-import)",
+        *on_disk,
     ]
     return lines
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,11 +184,23 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
         log.info("stopped")
 
 
+async def migrate_only(definition: ServiceDefinition, settings: Settings) -> None:
+    """Creates the service's database if needed and brings it to the head
+    of its migrations, then returns: the one-off task a deployment runs
+    before rolling out a release (`python -m services.<name>.main --migrate`).
+    Services also migrate at start, under an advisory lock, so a release
+    whose migrations are additive needs no separate step."""
+    infra = await asyncio.to_thread(ensure_infrastructure, settings)
+    database = await open_database(settings, infra.database_url, definition.name, definition.migrations)
+    await database.close()
+    log.info("migrated", service=definition.name)
+
+
 def run_service(definition: ServiceDefinition) -> None:
-    """Entry point of a service's `main`."""
+    """Entry point of a service's `main` (with `--migrate`: migrate, then exit)."""
     settings = get_settings()
     calendar.pin(settings.calendar_date)
     configure_logging(settings, definition.name)
     configure_tracing(settings, definition.name)
     # uvloop: the libuv event loop, markedly faster for asyncpg/redis/grpc I/O.
-    uvloop.run(serve(definition, settings))
+    uvloop.run(migrate_only(definition, settings) if "--migrate" in sys.argv[1:] else serve(definition, settings))

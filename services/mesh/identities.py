@@ -35,15 +35,21 @@ def issue(pki_dir: Path, identity: str, spiffe_id: str, lifetime: dt.timedelta =
     """(Re-)issues the certificate of `identity` and its SDS files; their directory."""
     pki = mesh_pki(pki_dir)
     target = directory(pki_dir, identity)
-    target.mkdir(parents=True, exist_ok=True)
     issued = pki.workload(identity, spiffe_id, lifetime)
-    _replace(target / "cert.pem", issued.certificate)
-    _replace(target / "key.pem", issued.private_key, private=True)
-    _replace(target / "ca.pem", pki.ca_certificate())
-    # The SDS files last: moving them into the watched directory is what makes Envoy reload.
+    install(target, issued.certificate, issued.private_key, pki.ca_certificate())
+    return target
+
+
+def install(target: Path, certificate: bytes, private_key: bytes, trusted_ca: bytes) -> None:
+    """Puts a certificate, its key and the CA to trust where a sidecar's SDS
+    files point, and (last) the SDS files themselves: moving them into the
+    watched directory is what makes Envoy reload."""
+    target.mkdir(parents=True, exist_ok=True)
+    _replace(target / "cert.pem", certificate)
+    _replace(target / "key.pem", private_key, private=True)
+    _replace(target / "ca.pem", trusted_ca)
     for name, content in sds_files(target).items():
         _replace(target / name, json.dumps(content).encode())
-    return target
 
 
 def _replace(path: Path, content: bytes, private: bool = False) -> None:

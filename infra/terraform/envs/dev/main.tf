@@ -30,7 +30,6 @@ module "estate" {
   redis_node_type         = var.redis_node_type
   app_image               = var.app_image
   envoy_image             = var.envoy_image
-  identity_image          = var.identity_image
   edge_certificate_arn    = var.edge_certificate_arn
   edge_internal_domain    = var.edge_internal_domain
   domain_name             = var.domain_name

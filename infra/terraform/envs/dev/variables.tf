@@ -41,11 +41,6 @@ variable "envoy_image" {
   type        = string
 }
 
-variable "identity_image" {
-  description = "The workload-certificate init container image, by digest."
-  type        = string
-}
-
 variable "edge_certificate_arn" {
   description = "ACM certificate of the internal load balancer."
   type        = string

@@ -79,3 +79,38 @@ resource "aws_ecr_lifecycle_policy" "image" {
     }]
   })
 }
+
+# The mesh's certificate authority: every task's identity container gets its
+# workload certificates (SPIFFE IDs, 7 days at most) from it.
+data "aws_partition" "current" {}
+
+resource "aws_acmpca_certificate_authority" "mesh" {
+  type                            = "ROOT"
+  usage_mode                      = "SHORT_LIVED_CERTIFICATE"
+  permanent_deletion_time_in_days = 7
+  certificate_authority_configuration {
+    key_algorithm     = "EC_prime256v1"
+    signing_algorithm = "SHA256WITHECDSA"
+    subject {
+      organization = "BMC Registry"
+      common_name  = "${var.name} mesh CA"
+    }
+  }
+}
+
+resource "aws_acmpca_certificate" "mesh" {
+  certificate_authority_arn   = aws_acmpca_certificate_authority.mesh.arn
+  certificate_signing_request = aws_acmpca_certificate_authority.mesh.certificate_signing_request
+  signing_algorithm           = "SHA256WITHECDSA"
+  template_arn                = "arn:${data.aws_partition.current.partition}:acm-pca:::template/RootCACertificate/V1"
+  validity {
+    type  = "YEARS"
+    value = 10
+  }
+}
+
+resource "aws_acmpca_certificate_authority_certificate" "mesh" {
+  certificate_authority_arn = aws_acmpca_certificate_authority.mesh.arn
+  certificate               = aws_acmpca_certificate.mesh.certificate
+  certificate_chain         = aws_acmpca_certificate.mesh.certificate_chain
+}

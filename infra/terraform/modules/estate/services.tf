@@ -70,7 +70,7 @@ module "service" {
   namespace_id           = aws_service_discovery_private_dns_namespace.mesh.id
   app_image              = var.app_image
   envoy_image            = var.envoy_image
-  identity_image         = var.identity_image
+  private_ca_arn         = aws_acmpca_certificate_authority.mesh.arn
   envoy_bootstrap        = file("${local.mesh_dir}/${each.key}.json")
   cpu                    = each.value.cpu
   memory                 = each.value.memory

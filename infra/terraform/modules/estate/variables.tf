@@ -40,11 +40,6 @@ variable "envoy_image" {
   type        = string
 }
 
-variable "identity_image" {
-  description = "The init container writing each task's workload certificate."
-  type        = string
-}
-
 variable "edge_certificate_arn" {
   description = "ACM certificate of the internal load balancer (edge_internal_domain)."
   type        = string

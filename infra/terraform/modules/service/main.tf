@@ -14,59 +14,70 @@ terraform {
 
 locals {
   sidecar_port = 8443
-  # The gateway's task also runs the edge Envoy (mesh/aws/edge.json): REST
-  # from the load balancer on 8443, operators' gRPC on 8444; its own sidecar
-  # then only carries the gateway's calls out.
-  edge = var.edge_bootstrap == "" ? [] : [
+  identities   = concat([var.name], var.edge_bootstrap == "" ? [] : ["edge"])
+  # Each Envoy of the task: its sidecar and, in the gateway's task, the edge
+  # (mesh/aws/edge.json: REST from the load balancer on 8443, operators' gRPC
+  # on 8444; the sidecar then only carries the gateway's calls out). The
+  # bootstrap travels in the task definition; Envoy reads it from a volume of
+  # its own, so the root filesystem stays read-only.
+  envoys = merge(
     {
-      name                   = "edge"
+      envoy = {
+        bootstrap   = var.envoy_bootstrap
+        concurrency = 1
+        ports       = var.edge_bootstrap == "" ? { mesh = local.sidecar_port } : {}
+      }
+    },
+    var.edge_bootstrap == "" ? {} : {
+      edge = {
+        bootstrap   = var.edge_bootstrap
+        concurrency = 2
+        ports       = { rest = local.sidecar_port, grpc = local.sidecar_port + 1 }
+      }
+    },
+  )
+  envoy_containers = [
+    for name, envoy in local.envoys : {
+      name                   = name
       image                  = var.envoy_image
       essential              = true
       readonlyRootFilesystem = true
       user                   = "10101"
       entryPoint             = ["/bin/sh", "-c"]
-      command                = ["printf '%s' \"$ENVOY_BOOTSTRAP\" > /run/edge/bootstrap.json && exec envoy -c /run/edge/bootstrap.json --concurrency 2 --base-id 1"]
-      environment            = [{ name = "ENVOY_BOOTSTRAP", value = var.edge_bootstrap }]
-      portMappings = [
-        { containerPort = local.sidecar_port, protocol = "tcp", name = "rest" },
-        { containerPort = local.sidecar_port + 1, protocol = "tcp", name = "grpc" },
-      ]
+      # --base-id: two Envoys in one task must not share their shared-memory region.
+      command      = ["printf '%s' \"$ENVOY_BOOTSTRAP\" > /run/${name}/bootstrap.json && exec envoy -c /run/${name}/bootstrap.json --concurrency ${envoy.concurrency} --base-id ${name == "edge" ? 1 : 0}"]
+      environment  = [{ name = "ENVOY_BOOTSTRAP", value = envoy.bootstrap }]
+      portMappings = [for port_name, port in envoy.ports : { containerPort = port, protocol = "tcp", name = port_name }]
       mountPoints = [
         { sourceVolume = "tls", containerPath = "/etc/envoy/tls", readOnly = true },
-        { sourceVolume = "edge", containerPath = "/run/edge" },
+        { sourceVolume = name, containerPath = "/run/${name}" },
       ]
-      dependsOn        = [{ containerName = "identity", condition = "SUCCESS" }]
+      dependsOn        = [{ containerName = "identity", condition = "HEALTHY" }]
       logConfiguration = local.logs
-    },
+    }
   ]
   containers = concat([
     {
+      # Issues the task's workload certificates from ACM Private CA, installs
+      # them where the bootstraps look and renews them (services.mesh.workload_identity).
       name                   = "identity"
-      image                  = var.identity_image
-      essential              = false
-      readonlyRootFilesystem = true
-      user                   = "10001"
-      # One certificate per Envoy of the task, each in /etc/envoy/tls/<name>/ (where the bootstraps look).
-      environment      = [{ name = "SPIFFE_IDS", value = join(" ", [for n in concat([var.name], var.edge_bootstrap == "" ? [] : ["edge"]) : "spiffe://${var.trust_domain}/service/${n}"]) }]
-      mountPoints      = [{ sourceVolume = "tls", containerPath = "/etc/envoy/tls" }]
-      logConfiguration = local.logs
-    },
-    {
-      name                   = "envoy"
-      image                  = var.envoy_image
+      image                  = var.app_image
       essential              = true
       readonlyRootFilesystem = true
-      user                   = "10101"
-      # The bootstrap travels in the task definition; Envoy reads it from a tmpfs-backed volume.
-      entryPoint   = ["/bin/sh", "-c"]
-      command      = ["printf '%s' \"$ENVOY_BOOTSTRAP\" > /run/envoy/bootstrap.json && exec envoy -c /run/envoy/bootstrap.json --concurrency 1"]
-      environment  = [{ name = "ENVOY_BOOTSTRAP", value = var.envoy_bootstrap }]
-      portMappings = var.edge_bootstrap == "" ? [{ containerPort = local.sidecar_port, protocol = "tcp", name = "mesh" }] : []
-      mountPoints = [
-        { sourceVolume = "tls", containerPath = "/etc/envoy/tls", readOnly = true },
-        { sourceVolume = "envoy", containerPath = "/run/envoy" },
+      user                   = "10001"
+      command                = ["services.mesh.workload_identity"]
+      environment = [
+        { name = "BMC_IDENTITIES", value = join(" ", [for n in local.identities : "spiffe://${var.trust_domain}/service/${n}"]) },
+        { name = "BMC_PCA_ARN", value = var.private_ca_arn },
       ]
-      dependsOn        = [{ containerName = "identity", condition = "SUCCESS" }]
+      mountPoints = [{ sourceVolume = "tls", containerPath = "/etc/envoy/tls" }]
+      healthCheck = {
+        command     = ["CMD", "python", "-m", "services.mesh.workload_identity", "--check"]
+        interval    = 10
+        timeout     = 5
+        retries     = 3
+        startPeriod = 60
+      }
       logConfiguration = local.logs
     },
     {
@@ -93,7 +104,7 @@ locals {
       dependsOn        = [{ containerName = "envoy", condition = "START" }]
       logConfiguration = local.logs
     },
-  ], local.edge)
+  ], local.envoy_containers)
   logs = {
     logDriver = "awslogs"
     options = {
@@ -123,15 +134,12 @@ resource "aws_ecs_task_definition" "service" {
     name = "tls"
   }
   volume {
-    name = "envoy"
-  }
-  volume {
     name = "scratch"
   }
   dynamic "volume" {
-    for_each = var.edge_bootstrap == "" ? [] : ["edge"]
+    for_each = local.envoys # a bootstrap volume per Envoy
     content {
-      name = volume.value
+      name = volume.key
     }
   }
   runtime_platform {
@@ -305,6 +313,30 @@ resource "aws_iam_role_policy" "secrets" {
 resource "aws_iam_role" "task" {
   name               = "${var.environment_name}-${var.name}-task"
   assume_role_policy = data.aws_iam_policy_document.assume.json
+}
+
+# The identity container's certificates: issued by the mesh's private CA,
+# only with the template that keeps the request's SPIFFE ID.
+data "aws_iam_policy_document" "identity" {
+  statement {
+    actions   = ["acm-pca:IssueCertificate"]
+    resources = [var.private_ca_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "acm-pca:TemplateArn"
+      values   = ["arn:aws:acm-pca:::template/EndEntityCertificate_CSRPassthrough/V1"]
+    }
+  }
+  statement {
+    actions   = ["acm-pca:GetCertificate", "acm-pca:GetCertificateAuthorityCertificate"]
+    resources = [var.private_ca_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "identity" {
+  name   = "workload-identity"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.identity.json
 }
 
 resource "aws_iam_role_policy" "task" {

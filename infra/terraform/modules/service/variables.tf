@@ -59,8 +59,8 @@ variable "envoy_image" {
   type        = string
 }
 
-variable "identity_image" {
-  description = "The init container that writes the task's workload certificate (ACM Private CA) into /etc/envoy/tls."
+variable "private_ca_arn" {
+  description = "The mesh's ACM Private CA: the identity container gets the task's workload certificates from it."
   type        = string
 }
 

@@ -51,6 +51,12 @@ mock_provider "aws" {
   mock_data "aws_vpc" {
     defaults = { cidr_block = "10.40.0.0/16" }
   }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_resource "aws_acmpca_certificate_authority" {
+    defaults = { arn = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/mesh" }
+  }
   mock_data "aws_caller_identity" {
     defaults = { account_id = "123456789012" }
   }
@@ -73,7 +79,6 @@ variables {
   redis_node_type         = "cache.r7g.large"
   app_image               = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-services@sha256:0000"
   envoy_image             = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-envoy@sha256:0000"
-  identity_image          = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-identity@sha256:0000"
   edge_certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/edge"
   edge_internal_domain    = "edge.bmc.internal"
   clients = {

@@ -21,7 +21,7 @@ variables {
   namespace_id           = "ns-bmc"
   app_image              = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-services@sha256:0000"
   envoy_image            = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-envoy@sha256:0000"
-  identity_image         = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-identity@sha256:0000"
+  private_ca_arn         = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/mesh"
   envoy_bootstrap        = file("../../../../mesh/aws/product.json")
   cpu                    = 512
   memory                 = 1024
@@ -43,6 +43,14 @@ run "the_task_carries_its_envoy_sidecar_with_the_rendered_bootstrap" {
       one([for e in c.environment : e.value if e.name == "ENVOY_BOOTSTRAP"]) if c.name == "envoy"
     ]) == file("../../../../mesh/aws/product.json")
     error_message = "the sidecar's bootstrap is the mesh renderer's AWS output, unchanged"
+  }
+  assert {
+    condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : c.dependsOn[0] if c.name == "envoy"]) == { containerName = "identity", condition = "HEALTHY" }
+    error_message = "Envoy starts once the identity container has installed a valid certificate"
+  }
+  assert {
+    condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : one([for e in c.environment : e.value if e.name == "BMC_IDENTITIES"]) if c.name == "identity"]) == "spiffe://bmc.local/service/product"
+    error_message = "the task's certificate names the service's own SPIFFE ID"
   }
 }
 
