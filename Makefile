@@ -12,18 +12,21 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 .PHONY: setup demo up test test-fast test-future lint gen gen-check lock clean
 
 # Every dependency as locked (requirements/*.lock: every transitive package
-# pinned, every file hashed), then the project itself without dependencies.
-$(STAMP): pyproject.toml requirements/dev.lock tools/system-packages.sh
+# pinned, every file hashed), installed by uv (itself installed by pip from
+# its own hashed lock), then the project itself without dependencies.
+UV := $(VENV)/bin/uv
+$(STAMP): pyproject.toml requirements/dev.lock requirements/uv.lock tools/system-packages.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.lock
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements/dev.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@bash tools/system-packages.sh
 	@touch $(STAMP)
 
 # checkov pins its own dependencies, some against the project's: its own venv.
-$(CHECKOV_STAMP): requirements/checkov.lock
+$(CHECKOV_STAMP): requirements/checkov.lock $(STAMP)
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/checkov.lock
+	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes -r requirements/checkov.lock
 	@touch $(CHECKOV_STAMP)
 
 setup: $(STAMP) $(CHECKOV_STAMP)
@@ -36,12 +39,12 @@ up: setup
 
 # Re-lock after changing pyproject.toml: the services' image installs
 # runtime.lock, `make setup` dev.lock (tests/unit/test_lock.py checks both).
-LOCK := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet
+COMPILE := $(UV) pip compile --universal --python-version 3.11 --generate-hashes --quiet
 lock: setup
-	$(LOCK) -o requirements/runtime.lock
-	$(LOCK) --extra dev -o requirements/dev.lock
-	$(VENV)/bin/uv pip compile requirements/checkov.in --universal --python-version 3.11 --generate-hashes --quiet \
-		-o requirements/checkov.lock
+	$(COMPILE) pyproject.toml -o requirements/runtime.lock
+	$(COMPILE) pyproject.toml --extra dev -o requirements/dev.lock
+	$(COMPILE) requirements/checkov.in -o requirements/checkov.lock
+	$(COMPILE) requirements/uv.in -o requirements/uv.lock
 
 gen: setup
 	$(PY) tools/protogen.py

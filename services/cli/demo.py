@@ -338,7 +338,18 @@ def ocr_step(cluster: Cluster, out: Path, console: Console) -> dict[str, object]
         right += sum(found.get(k) == expected[k] for k in keys)
         total += len(keys)
     console.print(f"OCR: {right}/{total} key fields read right from a PDF, a scan and a photo (files in {folder})")
-    return {"files": [str(f) for f in files], "fields_right": right, "fields": total, "ok": right >= 0.9 * total}
+    # What Tesseract read and nothing checked waits for a person before any registration.
+    held = {kind: list(e.fields_to_confirm) for kind, e in zip(("pdf", "scan", "photo"), extractions, strict=True)}
+    for kind, fields in held.items():
+        if fields:
+            console.print(f"  {kind}: {', '.join(fields)} held for a person's confirmation before registering")
+    return {
+        "files": [str(f) for f in files],
+        "fields_right": right,
+        "fields": total,
+        "held_for_confirmation": held,
+        "ok": right >= 0.9 * total,
+    }
 
 
 def _http(

@@ -16,12 +16,14 @@ from google.rpc import status_pb2
 
 from bmc.common.v1 import tax_pb2
 from bmc.invoice.v1 import invoice_pb2, invoice_service_pb2, invoice_service_pb2_grpc
+from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.dian import calendar
 from services.invoice import chain
 from services.invoice.conversion import document_from_proto
 from services.invoice.domain import InvoiceDocument, Issue, ProductFacts, RegistrationPolicy, product_codes, validate
 from services.invoice.imports import InvoiceImporter
+from services.invoice.ocr_review import unconfirmed
 from services.invoice.reconcile import Reconciler
 from services.invoice.store import EventMeta, InvoiceRow, InvoiceStore, ListFilter, NewInvoice
 from services.kit.auth import acting_for, require_principal, tenant_scope
@@ -29,6 +31,7 @@ from services.kit.batching import MicroBatcher
 from services.kit.database import Database
 from services.kit.dead_letters import DeadLetterRpcs
 from services.kit.errors import (
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -121,8 +124,9 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
         settings: Settings,
         database: Database,
         readers: IsolatedPool,
+        extractions: ServiceClient,
     ) -> None:
-        self._store, self._products = store, products
+        self._store, self._products, self._extractions = store, products, extractions
         self._policy = policy_from(settings)
         self.operations = OperationStore(database.pool, OPERATIONS)
         self.request_keys = RequestKeys(database.pool)
@@ -181,6 +185,7 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
         interval instead of after a whole batch is validated."""
         outcomes: list[invoice_pb2.Invoice | ServiceError | None] = [None] * len(submissions)
         prepared = await asyncio.to_thread(self._documents, submissions, outcomes)
+        prepared = await self._reviewed(submissions, prepared, outcomes)
         codes = list(dict.fromkeys(code for _, _, doc in prepared for code in product_codes(doc)))
         facts = await self._product_facts(codes) if codes else {}
         pending, items = await asyncio.to_thread(self._admissible, submissions, prepared, facts, outcomes)
@@ -193,6 +198,57 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
                     row, created = outcome
                     outcomes[index] = to_proto(row, submitted if created else None)
         return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _reviewed(
+        self,
+        submissions: Sequence[Submission],
+        prepared: list[tuple[int, str, InvoiceDocument]],
+        outcomes: list[invoice_pb2.Invoice | ServiceError | None],
+    ) -> list[tuple[int, str, InvoiceDocument]]:
+        """The prepared documents, less the OCR drafts registered before a
+        person confirmed what Tesseract read unchecked (their error in
+        `outcomes`). `source_format` is output only, so a draft says it came
+        from OCR by its `ocr_review`, as `bmc ocr --submit` always does."""
+        kept = []
+        for index, broker, document in prepared:
+            invoice = submissions[index].request.invoice
+            try:
+                if invoice.HasField("ocr_review"):
+                    await self._check_review(invoice, broker)
+                kept.append((index, broker, document))
+            except ServiceError as error:
+                outcomes[index] = error
+        return kept
+
+    async def _check_review(self, invoice: invoice_pb2.Invoice, broker: str) -> None:
+        """A draft read by OCR (its `ocr_review` names the extraction, which the
+        contract requires) registers only if a person confirmed every key
+        field the extraction left unchecked, and every key field changed."""
+        name, field = invoice.ocr_review.extraction, "invoice.ocr_review.extraction"
+        stub: ocr_service_pb2_grpc.OcrServiceAsyncStub = self._extractions.stub
+        extraction: ocr_pb2.Extraction | None
+        try:
+            extraction = await self._extractions.call(
+                stub.GetExtraction, ocr_service_pb2.GetExtractionRequest(name=name)
+            )
+        except NotFound:
+            extraction = None
+        if extraction is None or (extraction.broker and extraction.broker != broker):  # another broker's: unseen
+            raise InvalidArgument(
+                f"no extraction {name!r} for this broker",
+                reason="EXTRACTION_NOT_FOUND",
+                violations=[FieldViolation(field, "no such extraction for this broker", "EXTRACTION_NOT_FOUND")],
+            )
+        waiting = unconfirmed(
+            invoice, extraction.draft, extraction.fields_to_confirm, invoice.ocr_review.confirmed_fields
+        )
+        if waiting:
+            raise FailedPrecondition(
+                f"read by OCR and not confirmed by a person: {', '.join(waiting)}; confirm or correct them and "
+                "name them in ocr_review.confirmed_fields",
+                reason="OCR_CONFIRMATION_REQUIRED",
+                metadata={"fields": ",".join(waiting), "extraction": name},
+            )
 
     def _documents(
         self, submissions: Sequence[Submission], outcomes: list[invoice_pb2.Invoice | ServiceError | None]
@@ -231,6 +287,9 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
             submitted.broker = broker
             submitted.cufe = document.cufe
             submitted.source_format = submitted.source_format or invoice_pb2.SOURCE_FORMAT_API
+            if submitted.HasField("ocr_review"):  # who vouched for what Tesseract read
+                submitted.ocr_review.confirmed_by = principal.subject
+                submitted.source_format = invoice_pb2.SOURCE_FORMAT_OCR
             if request.validate_only:
                 outcomes[index] = submitted
                 continue

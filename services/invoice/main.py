@@ -8,6 +8,7 @@ from pathlib import Path
 from bmc.certificate.v1 import certificate_service_pb2, certificate_service_pb2_grpc
 from bmc.commission.v1 import commission_service_pb2, commission_service_pb2_grpc
 from bmc.invoice.v1 import invoice_service_pb2, invoice_service_pb2_grpc
+from bmc.ocr.v1 import ocr_service_pb2_grpc
 from bmc.product.v1 import product_service_pb2_grpc
 from services.invoice.api import InvoiceApi
 from services.invoice.consumer import LifecycleConsumer
@@ -25,6 +26,7 @@ async def build(resources: Resources) -> InvoiceApi:
     store = InvoiceStore(resources.database)
     settings = resources.settings
     products = ServiceClient(settings, "invoice", "product", product_service_pb2_grpc.ProductServiceStub)
+    extractions = ServiceClient(settings, "invoice", "ocr", ocr_service_pb2_grpc.OcrServiceStub)
     commissions = ServiceClient(settings, "invoice", "commission", commission_service_pb2_grpc.CommissionServiceStub)
     certificates = ServiceClient(
         settings, "invoice", "certificate", certificate_service_pb2_grpc.CertificateServiceStub
@@ -62,8 +64,8 @@ async def build(resources: Resources) -> InvoiceApi:
     async def close_readers() -> None:
         readers.close()
 
-    resources.on_stop += [products.close, commissions.close, certificates.close, close_readers]
-    api = InvoiceApi(store, products, settings, resources.database, readers)
+    resources.on_stop += [products.close, extractions.close, commissions.close, certificates.close, close_readers]
+    api = InvoiceApi(store, products, settings, resources.database, readers, extractions)
     api.dead_letters = dead_letters
     api.reconciler = Reconciler(
         store, resources.redis, stream_name(settings.redis_prefix, "invoice"), commissions, certificates

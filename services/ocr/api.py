@@ -16,7 +16,7 @@ from services.kit.names import resource_id
 from services.kit.paging import INSTANT, TEXT, list_page
 from services.kit.workers import IsolatedPool
 from services.ocr.conversion import SOURCES, draft_invoice, fields_to_proto
-from services.ocr.domain import overall
+from services.ocr.domain import overall, to_confirm
 from services.ocr.reading import Limits, content_type, invalid, read_in_worker
 from services.ocr.store import ExtractionStore
 
@@ -52,6 +52,14 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
             confidence=round(overall(reading), 3),
             broker=tenant_scope(require_principal()),
         )
+        extraction.fields_to_confirm.extend(to_confirm(reading))
+        if extraction.fields_to_confirm:
+            extraction.warnings.add(
+                code="CONFIRMATION_NEEDED",
+                fields=extraction.fields_to_confirm,
+                message="read by OCR and not checked by anything on the page: a person must confirm or correct "
+                f"{', '.join(extraction.fields_to_confirm)} before the draft is registered",
+            )
         if not reading.lines:
             extraction.warnings.add(code="NO_LINES", fields=["lines"], message="no line items could be read")
         extraction.warnings.add(

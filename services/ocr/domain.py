@@ -435,6 +435,48 @@ def disagreements(qr: Sequence[Field], text: Sequence[Field]) -> list[Warning]:
     ]
 
 
+# The fields a registration stands on: a wrong one and the certificate
+# attests another invoice (or one that does not exist).
+KEY_FIELDS = ("number", "cufe", "seller_nit", "buyer_id", "total")
+
+
+def verified(reading: Reading) -> set[str]:
+    """The key fields an independent check confirms: a NIT whose printed
+    check digit matches it, a total that equals the subtotal and taxes read
+    beside it. Nothing on the page confirms an invoice number or a CUFE
+    (recomputing a CUFE needs the issuer's technical key), and a check digit
+    the reader derived itself confirms nothing."""
+    confirmed = set()
+    for party in ("seller_nit", "buyer_id"):
+        number, dv = reading.fields.get(party), reading.fields.get(f"{party}_dv")
+        if (
+            number
+            and dv
+            and dv.source != Source.DERIVED
+            and dv.value.isdigit()
+            and check_digit(number.value) == int(dv.value)
+        ):
+            confirmed.add(party)
+    amounts = {n: reading.value(n) for n in ("subtotal", "vat", "other_taxes", "total")}
+    if amounts["subtotal"] and amounts["vat"] and amounts["total"]:
+        taxes = Decimal(amounts["vat"]) + Decimal(amounts["other_taxes"] or 0)
+        if Decimal(amounts["subtotal"]) + taxes == Decimal(amounts["total"]):
+            confirmed.add("total")
+    return confirmed
+
+
+def to_confirm(reading: Reading) -> list[str]:
+    """Key fields read by Tesseract (not from the QR code, not from a text
+    layer) that no check confirmed: a person must confirm or correct them
+    before the draft may be registered."""
+    checked = verified(reading)
+    return [
+        name
+        for name in KEY_FIELDS
+        if name in reading.fields and reading.fields[name].source == Source.OCR and name not in checked
+    ]
+
+
 def overall(
     reading: Reading, required: Sequence[str] = ("number", "issue_date", "seller_nit", "total", "cufe")
 ) -> float:

@@ -9,7 +9,9 @@ from decimal import Decimal
 
 import pytest
 
+from services.dian.nit import check_digit
 from services.ocr.domain import (
+    Field,
     PageText,
     Reading,
     Source,
@@ -20,8 +22,10 @@ from services.ocr.domain import (
     parse_dian_qr,
     parse_time,
     text_fields,
+    to_confirm,
     turned_back,
     union,
+    verified,
 )
 
 
@@ -155,3 +159,56 @@ def test_cross_checks_raise_agreeing_values_and_warn_about_the_rest() -> None:
     assert [w.code for w in checked.warnings] == ["NIT_CHECK_DIGIT"]
     assert checked.fields["total"].confidence > reading.fields["total"].confidence  # 12.5M + 625k = 13.125M
     assert checked.fields["buyer_id"].confidence < reading.fields["buyer_id"].confidence
+
+
+# ------------------------------------------------------- confirmation gate
+
+
+def _reading(source: Source, **values: str) -> Reading:
+    reading = Reading()
+    for name, value in values.items():
+        reading.offer(Field(name, value, source, 0.8))
+    return reading
+
+
+NIT = "900123456"
+
+
+def test_ocr_key_fields_nothing_checks_wait_for_a_person() -> None:
+    reading = _reading(
+        Source.OCR, number="FE1001", cufe="ab" * 48, seller_nit=NIT, buyer_id="800197268", total="119.00"
+    )
+    assert to_confirm(reading) == ["number", "cufe", "seller_nit", "buyer_id", "total"]
+
+
+def test_a_printed_check_digit_and_totals_that_add_up_confirm_their_fields() -> None:
+    reading = _reading(
+        Source.OCR,
+        number="FE1001",
+        seller_nit=NIT,
+        seller_nit_dv=str(check_digit(NIT)),
+        buyer_id="800197268",
+        buyer_id_dv=str((check_digit("800197268") + 1) % 10),  # misread: confirms nothing
+        subtotal="100.00",
+        vat="19.00",
+        total="119.00",
+    )
+    assert verified(reading) == {"seller_nit", "total"}
+    assert to_confirm(reading) == ["number", "buyer_id"]
+
+
+def test_a_check_digit_the_reader_derived_confirms_nothing() -> None:
+    reading = _reading(Source.OCR, seller_nit=NIT)
+    reading.offer(Field("seller_nit_dv", str(check_digit(NIT)), Source.DERIVED, 0.9))
+    assert to_confirm(reading) == ["seller_nit"]
+
+
+def test_totals_that_do_not_add_up_leave_the_total_to_confirm() -> None:
+    reading = _reading(Source.OCR, subtotal="100.00", vat="19.00", total="191.00")
+    assert to_confirm(reading) == ["total"]
+
+
+@pytest.mark.parametrize("source", [Source.QR, Source.TEXT_LAYER])
+def test_values_from_the_qr_code_or_a_text_layer_need_no_confirmation(source: Source) -> None:
+    reading = _reading(source, number="FE1001", cufe="ab" * 48, seller_nit=NIT, buyer_id="800197268", total="1")
+    assert to_confirm(reading) == []

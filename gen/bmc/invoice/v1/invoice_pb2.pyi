@@ -313,6 +313,7 @@ class Invoice(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    OCR_REVIEW_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `invoices/{id}`."""
     registration_number: _builtins.str
@@ -381,6 +382,15 @@ class Invoice(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it last changed state."""
 
+    @_builtins.property
+    def ocr_review(self) -> Global___OcrReview:
+        """For a draft read by the OCR service (send it with every such draft):
+        which extraction, and which key fields a person confirmed or corrected
+        because Tesseract read them and nothing checked them. A draft that leaves
+        one of them, or a changed key field, unconfirmed is refused
+        (FAILED_PRECONDITION, OCR_CONFIRMATION_REQUIRED).
+        """
+
     def __init__(
         self,
         *,
@@ -408,14 +418,49 @@ class Invoice(_message.Message):
         etag: _builtins.str = ...,
         certificate: _builtins.str = ...,
         notes: _builtins.str = ...,
+        ocr_review: Global___OcrReview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["buyer", b"buyer", "issue_date", b"issue_date", "register_time", b"register_time", "seller", b"seller", "totals", b"totals", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buyer", b"buyer", "issue_date", b"issue_date", "ocr_review", b"ocr_review", "register_time", b"register_time", "seller", b"seller", "totals", b"totals", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annulment_reason", b"annulment_reason", "broker", b"broker", "buyer", b"buyer", "certificate", b"certificate", "cufe", b"cufe", "currency_code", b"currency_code", "environment", b"environment", "etag", b"etag", "issue_date", b"issue_date", "issue_time", b"issue_time", "lines", b"lines", "name", b"name", "notes", b"notes", "number", b"number", "operation_type", b"operation_type", "register_time", b"register_time", "registration_number", b"registration_number", "seller", b"seller", "source_format", b"source_format", "state", b"state", "taxes", b"taxes", "totals", b"totals", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annulment_reason", b"annulment_reason", "broker", b"broker", "buyer", b"buyer", "certificate", b"certificate", "cufe", b"cufe", "currency_code", b"currency_code", "environment", b"environment", "etag", b"etag", "issue_date", b"issue_date", "issue_time", b"issue_time", "lines", b"lines", "name", b"name", "notes", b"notes", "number", b"number", "ocr_review", b"ocr_review", "operation_type", b"operation_type", "register_time", b"register_time", "registration_number", b"registration_number", "seller", b"seller", "source_format", b"source_format", "state", b"state", "taxes", b"taxes", "totals", b"totals", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Invoice: _TypeAlias = Invoice  # noqa: Y015
+
+@_typing.final
+class OcrReview(_message.Message):
+    """A person's review of an OCR draft, kept with the registration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTRACTION_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELDS_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    extraction: _builtins.str
+    """The extraction the draft came from, `extractions/{id}`."""
+    confirmed_by: _builtins.str
+    """Who confirmed them: the registering caller's subject."""
+    @_builtins.property
+    def confirmed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields confirmed or corrected (`cufe`, `number`, `seller_nit`,
+        `buyer_id`, `total`): the extraction's `fields_to_confirm`, or more.
+        """
+
+    def __init__(
+        self,
+        *,
+        extraction: _builtins.str = ...,
+        confirmed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        confirmed_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "confirmed_fields", b"confirmed_fields", "extraction", b"extraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OcrReview: _TypeAlias = OcrReview  # noqa: Y015
 
 @_typing.final
 class InvoiceEvent(_message.Message):

@@ -234,6 +234,7 @@ class Extraction(_message.Message):
     BROKER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    FIELDS_TO_CONFIRM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `extractions/{id}`."""
     filename: _builtins.str
@@ -270,6 +271,15 @@ class Extraction(_message.Message):
     def duration(self) -> _duration_pb2.Duration:
         """Total processing time."""
 
+    @_builtins.property
+    def fields_to_confirm(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key fields (`number`, `cufe`, `seller_nit`, `buyer_id`, `total`) read by
+        Tesseract that no independent check confirmed (a NIT's printed check
+        digit, totals that add up): a person must confirm or correct them, and
+        name them in the registration's `ocr_review`, before the draft may be
+        registered.
+        """
+
     def __init__(
         self,
         *,
@@ -285,10 +295,11 @@ class Extraction(_message.Message):
         broker: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         duration: _duration_pb2.Duration | None = ...,
+        fields_to_confirm: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "draft", b"draft", "duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker", b"broker", "confidence", b"confidence", "content_type", b"content_type", "create_time", b"create_time", "draft", b"draft", "duration", b"duration", "fields", b"fields", "filename", b"filename", "name", b"name", "pages", b"pages", "sha256", b"sha256", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker", b"broker", "confidence", b"confidence", "content_type", b"content_type", "create_time", b"create_time", "draft", b"draft", "duration", b"duration", "fields", b"fields", "fields_to_confirm", b"fields_to_confirm", "filename", b"filename", "name", b"name", "pages", b"pages", "sha256", b"sha256", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,7 +80,8 @@ class OcrServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetExtraction(self, request, context):
-        """Gets a past extraction.
+        """Gets a past extraction (the invoice service reads it when a draft read
+        by OCR is registered).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

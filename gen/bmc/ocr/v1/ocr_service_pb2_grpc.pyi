@@ -43,7 +43,9 @@ class OcrServiceStub:
     the following ones the bytes.
     """
     GetExtraction: _grpc.UnaryUnaryMultiCallable[_ocr_service_pb2.GetExtractionRequest, _ocr_pb2.Extraction]
-    """Gets a past extraction."""
+    """Gets a past extraction (the invoice service reads it when a draft read
+    by OCR is registered).
+    """
     ListExtractions: _grpc.UnaryUnaryMultiCallable[_ocr_service_pb2.ListExtractionsRequest, _ocr_service_pb2.ListExtractionsResponse]
     """Lists past extractions, newest first."""
 
@@ -61,7 +63,9 @@ class OcrServiceAsyncStub(OcrServiceStub):
     the following ones the bytes.
     """
     GetExtraction: _aio.UnaryUnaryMultiCallable[_ocr_service_pb2.GetExtractionRequest, _ocr_pb2.Extraction]  # type: ignore[assignment]
-    """Gets a past extraction."""
+    """Gets a past extraction (the invoice service reads it when a draft read
+    by OCR is registered).
+    """
     ListExtractions: _aio.UnaryUnaryMultiCallable[_ocr_service_pb2.ListExtractionsRequest, _ocr_service_pb2.ListExtractionsResponse]  # type: ignore[assignment]
     """Lists past extractions, newest first."""
 
@@ -94,7 +98,9 @@ class OcrServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ocr_service_pb2.GetExtractionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ocr_pb2.Extraction, _abc.Awaitable[_ocr_pb2.Extraction]]:
-        """Gets a past extraction."""
+        """Gets a past extraction (the invoice service reads it when a draft read
+        by OCR is registered).
+        """
 
     @_abc_1.abstractmethod
     def ListExtractions(

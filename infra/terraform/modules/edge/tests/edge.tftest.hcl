@@ -42,7 +42,8 @@ variables {
   }
 }
 
-run "tokens_come_from_cognito_by_client_credentials" {
+# One mocked apply for every property (each run costs a provider start and a plan).
+run "one_entry_tokens_from_cognito_a_private_path_and_waf" {
   command = apply
 
   assert {
@@ -61,10 +62,6 @@ run "tokens_come_from_cognito_by_client_credentials" {
     condition     = jsondecode(output.client_tenants) == { (aws_cognito_user_pool_client.machine["erp-agrocampo"].id) = "B0042" }
     error_message = "a broker client's tenant is fixed by its app client"
   }
-}
-
-run "every_route_but_public_verification_needs_a_token" {
-  command = apply
 
   assert {
     condition     = aws_apigatewayv2_authorizer.cognito.authorizer_type == "JWT" && one(aws_apigatewayv2_authorizer.cognito.jwt_configuration).issuer == "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_mocked"
@@ -82,10 +79,6 @@ run "every_route_but_public_verification_needs_a_token" {
     condition     = alltrue([for r in aws_apigatewayv2_route.public : startswith(r.route_key, "GET /")])
     error_message = "public routes only read"
   }
-}
-
-run "a_private_path_to_the_edge" {
-  command = plan
 
   assert {
     condition     = aws_lb.edge.internal && aws_apigatewayv2_integration.edge.connection_type == "VPC_LINK"
@@ -99,10 +92,6 @@ run "a_private_path_to_the_edge" {
     condition     = aws_lb_target_group.edge.protocol == "HTTPS"
     error_message = "TLS all the way to the edge task"
   }
-}
-
-run "waf_guards_the_edge_and_the_token_endpoint" {
-  command = apply
 
   assert {
     condition     = aws_wafv2_web_acl_association.alb.resource_arn == aws_lb.edge.arn && aws_wafv2_web_acl_association.user_pool.resource_arn == aws_cognito_user_pool.main.arn

@@ -91,8 +91,8 @@ run "the_environment_plans" {
   command = plan # fails on anything keyed by a value known only after apply
 }
 
-run "one_entry_one_token_issuer" {
-  command = apply
+run "one_entry_and_every_service_behind_its_own_sidecar" {
+  command = apply # (mocked) so that the task definitions and ARNs are known
 
   assert {
     condition     = length(module.edge.client_ids) == 2
@@ -115,10 +115,6 @@ run "one_entry_one_token_issuer" {
     condition     = length(module.observability.alarm_names) == 9
     error_message = "5xx rate, p99, four consumers' lag, RDS CPU and storage, Redis memory"
   }
-}
-
-run "every_service_runs_behind_its_own_sidecar" {
-  command = apply # (mocked) so that the task definitions are known
 
   assert {
     condition     = length(module.service) == 6
