@@ -19,7 +19,7 @@ from rich.table import Table
 
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
 from services.kit.clients import bearer, sync_channel
-from services.kit.settings import Settings, get_settings
+from services.kit.settings import BUCKET_SCHEMES, Settings, get_settings
 from services.kit.tokens import mint_token
 from services.product.synth import write_shards
 
@@ -74,7 +74,7 @@ def stage_for_import(settings: Settings, files: list[str]) -> list[str]:
     roots = [root.resolve() for root in settings.import_directories]
     uris = []
     for file in files:
-        if file.startswith(("gs://", "s3://")):
+        if file.startswith(BUCKET_SCHEMES):
             uris.append(file)
             continue
         path = Path(file).resolve()

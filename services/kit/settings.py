@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Cloud buckets catalog imports may read (an import root is one of these or a directory).
+BUCKET_SCHEMES = ("gs://", "s3://")
+
 
 class Settings(BaseSettings):
     """Every knob of the platform. Each field is `BMC_<FIELD>` in the environment."""
@@ -241,9 +244,9 @@ class Settings(BaseSettings):
         tenants = json.loads(self.jwt_client_tenants or "{}")
         if not isinstance(tenants, dict) or not all(isinstance(v, str) for v in tenants.values()):
             raise ValueError('BMC_JWT_CLIENT_TENANTS must be a JSON object {"<client_id>": "<tenant>"}')
-        for root in self.import_roots.split(","):
-            if "://" in root and not root.strip().startswith(("gs://", "s3://")):
-                raise ValueError(f"BMC_IMPORT_ROOTS: {root.strip()!r} is neither a directory nor gs:// or s3://")
+        for root in self._import_roots:
+            if "://" in root and not root.startswith(BUCKET_SCHEMES):
+                raise ValueError(f"BMC_IMPORT_ROOTS: {root!r} is neither a directory nor gs:// or s3://")
         return self
 
     def as_environment(self) -> dict[str, str]:
@@ -267,15 +270,23 @@ class Settings(BaseSettings):
         return self.data_dir / "auth"
 
     @property
+    def _import_roots(self) -> list[str]:
+        return [p.strip() for p in self.import_roots.split(",") if p.strip()]
+
+    @property
     def import_directories(self) -> list[Path]:
-        listed = [
-            Path(p.strip()) for p in self.import_roots.split(",") if p.strip() and "://" not in p
-        ]  # buckets: below
+        listed = [Path(p) for p in self._import_roots if "://" not in p]
         return listed or [self.data_dir / "inbox"]
 
     @property
     def import_buckets(self) -> list[str]:
-        return [p.strip() for p in self.import_roots.split(",") if p.strip().startswith(("gs://", "s3://"))]
+        return [p for p in self._import_roots if p.startswith(BUCKET_SCHEMES)]
+
+    @property
+    def client_tenants(self) -> dict[str, str]:
+        """BMC_JWT_CLIENT_TENANTS, parsed (checked at start-up)."""
+        tenants: dict[str, str] = json.loads(self.jwt_client_tenants or "{}")
+        return tenants
 
     @property
     def page_token_key_file(self) -> Path:

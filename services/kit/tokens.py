@@ -145,9 +145,7 @@ class TokenVerifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
         cognito = (
-            CognitoClaims(settings.jwt_scope_prefix, json.loads(settings.jwt_client_tenants or "{}"))
-            if settings.jwt_scope_prefix
-            else None
+            CognitoClaims(settings.jwt_scope_prefix, settings.client_tenants) if settings.jwt_scope_prefix else None
         )
         return cls(
             KeySet(settings.jwks_source),

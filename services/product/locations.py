@@ -1,7 +1,7 @@
 """Where catalog imports read: directories of the service's host and cloud
-buckets (`gs://` for Google Cloud Storage, where BigQuery exports land, and
-`s3://`), all through Arrow's file systems, so a remote export is streamed
-and never staged whole.
+buckets (`gs://` for Google Cloud Storage, where BigQuery exports land,
+through Google's client; `s3://` through Arrow's S3 file system), so a
+remote export is streamed and never staged whole.
 
 Only what the import roots name is readable (`BMC_IMPORT_ROOTS`): local
 directories, followed through symbolic links, and bucket prefixes. Globs
@@ -22,8 +22,9 @@ from typing import IO, Any, cast
 import pyarrow.fs as pafs
 
 from services.kit.errors import FieldViolation, InvalidArgument
+from services.kit.settings import BUCKET_SCHEMES
 
-REMOTE_SCHEMES = ("gs://", "s3://")
+REMOTE_SCHEMES = BUCKET_SCHEMES
 _MAGIC = re.compile(r"[*?\[]")
 _GCS_CHUNK = 8 << 20
 

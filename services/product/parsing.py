@@ -312,7 +312,7 @@ def _produce(
     except FileFormatError as exc:
         out.put((_ERROR, str(exc)))
     except OSError as exc:  # storage unreachable or a file gone, past the clients' own retries
-        out.put((_UNREADABLE, f"cannot read the import files: {str(exc).strip()[:300]}"))
+        out.put((_UNREADABLE, str(exc).strip()[:300]))  # the importer says what could not be read
 
 
 class ChunkReader:

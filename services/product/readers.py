@@ -87,17 +87,19 @@ class CountingReader(io.RawIOBase):
         super().close()
 
 
-def detect_format(name: str, requested: int) -> int:
+def detect_format(location: str, requested: int) -> int:
     if requested:
         return requested
-    name = PurePosixPath(name).name.lower().removesuffix(".gz").removesuffix(".gzip")
+    name = PurePosixPath(location).name.lower().removesuffix(".gz").removesuffix(".gzip")
     if name.endswith(".csv"):
         return product_pb2.IMPORT_FORMAT_CSV
     if name.endswith((".ndjson", ".jsonl", ".json")):
         return product_pb2.IMPORT_FORMAT_NDJSON
     if name.endswith(".parquet"):
         return product_pb2.IMPORT_FORMAT_PARQUET
-    raise FileFormatError(f"{name}: cannot tell the format from the name; give it explicitly (CSV, NDJSON, PARQUET)")
+    raise FileFormatError(
+        f"{location}: cannot tell the format from the name; give it explicitly (CSV, NDJSON, PARQUET)"
+    )
 
 
 class SourceFile:
