@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
+from services.dian.cufe import TEST_ENVIRONMENT_KEY, CufeFields
 from services.dian.nit import check_digit
 
 
@@ -74,6 +75,7 @@ class PageText:
 
     text: str
     spans: Sequence[tuple[int, int, Box]] = ()
+    aspect: float = 1.0  # the page's width over its height: boxes are fractions of each
 
     def box(self, start: int, end: int) -> Box | None:
         return union(b for s, e, b in self.spans if s < end and e > start)
@@ -148,19 +150,27 @@ def parse_amount(text: str) -> Decimal | None:
         return None
 
 
+MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre",
+          "noviembre", "diciembre")  # fmt: skip
+_MONTH = r"(ene|feb|mar|abr|may|jun|jul|ago|sep|set|oct|nov|dic)[a-z]*\.?"
+
+
+def _month(name: str) -> int:
+    return [m[:3] for m in MONTHS].index(name.replace("set", "sep")) + 1
+
+
 def parse_date(text: str) -> dt.date | None:
-    """ISO, `dd/mm/yyyy`, `dd-mm-yyyy` and `dd de <mes> de yyyy`."""
+    """ISO and `yyyy/mm/dd`, `dd/mm/yyyy` (Colombian order: day first),
+    `dd-mm-yyyy`, `dd de <mes> de yyyy`, `<Mes> dd de yyyy`, `dd-mes-yyyy`."""
     text = fold(text)
-    if m := re.search(r"(\d{4})-(\d{2})-(\d{2})", text):
+    if m := re.search(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})", text):
         year, month, day = int(m[1]), int(m[2]), int(m[3])
     elif m := re.search(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", text):
         day, month, year = int(m[1]), int(m[2]), int(m[3])
-    elif m := re.search(r"(\d{1,2}) de ([a-z]+) de (\d{4})", text):
-        months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre",
-                  "octubre", "noviembre", "diciembre"]  # fmt: skip
-        if m[2] not in months:
-            return None
-        day, month, year = int(m[1]), months.index(m[2]) + 1, int(m[3])
+    elif m := re.search(r"(\d{1,2})(?: de |[ /.-])" + _MONTH + r"(?: de(?:l)? |[ /.-])(\d{4})", text):
+        day, month, year = int(m[1]), _month(m[2]), int(m[3])
+    elif m := re.search(_MONTH + r" (\d{1,2})(?: de |, | )(\d{4})", text):
+        day, month, year = int(m[2]), _month(m[1]), int(m[3])
     else:
         return None
     try:
@@ -236,126 +246,7 @@ def qr_fields(payload: Mapping[str, str], page: int, box: Box | None = None) -> 
     return fields
 
 
-# ---------------------------------------------------------------- labelled text
-
-_GAP = r"[^\S\n]*[:.]?[^\S\n]*"  # between a label and its value, on the same row
-_MONEY = r"\$?[^\S\n]*(\d[\d.,]*)"
-# Label patterns on the folded text, most specific first; each captures the value after it.
-_LABELS: Sequence[tuple[str, str, str]] = (
-    # After the title, an optional "No." / "N°" / "Nro." (OCR turns ° into *, o or ?), then prefix and digits.
-    ("number", r"factura(?: electronica)?(?: de venta)?[^\S\n]*(?:(?:nro|no|numero|n)[^\w\n]{0,3})?"
-               r"[^\S\n]*([a-z]{0,6}-?\d{4,12})\b", "code"),
-    ("issue_date", r"fecha (?:y hora )?(?:de )?(?:emision|expedicion|factura)" + _GAP
-                   + r"([0-9a-z /.-]{8,24})", "date"),
-    ("issue_time", r"(?:fecha y hora de (?:emision|expedicion|generacion)" + _GAP + r"[0-9/.-]{8,10}[^\S\n]+"
-                   r"|hora(?: de (?:emision|expedicion|generacion))?" + _GAP + ")"
-                   + r"(\d{1,2}:\d{2}(?::\d{2})?(?:[^\S\n]*[ap]\.?[^\S\n]*m\b\.?)?)", "time"),
-    ("cufe", r"cufe" + _GAP + r"([0-9a-z\s]{96,150})", "hex"),
-    ("subtotal", r"(?:subtotal|sub total|valor bruto|total bruto)" + _GAP + _MONEY, "amount"),
-    ("vat", r"(?:\biva|impuesto al valor agregado)(?:[^\S\n]*\d{1,2}(?:[.,]\d{1,2})?[^\S\n]*[%o°]?)?" + _GAP
-            + r"\$[^\S\n]*(\d[\d.,]*)", "amount"),
-    ("total", r"(?:total a pagar|valor a pagar|total factura|valor total factura|(?<!sub)(?<!sub )\btotal\b(?! bruto))"
-              + _GAP + _MONEY, "amount"),
-)  # fmt: skip
-# Characters OCR confuses with hexadecimal digits.
-_HEX_LOOKALIKES = str.maketrans({"l": "1", "i": "1", "o": "0", "s": "5", "g": "9", "z": "2", "q": "9"})
-
-
-def _value(kind: str, raw: str) -> str | None:
-    if kind == "amount":
-        amount = parse_amount(raw)
-        return str(amount) if amount is not None and amount >= 0 else None
-    if kind == "date":
-        day = parse_date(raw)
-        return day.isoformat() if day else None
-    if kind == "time":
-        return parse_time(raw)
-    if kind == "hex":
-        digits = re.sub(r"\s", "", raw).translate(_HEX_LOOKALIKES)[:96]
-        return digits if re.fullmatch(r"[0-9a-f]{96}", digits) else None
-    return re.sub(r"\s", "", raw).upper() or None
-
-
-def _used(kind: str, raw: str) -> int:
-    """How much of a captured value the value was made of (a CUFE's 96 digits, not what follows)."""
-    if kind == "hex":
-        seen = 0
-        for index, char in enumerate(raw):
-            seen += not char.isspace()
-            if seen == 96:
-                return index + 1
-    return len(raw.rstrip())
-
-
-def text_fields(content: str | PageText, source: Source, page: int = 0) -> list[Field]:
-    """Labelled fields of a page's text (the first match of each label), each
-    with the box of its value when the page says where its text is."""
-    where = content if isinstance(content, PageText) else PageText(content)
-    text = where.text
-    folded = fold(text)
-    if len(folded) != len(text):  # folding moved characters: positions no longer line up
-        where = PageText(text)
-    fields = []
-    for name, pattern, kind in _LABELS:
-        for m in re.finditer(pattern, folded):
-            value = _value(kind, m[1])
-            if value:
-                box = where.box(m.start(1), m.start(1) + _used(kind, m[1]))
-                fields.append(Field(name, value, source, BASE_CONFIDENCE[source], m[0].strip(), page, box))
-                break
-    fields += _party_fields(folded, source, page, where)
-    fields += names(where, source, page)
-    return fields
-
-
-_BUYER_NAME = re.compile(
-    r"(?:adquiriente|adquirente|cliente|comprador|señor(?:es)?|senor(?:es)?)[^\S\n]*:[^\S\n]*(.+?)(?:[^\S\n]+(?:—[^\S\n]*)?nit\b.*)?$",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def names(where: PageText, source: Source, page: int = 0) -> list[Field]:
-    """The parties' names: the buyer's after its label, the seller's on its
-    NIT line ("Name — NIT ...") or as the first line of the letterhead."""
-    text = where.text
-    fields = []
-    if m := _BUYER_NAME.search(text):
-        name = m[1].strip(" —-")
-        box = where.box(m.start(1), m.start(1) + len(m[1].rstrip(" —-")))
-        fields.append(Field("buyer_name", name, source, BASE_CONFIDENCE[source] * 0.95, m[0], page, box))
-    rows = [r.strip() for r in text.splitlines() if r.strip()]
-    for row in rows[:8]:
-        if m := re.match(r"(.+?)[^\S\n]+[—-][^\S\n]+nit\b", row, re.IGNORECASE):
-            at = text.find(row)
-            box = where.box(at, at + len(m[1].strip()))
-            fields.append(Field("seller_name", m[1].strip(), source, BASE_CONFIDENCE[source] * 0.9, row, page, box))
-            break
-    else:
-        first = next((r for r in rows if not fold(r).startswith(("factura", "nit", "fecha"))), "")
-        if first:
-            at = text.find(first)
-            box = where.box(at, at + len(first))
-            fields.append(Field("seller_name", first, source, BASE_CONFIDENCE[source] * 0.8, first, page, box))
-    return fields
-
-
-def _party_fields(folded: str, source: Source, page: int, where: PageText) -> list[Field]:
-    """The seller is the first NIT on the page (the issuer's letterhead), the
-    buyer the one after a buyer label."""
-    fields = []
-    nits = list(re.finditer(r"nit\s*[:.]?\s*(\d[\d.]{4,17}\d\s*-\s*\d)", folded))
-    buyer_label = re.search(r"(?:cliente|adquiriente|adquirente|comprador|senor(?:es)?)\b", folded)
-    buyer = next((n for n in nits if buyer_label and n.start() > buyer_label.start()), None)
-    seller = next((n for n in nits if n is not buyer), None)
-    for name, match in (("seller_nit", seller), ("buyer_id", buyer)):
-        if match is not None:
-            number, dv = split_nit(match[1])
-            box = where.box(match.start(1), match.end(1))
-            fields.append(Field(name, number, source, BASE_CONFIDENCE[source], match[0], page, box))
-            if dv:
-                fields.append(Field(f"{name}_dv", dv, source, BASE_CONFIDENCE[source], match[0], page, box))
-    return fields
-
+# ---------------------------------------------------------------- line items
 
 _LINE = re.compile(
     r"^\s*(?:\d{1,3}\s+)?(?P<description>[^\d$\n][^\n$]{2,}?)\s+(?P<quantity>\d+(?:[.,]\d+)?)\s*(?P<unit>[a-z]{1,4})?\s+"
@@ -384,12 +275,25 @@ def line_items(text: str, source: Source) -> list[Line]:
     return items
 
 
+def offer_page(reading: Reading, found: Sequence[Field]) -> None:
+    """Offers a page's fields; a check digit only stands beside the number it
+    was printed with (a QR's buyer number keeps none from another NIT)."""
+    numbers = {f.name: f.value for f in found}
+    for candidate in found:
+        if candidate.name.endswith("_dv"):
+            party = reading.fields.get(candidate.name.removesuffix("_dv"))
+            if party is not None and party.value != numbers.get(party.name):
+                continue
+        reading.offer(candidate)
+
+
 # ---------------------------------------------------------------- checks
 
 
 def cross_check(reading: Reading) -> Reading:
-    """Raises the confidence of values that agree with each other and lowers
-    (and warns about) those that do not."""
+    """Lowers the confidence of values that contradict each other, across
+    pages and the QR code too, and warns about them (the reader has already
+    raised what its checks confirm)."""
     fields, warnings = dict(reading.fields), list(reading.warnings)
 
     def adjust(names: Iterable[str], factor: float) -> None:
@@ -399,24 +303,18 @@ def cross_check(reading: Reading) -> Reading:
 
     for party in ("seller_nit", "buyer_id"):
         number, dv = reading.value(party), reading.value(f"{party}_dv")
-        if number and dv:
-            if check_digit(number) == int(dv):
-                adjust((party, f"{party}_dv"), 1.05)
-            else:
-                adjust((party, f"{party}_dv"), 0.5)
-                warnings.append(
-                    Warning(
-                        "NIT_CHECK_DIGIT", (party,), f"{number}-{dv}: the check digit should be {check_digit(number)}"
-                    )
-                )
+        if number and dv and check_digit(number) != int(dv):
+            adjust((party, f"{party}_dv"), 0.5)
+            warnings.append(
+                Warning("NIT_CHECK_DIGIT", (party,), f"{number}-{dv}: the check digit should be {check_digit(number)}")
+            )
     amounts = {n: Decimal(reading.value(n)) for n in ("subtotal", "vat", "total", "other_taxes") if reading.value(n)}
-    if {"subtotal", "vat", "total"} <= amounts.keys():
-        if amounts["subtotal"] + amounts["vat"] + amounts.get("other_taxes", Decimal(0)) == amounts["total"]:
-            adjust(("subtotal", "vat", "total"), 1.05)
-        else:
-            adjust(("subtotal", "vat", "total"), 0.7)
-            warnings.append(Warning("TOTALS_MISMATCH", ("subtotal", "vat", "total"),
-                                    f"{amounts['subtotal']} + {amounts['vat']} ≠ {amounts['total']}"))  # fmt: skip
+    if {"subtotal", "vat", "total"} <= amounts.keys() and (
+        amounts["subtotal"] + amounts["vat"] + amounts.get("other_taxes", Decimal(0)) != amounts["total"]
+    ):
+        adjust(("subtotal", "vat", "total"), 0.7)
+        warnings.append(Warning("TOTALS_MISMATCH", ("subtotal", "vat", "total"),
+                                f"{amounts['subtotal']} + {amounts['vat']} ≠ {amounts['total']}"))  # fmt: skip
     if reading.lines and "subtotal" in amounts:
         lines_total = sum((line.total for line in reading.lines), Decimal(0))
         if lines_total != amounts["subtotal"]:
@@ -435,6 +333,24 @@ def disagreements(qr: Sequence[Field], text: Sequence[Field]) -> list[Warning]:
     ]
 
 
+def recomputes(fields: Mapping[str, Field], keys: Sequence[str] = (TEST_ENVIRONMENT_KEY,)) -> bool:
+    """Whether the CUFE read is the SHA-384 of the other fields read with
+    one of the technical keys (DIAN's test key is always known)."""
+    needed = ("number", "issue_date", "issue_time", "subtotal", "total", "seller_nit", "buyer_id", "cufe")
+    if not all(n in fields for n in needed):
+        return False
+    vat = Decimal(fields["vat"].value) if "vat" in fields else Decimal(0)
+    for environment in (2, 1):
+        composed = CufeFields(
+            fields["number"].value, dt.date.fromisoformat(fields["issue_date"].value), fields["issue_time"].value,
+            Decimal(fields["subtotal"].value), vat, Decimal(0), Decimal(0), Decimal(fields["total"].value),
+            fields["seller_nit"].value, fields["buyer_id"].value, environment,
+        )  # fmt: skip
+        if any(composed.cufe(key) == fields["cufe"].value for key in keys):
+            return True
+    return False
+
+
 # The fields a registration stands on: a wrong one and the certificate
 # attests another invoice (or one that does not exist).
 KEY_FIELDS = ("number", "cufe", "seller_nit", "buyer_id", "total")
@@ -443,9 +359,11 @@ KEY_FIELDS = ("number", "cufe", "seller_nit", "buyer_id", "total")
 def verified(reading: Reading) -> set[str]:
     """The key fields an independent check confirms: a NIT whose printed
     check digit matches it, a total that equals the subtotal and taxes read
-    beside it. Nothing on the page confirms an invoice number or a CUFE
-    (recomputing a CUFE needs the issuer's technical key), and a check digit
-    the reader derived itself confirms nothing."""
+    beside it, and all of them when the CUFE recomputes from the fields read
+    (with DIAN's test key; a production CUFE needs its issuer's technical
+    key). A check digit the reader derived itself confirms nothing."""
+    if recomputes(reading.fields):
+        return {name for name in KEY_FIELDS if name in reading.fields}
     confirmed = set()
     for party in ("seller_nit", "buyer_id"):
         number, dv = reading.fields.get(party), reading.fields.get(f"{party}_dv")

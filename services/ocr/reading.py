@@ -35,12 +35,12 @@ from services.ocr.domain import (
     Source,
     cross_check,
     disagreements,
-    line_items,
+    offer_page,
     parse_dian_qr,
     qr_fields,
-    text_fields,
     turned_back,
 )
+from services.ocr.layout import read_page
 
 TESSDATA = Path("/usr/share/tesseract-ocr/5/tessdata")
 MAGIC = {
@@ -153,7 +153,7 @@ def ocr_text(api: tesserocr.PyTessBaseAPI, size: tuple[int, int]) -> PageText:
             offset += len(separator)
             spans.append((offset, offset + len(word[3]), word[4]))
             offset += len(word[3])
-    return PageText("".join(parts), spans)
+    return PageText("".join(parts), spans, width / height)
 
 
 def _recognise(api: tesserocr.PyTessBaseAPI, image: Image.Image, limits: Limits, page: int) -> tuple[PageText, float]:
@@ -180,7 +180,7 @@ def text_layer(page: pdfium.PdfPage) -> PageText:
             spans.append(
                 (index, index + 1, (left / width, 1 - top / height, (right - left) / width, (top - bottom) / height))
             )
-    return PageText(text, spans)
+    return PageText(text, spans, width / height)
 
 
 def qr_box(position: zxingcpp.Position, size: tuple[int, int]) -> Box:
@@ -335,37 +335,37 @@ def read(
             for code in zxingcpp.read_barcodes(image):
                 payload = parse_dian_qr(code.text)
                 if payload:
-                    found = qr_fields(payload, number, qr_box(code.position, image.size))
-                    qr_seen += found
-                    for f in found:
+                    decoded = qr_fields(payload, number, qr_box(code.position, image.size))
+                    qr_seen += decoded
+                    for f in decoded:
                         reading.offer(f)
         if len(layer.text.strip()) >= MIN_TEXT_LAYER:
-            source, text = Source.TEXT_LAYER, layer
+            source, found = Source.TEXT_LAYER, read_page(layer, Source.TEXT_LAYER, number)
         elif image is not None:
             source = Source.OCR
             skew = deskew_angle(image)
             straight = image.rotate(skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
             with engines.engine() as api:
                 text, confidence = _recognise(api, straight, limits, number)
+                found = read_page(text, source, number)
                 # A page scanned sideways or upside down yields few labelled fields: try the other turns.
                 # A landscape image of a (portrait) invoice is sideways, so both quarter turns are always tried.
-                score = len(text_fields(text, Source.OCR))
                 landscape = straight.width > straight.height
                 for turn in (90, 270, 180) if landscape else (180, 90, 270):
-                    if score >= UPRIGHT_FIELDS and not (landscape and turn in (90, 270)):
+                    if len(found.fields) >= UPRIGHT_FIELDS and not (landscape and turn in (90, 270)):
                         break
                     candidate = _recognise(api, straight.rotate(turn, expand=True), limits, number)
-                    if (labelled := len(text_fields(candidate[0], Source.OCR))) > score:
-                        (text, confidence), rotation, score = candidate, float(turn), labelled
+                    turned = read_page(candidate[0], source, number)
+                    if len(turned.fields) > len(found.fields):
+                        (text, confidence), rotation, found = candidate, float(turn), turned
         else:
             continue
-        found = text_fields(text, source, number)
+        fields = found.fields
         if rotation:
-            found = [replace(f, box=turned_back(f.box, int(rotation))) if f.box else f for f in found]
-        text_seen += found
-        for f in found:
-            reading.offer(f)
-        reading.lines += line_items(text.text, source)
+            fields = [replace(f, box=turned_back(f.box, int(rotation))) if f.box else f for f in fields]
+        text_seen += fields
+        offer_page(reading, fields)
+        reading.lines += found.lines
         pages.append(
             PageResult(
                 number, Source.QR if qr_seen else source, rotation, skew, time.perf_counter() - started, confidence

@@ -24,11 +24,11 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
 from services.certificate.render import QrCode, register_fonts
-from services.dian.cufe import CufeFields
+from services.dian.cufe import TEST_ENVIRONMENT_KEY, CufeFields
 from services.dian.money import pesos
 from services.dian.nit import check_digit
 
-TEST_KEY = "fc8eac422eba16e22ffd8c6f94b3f40a6e38162c"  # DIAN's habilitación technical key (domain.md)
+TEST_KEY = TEST_ENVIRONMENT_KEY  # DIAN's habilitación technical key (domain.md)
 SELLERS = [
     ("Agropecuaria El Llano S.A.S.", "900508908"),
     ("Cooperativa de Caficultores del Huila", "891100673"),
@@ -63,17 +63,11 @@ class SampleLine:
         return (self.quantity * self.price).quantize(Decimal("0.01"))
 
 
-@dataclass(frozen=True)
-class SampleInvoice:
-    number: str
-    issue_date: dt.date
-    issue_time: str
-    seller: tuple[str, str]
-    buyer: tuple[str, str]
+class Priced:
+    """A generated invoice's amounts, from its lines and VAT rate."""
+
     lines: tuple[SampleLine, ...]
     vat_rate: Decimal
-    layout: str
-    with_qr: bool
 
     @property
     def subtotal(self) -> Decimal:
@@ -87,20 +81,44 @@ class SampleInvoice:
     def total(self) -> Decimal:
         return self.subtotal + self.vat
 
+
+def qr_payload(fields: CufeFields, cufe: str) -> str:
+    """The DIAN QR code's text for an invoice (its catalogue host by environment)."""
+    host = "catalogo-vpfe-hab" if fields.environment == 2 else "catalogo-vpfe"
+    return (
+        f"NumFac: {fields.number}\nFecFac: {fields.issue_date.isoformat()}\nHorFac: {fields.issue_time}\n"
+        f"NitFac: {fields.issuer_nit}\nDocAdq: {fields.buyer_id}\nValFac: {fields.line_extension:.2f}\n"
+        f"ValIva: {fields.iva:.2f}\nValOtroIm: 0.00\nValTolFac: {fields.payable:.2f}\nCUFE: {cufe}\n"
+        f"QRCode: https://{host}.dian.gov.co/document/searchqr?documentkey={cufe}"
+    )
+
+
+@dataclass(frozen=True)
+class SampleInvoice(Priced):
+    number: str
+    issue_date: dt.date
+    issue_time: str
+    seller: tuple[str, str]
+    buyer: tuple[str, str]
+    lines: tuple[SampleLine, ...]
+    vat_rate: Decimal
+    layout: str
+    with_qr: bool
+    technical_key: str = TEST_KEY  # DIAN's test environment's unless an issuer's own (production) key is given
+    environment: int = 2
+
     @property
     def cufe(self) -> str:
-        return CufeFields(
-            self.number, self.issue_date, self.issue_time, self.subtotal, self.vat, Decimal(0), Decimal(0),
-            self.total, self.seller[1], self.buyer[1], 2,
-        ).cufe(TEST_KEY)  # fmt: skip
+        return self.cufe_fields().cufe(self.technical_key)
 
     def qr_text(self) -> str:
-        return (
-            f"NumFac: {self.number}\nFecFac: {self.issue_date.isoformat()}\nHorFac: {self.issue_time}\n"
-            f"NitFac: {self.seller[1]}\nDocAdq: {self.buyer[1]}\nValFac: {self.subtotal:.2f}\nValIva: {self.vat:.2f}\n"
-            f"ValOtroIm: 0.00\nValTolFac: {self.total:.2f}\nCUFE: {self.cufe}\n"
-            f"QRCode: https://catalogo-vpfe-hab.dian.gov.co/document/searchqr?documentkey={self.cufe}"
-        )
+        return qr_payload(self.cufe_fields(), self.cufe)
+
+    def cufe_fields(self) -> CufeFields:
+        return CufeFields(
+            self.number, self.issue_date, self.issue_time, self.subtotal, self.vat, Decimal(0), Decimal(0),
+            self.total, self.seller[1], self.buyer[1], self.environment,
+        )  # fmt: skip
 
     def expected(self) -> dict[str, str]:
         return {

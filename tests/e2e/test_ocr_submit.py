@@ -51,7 +51,10 @@ def _bmc(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _scanned(tmp_path: Path) -> tuple[SampleInvoice, Path]:
     recent = TODAY - dt.timedelta(days=3)  # inside the registration window
-    invoice = dataclasses.replace(next(i for i in sample_invoices(6) if not i.with_qr), issue_date=recent)
+    # A production invoice: its CUFE hashes the issuer's own technical key, so nothing recomputes it here.
+    invoice = dataclasses.replace(
+        next(i for i in sample_invoices(6) if not i.with_qr), issue_date=recent, technical_key="9" * 40, environment=1
+    )
     scanned = tmp_path / "factura.png"
     scanned.write_bytes(scan(render_pdf(invoice), 4))
     return invoice, scanned

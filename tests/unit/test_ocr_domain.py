@@ -21,12 +21,12 @@ from services.ocr.domain import (
     parse_date,
     parse_dian_qr,
     parse_time,
-    text_fields,
     to_confirm,
     turned_back,
     union,
     verified,
 )
+from services.ocr.layout import read_page
 
 
 @pytest.mark.parametrize(
@@ -97,11 +97,16 @@ def _words(text: str) -> PageText:
     return PageText(text, spans)
 
 
+def _read(content: str | PageText, source: Source = Source.TEXT_LAYER) -> dict[str, Field]:
+    page = content if isinstance(content, PageText) else _words(content)
+    return {f.name: f for f in read_page(page, source, 1).fields}
+
+
 def test_labelled_fields_are_read_with_where_they_are() -> None:
-    fields = {f.name: f for f in text_fields(_words(PAGE), Source.TEXT_LAYER, 1)}
+    fields = _read(PAGE)
     values = {name: f.value for name, f in fields.items()}
     assert values == {
-        "number": "FE-12345",
+        "number": "FE12345",  # DIAN's ID: the prefix and the consecutive, with nothing between
         "issue_date": "2026-11-21",
         "issue_time": "10:15:00-05:00",
         "subtotal": "12500000.00",
@@ -115,19 +120,103 @@ def test_labelled_fields_are_read_with_where_they_are() -> None:
         "seller_name": "Agropecuaria El Llano S.A.S.",
     }
     total_row = PAGE.split("\n").index("Total a pagar: $ 13.125.000,00")
-    column = "Total a pagar: $ ".__len__()
-    assert fields["total"].box == (column / 100, total_row / 10, len("13.125.000,00") / 100, 0.05)
+    column = "Total a pagar: ".__len__()
+    assert fields["total"].box == (column / 100, total_row / 10, len("$ 13.125.000,00") / 100, 0.05)
     assert fields["number"].box is not None
     assert fields["number"].box[1] == 0.1
     assert all(f.page == 1 for f in fields.values())
-    plain = {f.name: f.box for f in text_fields(PAGE, Source.OCR)}
-    assert set(plain.values()) == {None}  # no geometry, no boxes
 
 
 def test_the_time_of_issue_is_read_beside_its_date_or_under_its_own_label() -> None:
     for text in ("Fecha y hora de expedición: 2026-11-21 15:13:00", "Fecha de emisión: 21/11/2026  Hora: 3:13 p. m."):
-        found = {f.name: f.value for f in text_fields(text, Source.OCR)}
+        found = {name: f.value for name, f in _read(text).items()}
         assert (found["issue_date"], found["issue_time"]) == ("2026-11-21", "15:13:00-05:00")
+
+
+def _laid_out(*cells: tuple[float, float, str]) -> PageText:
+    """Words at given places: (left, top, text) cells, a character 0.006 wide and 0.012 high."""
+    text, spans = "", []
+    for left, top, cell in cells:
+        for word in cell.split(" "):
+            if text:
+                text += " "
+            spans.append((len(text), len(text) + len(word), (left, top, len(word) * 0.006, 0.012)))
+            text += word
+            left += (len(word) + 1) * 0.006
+    return PageText(text, spans)
+
+
+def test_values_are_found_beside_or_beneath_their_label_in_any_order() -> None:
+    grid = _laid_out(
+        (0.05, 0.10, "Fecha de expedición"), (0.30, 0.10, "Fecha de vencimiento"), (0.55, 0.10, "Orden de compra"),
+        (0.05, 0.125, "09-01-2026"), (0.30, 0.125, "10-03-2026"), (0.55, 0.125, "OC-4582065"),
+        (0.05, 0.20, "Subtotal"), (0.30, 0.20, "Total IVA"), (0.55, 0.20, "Total documento"),
+        (0.05, 0.225, "$ 100.000,00"), (0.30, 0.225, "$ 19.000,00"), (0.55, 0.225, "$ 119.000,00"),
+    )  # fmt: skip
+    found = {name: f.value for name, f in _read(grid).items()}
+    assert found["issue_date"] == "2026-01-09", "the due date and the order are other columns"
+    assert (found["subtotal"], found["vat"], found["total"]) == ("100000.00", "19000.00", "119000.00")
+
+
+def test_a_party_is_the_label_above_it_in_its_column_and_a_footer_provider_is_none() -> None:
+    seller, buyer, provider = "830386001", "890718474", "811973514"
+    boxes = _laid_out(
+        (0.05, 0.10, "Facturador"), (0.55, 0.10, "Adquiriente"),
+        (0.05, 0.12, "Razón social"), (0.55, 0.12, "Razón social"),
+        (0.05, 0.135, "Palmeras de Tumaco Ltda."), (0.55, 0.135, "Frigorífico del Caribe S.A."),
+        (0.05, 0.15, "NIT"), (0.55, 0.15, "NIT"),
+        (0.05, 0.165, seller), (0.55, 0.165, buyer),
+        (0.05, 0.18, "DV"), (0.55, 0.18, "DV"),
+        (0.05, 0.195, str(check_digit(seller))), (0.55, 0.195, str(check_digit(buyer))),
+        (0.05, 0.95, f"Proveedor tecnológico: Facturación Andina S.A.S. NIT {provider}-{check_digit(provider)}"),
+    )  # fmt: skip
+    found = _read(boxes, Source.OCR)
+    assert (found["seller_nit"].value, found["seller_nit_dv"].value) == (seller, str(check_digit(seller)))
+    assert (found["buyer_id"].value, found["buyer_id_dv"].value) == (buyer, str(check_digit(buyer)))
+    assert found["buyer_name"].value == "Frigorífico del Caribe S.A."
+    assert found["buyer_id"].confidence >= 0.9, "labelled, in its block, check digit verified"
+    alone = _laid_out((0.05, 0.95, f"Proveedor tecnológico: Software S.A.S. NIT {provider}-{check_digit(provider)}"))
+    assert "buyer_id" not in _read(alone)
+    assert "seller_nit" not in _read(alone)
+
+
+def test_totals_are_chosen_together_so_that_they_add_up() -> None:
+    page = _laid_out(
+        (0.05, 0.30, "Total ítems: 3"), (0.30, 0.30, "Unidades: 42"),
+        (0.60, 0.35, "Subtotal:"), (0.80, 0.35, "$ 100.000,00"),
+        (0.60, 0.37, "IVA 19%:"), (0.80, 0.37, "$ 19.000,00"),
+        (0.60, 0.39, "Total:"), (0.80, 0.39, "$ 119.000,00"),
+    )  # fmt: skip
+    found = _read(page, Source.OCR)
+    assert (found["subtotal"].value, found["vat"].value, found["total"].value) == ("100000.00", "19000.00", "119000.00")
+    assert found["total"].confidence >= 0.9
+    wrong = _read(_laid_out((0.60, 0.35, "Subtotal: $ 100.000,00"), (0.60, 0.37, "IVA: $ 19.000,00"),
+                            (0.60, 0.39, "Total: $ 118.000,00")), Source.OCR)  # fmt: skip
+    assert wrong["total"].value == "118000.00"
+    assert wrong["total"].confidence < 0.9, "does not add up: not verified"
+
+
+def test_a_cufe_wrapped_over_lines_is_joined_and_recomputed_with_the_test_key() -> None:
+    from services.ocr.samples import sample_invoices
+
+    invoice = sample_invoices(1)[0]
+    cufe = invoice.cufe
+    rows = [
+        f"Factura electrónica de venta No. {invoice.number}",
+        f"Fecha de emisión: {invoice.issue_date:%d/%m/%Y}   Hora: {invoice.issue_time[:8]}",
+        f"{invoice.seller[0]} NIT {invoice.seller[1]}-{check_digit(invoice.seller[1])}",
+        f"Cliente: {invoice.buyer[0]} NIT {invoice.buyer[1]}-{check_digit(invoice.buyer[1])}",
+        f"Subtotal: $ {invoice.subtotal:.2f}".replace(".", ","),
+        f"IVA: $ {invoice.vat:.2f}".replace(".", ","),
+        f"Total a pagar: $ {invoice.total:.2f}".replace(".", ","),
+        "CUFE:", cufe[:40], cufe[40:80], cufe[80:],
+    ]  # fmt: skip
+    found = _read("\n".join(rows), Source.OCR)
+    assert found["cufe"].value == cufe
+    assert all(found[n].confidence >= 0.9 for n in ("number", "cufe", "issue_date")), "the CUFE recomputes"
+    tampered = _read("\n".join(rows).replace(invoice.number, invoice.number[:-1] + "0"), Source.OCR)
+    assert tampered["cufe"].confidence < 0.9
+    assert tampered["number"].confidence < 0.9
 
 
 def test_boxes_join_and_turn_back() -> None:
@@ -150,14 +239,14 @@ def test_line_items_keep_only_rows_whose_arithmetic_holds() -> None:
     )
 
 
-def test_cross_checks_raise_agreeing_values_and_warn_about_the_rest() -> None:
+def test_cross_checks_lower_contradicting_values_and_warn_about_them() -> None:
     reading = Reading()
-    for f in text_fields(PAGE.replace("860.034.313-7", "860.034.313-2"), Source.OCR, 1):
+    for f in read_page(_words(PAGE.replace("860.034.313-7", "860.034.313-2")), Source.OCR, 1).fields:
         reading.offer(f)
     reading.lines = line_items(PAGE, Source.OCR)
     checked = cross_check(reading)
     assert [w.code for w in checked.warnings] == ["NIT_CHECK_DIGIT"]
-    assert checked.fields["total"].confidence > reading.fields["total"].confidence  # 12.5M + 625k = 13.125M
+    assert checked.fields["total"].confidence == reading.fields["total"].confidence  # 12.5M + 625k = 13.125M
     assert checked.fields["buyer_id"].confidence < reading.fields["buyer_id"].confidence
 
 
@@ -195,6 +284,16 @@ def test_a_printed_check_digit_and_totals_that_add_up_confirm_their_fields() -> 
     )
     assert verified(reading) == {"seller_nit", "total"}
     assert to_confirm(reading) == ["number", "buyer_id"]
+
+
+def test_a_cufe_that_recomputes_from_the_fields_read_confirms_them_all() -> None:
+    from services.ocr.samples import sample_invoices
+
+    invoice = sample_invoices(1)[0]  # DIAN's test environment: its technical key is public
+    values = {k: v for k, v in invoice.expected().items() if k != "seller_nit_dv"}
+    assert to_confirm(_reading(Source.OCR, **values)) == []
+    misread = {**values, "number": values["number"][:-1] + "7"}
+    assert to_confirm(_reading(Source.OCR, **misread)) == ["number", "cufe", "seller_nit", "buyer_id"]  # totals add up
 
 
 def test_a_check_digit_the_reader_derived_confirms_nothing() -> None:
