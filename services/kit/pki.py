@@ -37,6 +37,16 @@ class Identity:
     private_key: bytes
 
 
+def subject(common_name: str) -> x509.Name:
+    """The platform's certificate subject: its organisation and the holder's name."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -100,14 +110,7 @@ class DevPki:
         ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
         cert = (
             x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, name),
-                    ]
-                )
-            )
+            .subject_name(subject(name))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -137,12 +140,7 @@ class DevPki:
         if self.ca_path.exists() and key_path.exists():
             return
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
-                x509.NameAttribute(NameOID.COMMON_NAME, self.ca_name),
-            ]
-        )
+        name = subject(self.ca_name)
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
@@ -184,19 +182,18 @@ class DevPki:
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
         ]
-        subject = [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-        ]
+        holder = subject(name)
         if document_signer:
-            subject = [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "CO"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, document_signer),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{document_signer} (development signing key)"),
-            ]
+            holder = x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "CO"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, document_signer),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"{document_signer} (development signing key)"),
+                ]
+            )
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name(subject))
+            .subject_name(holder)
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

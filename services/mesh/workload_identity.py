@@ -28,8 +28,8 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from services.kit.pki import subject
 from services.mesh.identities import install
 
 log = structlog.get_logger("bmc.identity")
@@ -45,14 +45,7 @@ def request_for(spiffe_id: str) -> tuple[bytes, bytes]:
     name = spiffe_id.rsplit("/", 1)[-1]
     request = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BMC Registry"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                ]
-            )
-        )
+        .subject_name(subject(name))
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False)
         .sign(key, hashes.SHA256())
     )

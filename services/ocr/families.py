@@ -455,10 +455,6 @@ class Sheet:
         self.y += step
 
 
-def _pick(rng: random.Random, forms: Sequence[str]) -> str:
-    return forms[rng.randrange(len(forms))]
-
-
 @dataclass(frozen=True)
 class Printed:
     """One invoice's choices of notation."""
@@ -472,15 +468,15 @@ class Printed:
 
 
 def _choices(invoice: FamilyInvoice, family: Family, rng: random.Random) -> Printed:
-    nit_form = _pick(rng, family.nit_forms)
-    number_form = _pick(rng, family.number_forms)
-    money_form = _pick(rng, family.money_forms)
+    nit_form = rng.choice(family.nit_forms)
+    number_form = rng.choice(family.number_forms)
+    money_form = rng.choice(family.money_forms)
     return Printed(
         number=number_text(invoice, number_form) if number_form != "split" else "",
         seller_nit=nit_text(invoice.seller, nit_form),
         buyer_nit=nit_text(invoice.buyer, nit_form),
-        date=date_text(invoice.issue_date, _pick(rng, family.date_forms)),
-        time=time_text(invoice.issue_time, _pick(rng, family.time_forms)),
+        date=date_text(invoice.issue_date, rng.choice(family.date_forms)),
+        time=time_text(invoice.issue_time, rng.choice(family.time_forms)),
         money=lambda amount: money(amount, money_form),
     )
 

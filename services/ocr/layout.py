@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from statistics import median
 
@@ -108,7 +108,6 @@ class Hit:
     before: str  # folded text before the label in its phrase
     after: str
     after_words: tuple[Word, ...]
-    strength: float  # 1 for a label naming the field, less for a generic one
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,8 @@ class Page:
     """Words grouped into rows and phrases."""
 
     def __init__(self, content: PageText) -> None:
-        # Geometry in one unit both ways (the page's height): a gap is as wide as it looks.
         self.aspect = content.aspect
-        words = [Word(w.text, w.folded, (w.box[0] * self.aspect, w.box[1], w.box[2] * self.aspect, w.box[3]))
-                 for w in _words(content)]  # fmt: skip
+        words = _words(content)
         self.line = median([w.box[3] for w in words]) if words else 0.01
         self.rows: list[list[Phrase]] = []
         for number, row in enumerate(_rows(words, self.line * 0.6)):
@@ -149,17 +146,15 @@ class Page:
         """The page in reading order, a row per line, cells apart."""
         return "\n".join("   ".join(p.text for p in row) for row in self.rows)
 
-    def find(self, pattern: re.Pattern[str], strength: float = 1.0) -> list[Hit]:
+    def find(self, pattern: re.Pattern[str]) -> list[Hit]:
         hits = []
         for phrase in self.phrases:
             folded = phrase.folded
             for m in pattern.finditer(folded):
                 after, after_words = phrase.tail(m.end())
                 covered = _covered(phrase, m.start(), m.end())
-                hits.append(
-                    Hit(phrase, union(w.box for w in covered) or phrase.box, folded[: m.start()], after, after_words,
-                        strength)
-                )  # fmt: skip
+                box = union(w.box for w in covered) or phrase.box
+                hits.append(Hit(phrase, box, folded[: m.start()], after, after_words))
         return hits
 
     def values(self, hit: Hit) -> Iterator[Value]:
@@ -190,7 +185,8 @@ class Page:
 
 
 def _words(content: PageText) -> list[Word]:
-    """The page's words with their boxes; a text with no positions is laid
+    """The page's words with their boxes in one unit both ways (the page's
+    height: a gap is as wide as it looks); a text with no positions is laid
     out as printed rows of equal characters."""
     found = []
     line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\n|\r", content.text)]
@@ -202,7 +198,8 @@ def _words(content: PageText) -> list[Word]:
             column = m.start() - line_starts[row]
             box = (column * 0.008, row * 0.015, len(m[0]) * 0.008, 0.012)
         if box is not None:
-            found.append(Word(m[0], fold(m[0]), box))
+            left, top, width, height = box
+            found.append(Word(m[0], fold(m[0]), (left * content.aspect, top, width * content.aspect, height)))
     return found
 
 
@@ -279,7 +276,7 @@ def _best(candidates: Iterable[Candidate]) -> Candidate | None:
     best = ranked[0]
     rivals = {c.value for c in ranked[1:] if c.score >= best.score * 0.9 and c.value != best.value}
     if rivals and best.tier == "labelled":
-        return Candidate(best.name, best.value, best.score, best.box, best.raw, "weak")
+        return replace(best, tier="weak")
     return best
 
 
@@ -307,17 +304,14 @@ _CONSECUTIVE = _label(r"consecutivo", r"numero consecutivo")
 def _numbers(page: Page) -> list[Candidate]:
     found = []
     for pattern, strength in ((_NUMBER_STRONG, 1.0), (_NUMBER_WEAK, 0.6)):
-        for hit in page.find(pattern, strength):
+        for hit in page.find(pattern):
             if _NOT_NUMBER.search(hit.before):
                 continue
             for value in page.values(hit):
                 m = _NUMBER_VALUE.match(value.text)
                 if not m or (value.relation != "inline" and _NOT_NUMBER.search(fold(value.text))):
                     continue
-                prefix, digits = (m[1] or "").upper(), m[2]
-                if prefix and prefix[-1:].isdigit() and not m[0][m.start(2) - 1 : m.start(2)].strip("- "):
-                    pass  # a prefix ending in a digit runs straight into the consecutive: kept as printed
-                number = prefix + digits
+                number = (m[1] or "").upper() + m[2]
                 score = strength * (1.0 if value.relation != "below" else 0.9)
                 tier = "labelled" if strength == 1.0 else "weak"
                 found.append(Candidate("number", number, score, value.box, m[0].strip(), tier))
@@ -349,7 +343,7 @@ _TIME_LABEL = _label(r"hora(?: de (?:emision|expedicion|generacion))?", r"a las"
 def _dates(page: Page) -> tuple[list[Candidate], list[Candidate]]:
     dates, times = [], []
     for pattern, strength in ((_DATE_STRONG, 1.0), (_DATE_WEAK, 0.6)):
-        for hit in page.find(pattern, strength):
+        for hit in page.find(pattern):
             label = hit.phrase.folded
             if _NOT_ISSUE.search(label) or _NOT_ISSUE.search(fold(hit.after)[:12]):
                 continue
@@ -407,7 +401,6 @@ class PartyId:
     raw: str
     governed_by: str  # seller | buyer | decoy | none
     distance: float  # from the governing label, in rows
-    top: float
 
     @property
     def checks(self) -> bool:
@@ -434,7 +427,7 @@ def _party_ids(page: Page) -> list[PartyId]:
             if not dv:
                 dv = _dv_nearby(page, dv_hits, value.box)
             owner, distance = (governed, 0.0) if governed else _governing(page, marks, value.box)
-            found.append(PartyId(number, dv, value.box, m[0].strip(), owner, distance, value.box[1]))
+            found.append(PartyId(number, dv, value.box, m[0].strip(), owner, distance))
             break
     return found
 
@@ -477,8 +470,8 @@ def _parties(page: Page) -> list[Candidate]:
             if pid.governed_by == party:
                 tier = "verified" if pid.checks else "labelled"
                 score = 1.0 + 0.2 * pid.checks - pid.distance * 0.01
-            elif party == "seller" and pid.governed_by == "none" and pid.top < 0.3:
-                tier, score = "weak", 0.6 + 0.1 * pid.checks - pid.top  # the letterhead: seller unless labelled
+            elif party == "seller" and pid.governed_by == "none" and pid.box[1] < 0.3:
+                tier, score = "weak", 0.6 + 0.1 * pid.checks - pid.box[1]  # the letterhead: seller unless labelled
             else:
                 continue
             if pid.dv and not pid.checks:
@@ -575,10 +568,10 @@ def _totals(page: Page, lines_total: Decimal | None) -> list[Candidate]:
                 if best is None or score > best[0]:
                     best = (score, [s, v, t] if vats else [s, t])
     if best is not None:
-        return [Candidate(c.name, c.value, c.score, c.box, c.raw, "verified") for c in best[1]]
+        return [replace(c, tier="verified") for c in best[1]]
     # Nothing adds up: the best of each, and none of them verified.
     chosen = [c for c in (_best(subtotals), _best(vats), _best(totals)) if c is not None]
-    return [Candidate(c.name, c.value, c.score, c.box, c.raw, "weak") for c in chosen]
+    return [replace(c, tier="weak") for c in chosen]
 
 
 # ---------------------------------------------------------------- the CUFE
@@ -680,9 +673,5 @@ def read_page(content: PageText, source: Source, page: int = 0, keys: Sequence[s
         for name in ("number", "issue_date", "issue_time", "seller_nit", "buyer_id", "subtotal", "vat", "total",
                      "cufe"):  # fmt: skip
             if name in fields:
-                fields[name] = _field(_retier(chosen[name], "verified"), source, page, geometry.aspect)
+                fields[name] = _field(replace(chosen[name], tier="verified"), source, page, geometry.aspect)
     return PageReading(list(fields.values()), lines)
-
-
-def _retier(candidate: Candidate, tier: str) -> Candidate:
-    return Candidate(candidate.name, candidate.value, candidate.score, candidate.box, candidate.raw, tier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +32,17 @@ class Catalog(Client):
             **fields,  # type: ignore[arg-type]
         )
         return self.CreateProduct(product_service_pb2.CreateProductRequest(product=product, product_id=code))  # type: ignore[no-any-return]
+
+    def progress_past(self, name: str, rows: int, timeout: float = 60) -> product_pb2.ImportProductsMetadata:
+        """An import's metadata once it has committed more than `rows` rows
+        (polled closely: a kill test stops the import right after)."""
+        meta = product_pb2.ImportProductsMetadata()
+        deadline = time.monotonic() + timeout
+        while meta.progress.done < rows:
+            assert time.monotonic() < deadline, f"{name}: {meta.progress.done} of {rows} rows after {timeout} s"
+            self.GetOperation(operations_pb2.GetOperationRequest(name=name)).metadata.Unpack(meta)
+            time.sleep(0.02)
+        return meta
 
     def import_and_wait(self, uris: list[str], timeout: float = 120, **kw: object) -> operations_pb2.Operation:
         operation = self.ImportProducts(product_service_pb2.ImportProductsRequest(uris=uris, **kw))

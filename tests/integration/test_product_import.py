@@ -197,12 +197,7 @@ def test_killed_import_resumes_from_its_last_committed_chunk(product_only: Clust
     paths = write_shards(tmp_path / "big", 60_000, "csv", shards=2)
     with catalog(settings) as cat:
         operation = cat.ImportProducts(product_service_pb2.ImportProductsRequest(uris=[str(p) for p in paths]))
-        meta = product_pb2.ImportProductsMetadata()
-        deadline = time.monotonic() + 60
-        while meta.progress.done < 10_000:
-            assert time.monotonic() < deadline
-            cat.GetOperation(operations_pb2.GetOperationRequest(name=operation.name)).metadata.Unpack(meta)
-            time.sleep(0.02)
+        meta = cat.progress_past(operation.name, 10_000)
     product_only.kill("product")
     committed_before_restart = meta.progress.done
     assert committed_before_restart < 60_000, "import finished before it could be killed"

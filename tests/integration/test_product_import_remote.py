@@ -12,7 +12,6 @@ import csv
 import gzip
 import io
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,12 +215,7 @@ def test_killed_import_resumes_from_its_last_committed_chunk(emulators: Emulator
             operation = cat.ImportProducts(
                 product_service_pb2.ImportProductsRequest(uris=[f"{scheme}://{BUCKETS[scheme]}/{prefix}/*.csv.gz"])
             )
-            meta = product_pb2.ImportProductsMetadata()
-            deadline = time.monotonic() + 60
-            while meta.progress.done < 10_000:
-                assert time.monotonic() < deadline
-                cat.GetOperation(operations_pb2.GetOperationRequest(name=operation.name)).metadata.Unpack(meta)
-                time.sleep(0.02)
+            meta = cat.progress_past(operation.name, 10_000)
         cluster.kill("product")
         assert meta.progress.done < 60_000, "import finished before it could be killed"
         cluster.restart("product")
