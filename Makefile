@@ -62,7 +62,7 @@ lint: setup
 # The whole suite: contracts, lint, unit, integration and end-to-end tests,
 # against the embedded PostgreSQL/Redis and against the machine's own.
 test: lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit

@@ -21,11 +21,13 @@ RUN /opt/venv/bin/pip install --no-compile --no-deps . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM python:3.11.7-slim-bookworm
-# Tesseract's Spanish data for the OCR service (the tesserocr wheel bundles
-# the engine) and the fonts the certificate PDFs embed. Pinned to bookworm's versions.
+# Tesseract's data for the OCR service (the tesserocr wheel bundles the
+# engine): Spanish for pages, English for the CUFE's hexadecimal re-read;
+# and the fonts the certificate PDFs embed. Pinned to bookworm's versions.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       tesseract-ocr-spa=1:4.1.0-2 \
+      tesseract-ocr-eng=1:4.1.0-2 \
       fonts-dejavu-core=2.37-6 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv

@@ -333,22 +333,29 @@ def disagreements(qr: Sequence[Field], text: Sequence[Field]) -> list[Warning]:
     ]
 
 
-def recomputes(fields: Mapping[str, Field], keys: Sequence[str] = (TEST_ENVIRONMENT_KEY,)) -> bool:
-    """Whether the CUFE read is the SHA-384 of the other fields read with
-    one of the technical keys (DIAN's test key is always known)."""
-    needed = ("number", "issue_date", "issue_time", "subtotal", "total", "seller_nit", "buyer_id", "cufe")
+def recomputed(fields: Mapping[str, Field], keys: Sequence[str] = (TEST_ENVIRONMENT_KEY,)) -> set[str]:
+    """The CUFEs the fields read would have (SHA-384 with each technical key,
+    DIAN's test key always among them, in either environment); none when a
+    field the hash covers was not read."""
+    needed = ("number", "issue_date", "issue_time", "subtotal", "total", "seller_nit", "buyer_id")
     if not all(n in fields for n in needed):
-        return False
+        return set()
     vat = Decimal(fields["vat"].value) if "vat" in fields else Decimal(0)
-    for environment in (2, 1):
-        composed = CufeFields(
+    return {
+        CufeFields(
             fields["number"].value, dt.date.fromisoformat(fields["issue_date"].value), fields["issue_time"].value,
             Decimal(fields["subtotal"].value), vat, Decimal(0), Decimal(0), Decimal(fields["total"].value),
             fields["seller_nit"].value, fields["buyer_id"].value, environment,
-        )  # fmt: skip
-        if any(composed.cufe(key) == fields["cufe"].value for key in keys):
-            return True
-    return False
+        ).cufe(key)
+        for environment in (2, 1)
+        for key in keys
+    }  # fmt: skip
+
+
+def recomputes(fields: Mapping[str, Field], keys: Sequence[str] = (TEST_ENVIRONMENT_KEY,)) -> bool:
+    """Whether the CUFE read is the SHA-384 of the other fields read with
+    one of the technical keys."""
+    return "cufe" in fields and fields["cufe"].value in recomputed(fields, keys)
 
 
 # The fields a registration stands on: a wrong one and the certificate

@@ -23,7 +23,7 @@ import io
 import json
 import random
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +36,7 @@ from reportlab.pdfgen.canvas import Canvas
 from services.certificate.render import QrCode, register_fonts
 from services.dian.cufe import CufeFields
 from services.dian.nit import check_digit
-from services.ocr.domain import MONTHS
+from services.ocr.domain import MONTHS, Reading
 from services.ocr.samples import TEST_KEY, Priced, SampleLine, qr_payload
 
 COMPANIES = (
@@ -784,6 +784,33 @@ def render(invoice: FamilyInvoice) -> bytes:
 def invoices_of(names: Sequence[str], per_family: int, seed: int = 0, qr: bool = False) -> Iterator[FamilyInvoice]:
     for name in names:
         yield from family_invoices(BY_NAME[name], per_family, seed, qr)
+
+
+# The fields a registration and its certificate stand on (accuracy is reported for them apart).
+KEY_FIELDS = ("number", "issue_date", "seller_nit", "buyer_id", "total", "cufe")
+
+
+@dataclass(frozen=True)
+class Grade:
+    family: str
+    field: str
+    right: bool
+    confidence: float  # 0 when the field was not found
+
+
+def graded(invoice: FamilyInvoice, reading: Reading) -> Iterator[Grade]:
+    """Every field a reader should find on the invoice, right or not."""
+    for name, expected in invoice.expected().items():
+        found = reading.fields.get(name)
+        right = found is not None and found.value == expected
+        yield Grade(invoice.family, name, right, found.confidence if found else 0.0)
+
+
+def accuracy(grades: Iterable[Grade]) -> tuple[float, float]:
+    """(key fields right, all fields right), as fractions."""
+    grades = list(grades)
+    key = [g.right for g in grades if g.field in KEY_FIELDS]
+    return sum(key) / max(len(key), 1), sum(g.right for g in grades) / max(len(grades), 1)
 
 
 def write(out: Path, names: Sequence[str], per_family: int = 3) -> list[dict[str, object]]:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from difflib import SequenceMatcher
 from statistics import median
 
 from services.dian.cufe import TEST_ENVIRONMENT_KEY
@@ -40,7 +42,7 @@ from services.ocr.domain import (
     parse_amount,
     parse_date,
     parse_time,
-    recomputes,
+    recomputed,
     union,
 )
 
@@ -530,7 +532,8 @@ _TOTAL = _label(
     r"neto a pagar", r"total neto", r"total documento", r"total general", r"gran total", r"total",
 )  # fmt: skip
 _NOT_AMOUNT = re.compile(r"^\s*(?:items?|unidades|cantidad|lineas|iva\b|bruto)")
-_AMOUNT = re.compile(r"(?:\$|cop)?\s*(\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{2})?|\d+(?:[.,]\d{2})?)(?![\d%])", re.I)
+# A currency sign, which a scan may turn into another symbol ("> 227719500").
+_AMOUNT = re.compile(r"(?:\$|cop|[^\w\s])?\s*(\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{2})?|\d+(?:[.,]\d{2})?)(?![\d%])", re.I)
 
 
 def _amounts(page: Page, name: str, pattern: re.Pattern[str]) -> list[Candidate]:
@@ -597,6 +600,11 @@ class HexRun:
     raw: str
 
 
+Reread = Callable[[Box], Sequence[str]]
+"""Reads a region of the page again (a box in fractions of the page) in
+other ways than the page was read: one text per way."""
+
+
 def _hex_runs(page: Page) -> Iterator[HexRun]:
     """After each CUFE label, the hexadecimal runs that continue it: on the
     label's row, then on the rows beneath, aligned with the first run."""
@@ -624,13 +632,65 @@ def _hex_runs(page: Page) -> Iterator[HexRun]:
             )
 
 
-def _cufes(page: Page) -> list[Candidate]:
-    """96 hexadecimal digits after a CUFE label."""
-    return [
-        Candidate("cufe", run.digits, 1.0, run.box, run.raw, "labelled")
-        for run in _hex_runs(page)
-        if re.fullmatch(r"[0-9a-f]{96}", run.digits)
-    ]
+def _grown(box: Box, margin: float) -> Box:
+    left, top, width, height = box
+    return (left - margin, top - margin, width + 2 * margin, height + 2 * margin)
+
+
+def _is_cufe(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{96}", text) is not None
+
+
+def consensus(reads: Sequence[str]) -> str:
+    """One CUFE from several readings of it: the reading of 96 digits most
+    like the others, each of its digits then put to the vote of every
+    reading aligned with it (a reading that dropped or gained a character
+    still votes on the rest); "" when no reading has 96 digits."""
+    pivots = [r for r in reads if _is_cufe(r)]
+    if not pivots:
+        return ""
+    pivot = max(pivots, key=lambda p: sum(SequenceMatcher(None, p, r, autojunk=False).ratio() for r in reads))
+    votes = [Counter(digit) for digit in pivot]
+    for other in reads:
+        if other is pivot:
+            continue
+        for tag, i1, i2, j1, j2 in SequenceMatcher(None, pivot, other, autojunk=False).get_opcodes():
+            if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+                for k in range(i2 - i1):
+                    votes[i1 + k][other[j1 + k]] += 1
+    return "".join(v.most_common(1)[0][0] for v in votes)
+
+
+def _printed_as(cufe: str, reads: Sequence[str]) -> bool:
+    """Whether one of the readings is `cufe` but for a few misread, dropped
+    or extra characters: a random 96-digit value matches a reading in no more
+    than about half its digits, so 88 of them are the same printed value."""
+    return any(
+        sum(b.size for b in SequenceMatcher(None, cufe, r, autojunk=False).get_matching_blocks()) >= 88 for r in reads
+    )
+
+
+@dataclass(frozen=True)
+class CufeReading:
+    run: HexRun
+    reads: tuple[str, ...]
+    candidate: Candidate | None  # the consensus, when a reading has 96 digits
+
+
+def _cufes(page: Page, reread: Reread | None) -> list[CufeReading]:
+    """After each CUFE label, its readings: the page's and, for a scan, the
+    region read again; the candidate is labelled only when all agree."""
+    found = []
+    for run in _hex_runs(page):
+        reads = [run.digits]
+        if reread is not None:
+            left, top, width, height = _grown(run.box, page.line * 0.6)
+            reads += [_hex(text) for text in reread((left / page.aspect, top, width / page.aspect, height))]
+        value = consensus(reads)
+        tier = "labelled" if all(r == value for r in reads) else "weak"
+        candidate = Candidate("cufe", value, 1.0, run.box, run.raw, tier) if value else None
+        found.append(CufeReading(run, tuple(r for r in reads if r), candidate))
+    return found
 
 
 # ---------------------------------------------------------------- the page's fields
@@ -642,15 +702,21 @@ class PageReading:
     lines: list[Line]
 
 
-def read_page(content: PageText, source: Source, page: int = 0, keys: Sequence[str] = ()) -> PageReading:
+def read_page(
+    content: PageText, source: Source, page: int = 0, keys: Sequence[str] = (), reread: Reread | None = None
+) -> PageReading:
     """The invoice's fields on one page, each with a calibrated confidence;
-    `keys` are issuers' technical keys known besides DIAN's test key."""
+    `keys` are issuers' technical keys known besides DIAN's test key, and
+    `reread` reads the CUFE's region again (a scan's small hexadecimal print
+    is where Tesseract errs most)."""
     geometry = Page(content)
     lines = line_items(geometry.text(), source)
     lines_total = sum((line.total for line in lines), Decimal(0)) if lines else None
     dates, times = _dates(geometry)
     parties = _parties(geometry)
-    candidates = _numbers(geometry) + dates + times + parties + _cufes(geometry) + _names(geometry)
+    cufes = _cufes(geometry, reread)
+    candidates = _numbers(geometry) + dates + times + parties + _names(geometry)
+    candidates += [c.candidate for c in cufes if c.candidate]
     chosen: dict[str, Candidate] = {}
     for name in ("number", "issue_date", "issue_time", "seller_nit", "buyer_id", "cufe", "seller_name", "buyer_name"):
         best = _best(c for c in candidates if c.name == name)
@@ -669,9 +735,16 @@ def read_page(content: PageText, source: Source, page: int = 0, keys: Sequence[s
     for candidate in _totals(geometry, lines_total):
         chosen[candidate.name] = candidate
     fields = {name: _field(c, source, page, geometry.aspect) for name, c in chosen.items()}
-    if recomputes(fields, (TEST_ENVIRONMENT_KEY, *keys)):
+    # The CUFE the other fields hash to, printed after a CUFE label (a few
+    # characters misread at most): it and every field it covers are right.
+    for expected in recomputed(fields, (TEST_ENVIRONMENT_KEY, *keys)):
+        printed = next((c for c in cufes if _printed_as(expected, c.reads)), None)
+        if printed is None:
+            continue
+        chosen["cufe"] = Candidate("cufe", expected, 1.0, printed.run.box, printed.run.raw, "verified")
         for name in ("number", "issue_date", "issue_time", "seller_nit", "buyer_id", "subtotal", "vat", "total",
                      "cufe"):  # fmt: skip
-            if name in fields:
+            if name in chosen:
                 fields[name] = _field(replace(chosen[name], tier="verified"), source, page, geometry.aspect)
+        break
     return PageReading(list(fields.values()), lines)

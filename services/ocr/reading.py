@@ -1,7 +1,10 @@
 """From uploaded bytes to a `Reading`, best source first: the DIAN QR code
 (zxing-cpp) on every page, then the PDF's text layer (pypdfium2), and only
-for pages with neither, Tesseract in Spanish (tesserocr) on a deskewed
-image. Refuses anything that is not a readable PDF or image, within limits.
+for pages with neither, Tesseract in Spanish (tesserocr) on an image with
+its grey levels stretched, deskewed and its inverse-video banners turned
+dark on white; the CUFE's region is read three more times (English model,
+hexadecimal digits only) for the reader to vote. Refuses anything that is
+not a readable PDF or image, within limits.
 
 The service runs `read_in_worker` in isolated worker processes (one
 Tesseract engine each; `services.kit.workers`): limits checked here refuse
@@ -40,7 +43,7 @@ from services.ocr.domain import (
     qr_fields,
     turned_back,
 )
-from services.ocr.layout import read_page
+from services.ocr.layout import Reread, read_page
 
 TESSDATA = Path("/usr/share/tesseract-ocr/5/tessdata")
 MAGIC = {
@@ -89,28 +92,76 @@ def content_type(content: bytes) -> str:
     raise invalid("UNSUPPORTED_FORMAT", "not a PDF, PNG, JPEG or TIFF file (by its first bytes)")
 
 
+@dataclass
+class Engine:
+    """Tesseract in Spanish for pages, and in English restricted to the
+    hexadecimal digits for the CUFE's region read again (the English model
+    tells `a` from `2` and keeps `1`s and `f`s that the Spanish one drops)."""
+
+    page: tesserocr.PyTessBaseAPI
+    hexadecimal: tesserocr.PyTessBaseAPI
+
+    @classmethod
+    def load(cls, tessdata: Path) -> Engine:
+        hexadecimal = tesserocr.PyTessBaseAPI(path=f"{tessdata}/", lang="eng", psm=tesserocr.PSM.SINGLE_BLOCK)
+        hexadecimal.SetVariable("tessedit_char_whitelist", "0123456789abcdef")
+        return cls(tesserocr.PyTessBaseAPI(path=f"{tessdata}/", lang="spa"), hexadecimal)
+
+    def end(self) -> None:
+        self.page.End()
+        self.hexadecimal.End()
+
+
+HEX_SCALES = (1.0, 1.5, 2.0)  # three more readings of the CUFE to vote with the page's
+
+
+def hex_reread(api: tesserocr.PyTessBaseAPI, image: Image.Image) -> Reread:
+    """Reads a region of `image` again, once per scale in `HEX_SCALES`."""
+
+    def reread(box: Box) -> list[str]:
+        left, top, width, height = box
+        x0, y0 = max(0, round(left * image.width)), max(0, round(top * image.height))
+        x1, y1 = (
+            min(image.width, round((left + width) * image.width)),
+            min(image.height, round((top + height) * image.height)),
+        )
+        if x1 - x0 < 8 or y1 - y0 < 4:
+            return []
+        region = image.crop((x0, y0, x1, y1))  # within the page: PIL pads beyond it with black
+        texts = []
+        for scale in HEX_SCALES:
+            api.SetImage(
+                region.resize((round(region.width * scale), round(region.height * scale)), Image.Resampling.LANCZOS)
+            )
+            texts.append(api.GetUTF8Text())
+        return texts
+
+    return reread
+
+
 class TesseractPool:
     """Tesseract engines loaded once (the Spanish model takes a while) and
     lent to one page at a time; tesserocr releases the GIL while it reads, so
     engines on threads use every core."""
 
     def __init__(self, size: int, tessdata: Path = TESSDATA) -> None:
-        self._engines: queue.Queue[tesserocr.PyTessBaseAPI] = queue.Queue()
+        self._engines: queue.Queue[Engine] = queue.Queue()
         for _ in range(size):
-            self._engines.put(tesserocr.PyTessBaseAPI(path=f"{tessdata}/", lang="spa"))
+            self._engines.put(Engine.load(tessdata))
 
     @contextmanager
-    def engine(self) -> Iterator[tesserocr.PyTessBaseAPI]:
-        api = self._engines.get()
+    def engine(self) -> Iterator[Engine]:
+        engine = self._engines.get()
         try:
-            yield api
+            yield engine
         finally:
-            api.Clear()
-            self._engines.put(api)
+            engine.page.Clear()
+            engine.hexadecimal.Clear()
+            self._engines.put(engine)
 
     def close(self) -> None:
         while not self._engines.empty():
-            self._engines.get().End()
+            self._engines.get().end()
 
 
 def ocr_text(api: tesserocr.PyTessBaseAPI, size: tuple[int, int]) -> PageText:
@@ -190,9 +241,9 @@ def qr_box(position: zxingcpp.Position, size: tuple[int, int]) -> Box:
 
 
 def deskew_angle(image: Image.Image) -> float:
-    """The small rotation (±3°, half-degree steps) that makes text rows
-    sharpest: the variance of the row darkness profile peaks when lines of
-    text are level."""
+    """The small rotation (within ±8°) that makes text rows sharpest: the
+    variance of the row darkness profile peaks when lines of text are level.
+    Whole degrees first, then quarter degrees around the best."""
     small = ImageOps.grayscale(image)
     small.thumbnail((700, 700))
     binary = small.point(lambda v: 255 if v < 160 else 0)
@@ -203,7 +254,83 @@ def deskew_angle(image: Image.Image) -> float:
         mean = sum(profile) / len(profile)
         return float(sum((v - mean) ** 2 for v in profile))
 
-    return max((a / 2 for a in range(-6, 7)), key=sharpness)
+    coarse = max(range(-8, 9), key=sharpness)
+    return max((coarse + q / 4 for q in range(-3, 4)), key=sharpness)
+
+
+BAND_CELL = 16  # pixels: the grain at which dark bands are looked for
+BAND_DARK = 110  # a cell this dark on average (of 255) is ink, not text on paper
+
+
+def _dark_runs(profile: list[int], light: int, gap: int) -> list[tuple[int, int]]:
+    """Spans of a darkness profile below mid-grey, split only where `gap`
+    values above `light` in a row separate them (white letters inside a
+    banner do not split it; the white between two boxes does)."""
+    spans: list[tuple[int, int]] = []
+    start, end, lights = -1, 0, 0
+    for i, value in enumerate([*profile, *[255] * gap]):
+        if value < 128:
+            start = i if start < 0 else start
+            lights, end = 0, i + 1
+        elif start >= 0 and value > light:
+            lights += 1
+            if lights >= gap:
+                spans.append((start, end))
+                start = -1
+    return spans
+
+
+def _bands(image: Image.Image) -> Iterator[tuple[int, int, int, int]]:
+    """Banners printed in inverse video: wide, short dark bands (cells of
+    `BAND_CELL` pixels gathered row by row, their edges then found exactly)."""
+    small = image.reduce(BAND_CELL)
+    width, cells = small.width, small.tobytes()
+    boxes: list[list[int]] = []  # [left, top, right, bottom] in cells
+    growing: list[list[int]] = []
+    for y in range(small.height):
+        dark, continued = [0 if v < BAND_DARK else 255 for v in cells[y * width : (y + 1) * width]], []
+        for left, right in _dark_runs(dark, light=200, gap=3):
+            if right - left < 8 or dark[left:right].count(0) < 0.7 * (right - left):
+                continue
+            box = next((b for b in growing if left < b[2] and b[0] < right), None)
+            if box is None:
+                box = [left, y, right, y + 1]
+                boxes.append(box)
+            box[0], box[2], box[3] = min(box[0], left), max(box[2], right), y + 1
+            continued.append(box)
+        growing = continued
+    for left, top, right, bottom in boxes:
+        region = (
+            max(0, (left - 1) * BAND_CELL),
+            max(0, (top - 1) * BAND_CELL),
+            min(image.width, (right + 1) * BAND_CELL),
+            min(image.height, (bottom + 1) * BAND_CELL),
+        )
+        piece = image.crop(region)
+        rows = _dark_runs(list(piece.resize((1, piece.height), Image.Resampling.BOX).tobytes()), light=200, gap=3)
+        if not rows:
+            continue
+        first, last = max(rows, key=lambda r: r[1] - r[0])
+        # Taller than a line of bold or blurred text (a banner is half a centimetre or more: 1.7% of
+        # an A4 page), and not as tall as a dark photograph.
+        if not max(image.size) * 0.016 <= last - first <= image.height * 0.08:
+            continue
+        band = piece.crop((0, first, piece.width, last))
+        for start, end in _dark_runs(list(band.resize((band.width, 1), Image.Resampling.BOX).tobytes()), 200, 6):
+            yield (region[0] + start, region[1] + first, region[0] + end, region[1] + last)
+
+
+def uninverted(image: Image.Image) -> Image.Image:
+    """The page with banners printed white on dark turned dark on white:
+    Tesseract reads inverted text only now and then, and a party's banner
+    ("VENDEDOR", "CLIENTE") is what says whose NIT follows."""
+    bands = list(_bands(image))
+    if not bands:
+        return image
+    page = image.copy()
+    for box in bands:
+        page.paste(ImageOps.invert(image.crop(box)), box[:2])
+    return page
 
 
 def _content_size(stream: pikepdf.Object, limit: int) -> int:
@@ -343,10 +470,13 @@ def read(
             source, found = Source.TEXT_LAYER, read_page(layer, Source.TEXT_LAYER, number)
         elif image is not None:
             source = Source.OCR
-            skew = deskew_angle(image)
-            straight = image.rotate(skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
-            with engines.engine() as api:
-                text, confidence = _recognise(api, straight, limits, number)
+            # Grey levels stretched to black ink on white paper (a faint or dark scan reads like a clean
+            # one); Tesseract reads grey levels, and turning one channel is a third of the work of three.
+            grey = ImageOps.autocontrast(ImageOps.grayscale(image), cutoff=1)
+            skew = deskew_angle(grey)
+            straight = uninverted(grey.rotate(skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255))
+            with engines.engine() as engine:
+                text, confidence = _recognise(engine.page, straight, limits, number)
                 found = read_page(text, source, number)
                 # A page scanned sideways or upside down yields few labelled fields: try the other turns.
                 # A landscape image of a (portrait) invoice is sideways, so both quarter turns are always tried.
@@ -354,10 +484,12 @@ def read(
                 for turn in (90, 270, 180) if landscape else (180, 90, 270):
                     if len(found.fields) >= UPRIGHT_FIELDS and not (landscape and turn in (90, 270)):
                         break
-                    candidate = _recognise(api, straight.rotate(turn, expand=True), limits, number)
+                    candidate = _recognise(engine.page, straight.rotate(turn, expand=True), limits, number)
                     turned = read_page(candidate[0], source, number)
                     if len(turned.fields) > len(found.fields):
                         (text, confidence), rotation, found = candidate, float(turn), turned
+                upright = straight.rotate(rotation, expand=True) if rotation else straight
+                found = read_page(text, source, number, reread=hex_reread(engine.hexadecimal, upright))
         else:
             continue
         fields = found.fields

@@ -263,6 +263,41 @@ def photo(pdf: bytes, seed: int) -> bytes:
     return out.getvalue()
 
 
+FORMS = (
+    "vector PDF", "scan 200 dpi", "scan 150 dpi", "scan 300 dpi", "image-only PDF", "photo",
+    "JPEG q40", "blurred", "low contrast", "skewed 4 deg",
+)  # fmt: skip
+
+
+def as_form(pdf: bytes, form: str, seed: int) -> bytes:
+    """The document as a user might upload it: the PDF itself, a scan at some
+    resolution, a scan wrapped in a PDF with no text layer, a phone photo, or
+    a 200-dpi scan gone through one of the degradations offices produce."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    if form == "vector PDF":
+        return pdf
+    if form == "photo":
+        return photo(pdf, seed)
+    if form.startswith("scan "):
+        return scan(pdf, seed, int(form.split()[1]))
+    image = Image.open(io.BytesIO(scan(pdf, seed)))
+    out = io.BytesIO()
+    if form == "image-only PDF":
+        image.convert("RGB").save(out, "PDF", resolution=200)
+    elif form == "JPEG q40":
+        image.save(out, "JPEG", quality=40)
+    elif form == "blurred":
+        image.filter(ImageFilter.GaussianBlur(1.1)).save(out, "PNG")
+    elif form == "low contrast":
+        image.point(lambda v: 95 + v * 90 // 255).save(out, "PNG")  # ink at 95, paper at 185
+    elif form == "skewed 4 deg":
+        turn = rng.choice((-1, 1)) * rng.uniform(3.5, 4.5)
+        image.rotate(turn, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255).save(out, "PNG")
+    else:
+        raise ValueError(f"unknown form {form!r}; one of {FORMS}")
+    return out.getvalue()
+
+
 def write(out: Path, count: int = 12) -> list[dict[str, object]]:
     out.mkdir(parents=True, exist_ok=True)
     manifest = []

@@ -285,7 +285,8 @@ def test_each_field_says_where_on_the_page_it_was_read() -> None:
         turned.save(buffer, "PNG")
         reading, pages, _ = read(buffer.getvalue(), engines)
         fields = _located(reading)
-        with engines.engine() as api:
+        with engines.engine() as engine:
+            api = engine.page
             for name in ("number", "total"):
                 assert fields[name].source == ocr_pb2.FIELD_SOURCE_OCR
                 piece = _crop(turned, fields[name].box, pad=0.012).rotate(pages[0].rotation, expand=True)
@@ -298,3 +299,25 @@ def test_each_field_says_where_on_the_page_it_was_read() -> None:
                     assert fields[name].value in text.replace(" ", "").upper(), text
     finally:
         engines.close()
+
+
+def test_banners_printed_white_on_dark_are_turned_dark_on_white() -> None:
+    from PIL import Image, ImageDraw, ImageStat
+
+    from services.ocr.reading import uninverted
+
+    page = Image.new("L", (1600, 2200), 250)
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((100, 300, 750, 345), fill=30)  # "VENDEDOR" banner
+    draw.rectangle((850, 300, 1500, 345), fill=30)  # "CLIENTE" banner beside it
+    for x in range(130, 300, 12):  # white strokes of its letters
+        draw.rectangle((x, 312, x + 2, 334), fill=250)
+    draw.rectangle((100, 600, 1500, 603), fill=0)  # a rule: not a banner
+    draw.text((100, 700), "Subtotal $ 100.000,00", fill=0)
+    turned = uninverted(page)
+    assert ImageStat.Stat(turned.crop((100, 300, 751, 346))).mean[0] > 200, "the banner is light now"
+    assert turned.getpixel((131, 320)) < 50, "and its letters dark"
+    assert turned.getpixel((800, 320)) == 250, "the paper between the two banners stays as it was"
+    assert turned.crop((0, 400, 1600, 2200)).tobytes() == page.crop((0, 400, 1600, 2200)).tobytes()
+    night = Image.new("L", (1600, 2200), 40)  # a photograph taken in the dark: nothing to turn
+    assert uninverted(night).tobytes() == night.tobytes()

@@ -11,21 +11,30 @@ invoice number or a total."""
 from __future__ import annotations
 
 import concurrent.futures
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections import defaultdict
 
 import pytest
 
 from services.ocr.domain import Reading
-from services.ocr.families import DEVELOPMENT, HELD_OUT, FamilyInvoice, invoices_of, render
+from services.ocr.families import (
+    DEVELOPMENT,
+    HELD_OUT,
+    KEY_FIELDS,
+    FamilyInvoice,
+    Grade,
+    accuracy,
+    graded,
+    invoices_of,
+    render,
+)
 from services.ocr.reading import Limits, load_worker_engine, read_in_worker
 from services.ocr.samples import scan
 
-KEY_FIELDS = ("number", "issue_date", "seller_nit", "buyer_id", "total", "cufe")
 PER_FAMILY = 3
-# Where the reader stands today on the held-out families; issue #19 asks for
-# 95% of the key fields and 90% of all of them: these floors catch a regression.
-KEY_FLOOR, ALL_FLOOR = 0.85, 0.85
+# Issue #19's targets on the held-out families (measured: key fields 95.4%,
+# all 93.4%; Tesseract is deterministic on the same pixels, and the pixels
+# are seeded).
+KEY_FLOOR, ALL_FLOOR = 0.95, 0.90
 
 
 def _scan(invoice: FamilyInvoice) -> bytes:
@@ -44,44 +53,31 @@ def held_out() -> list[tuple[FamilyInvoice, Reading]]:
     return _read_all(list(invoices_of(HELD_OUT, PER_FAMILY)))
 
 
-def _fields(results: list[tuple[FamilyInvoice, Reading]]) -> Iterator[tuple[FamilyInvoice, str, bool, float]]:
-    """(invoice, field, right?, confidence) for every field a reader should find."""
-    for invoice, reading in results:
-        for name, expected in invoice.expected().items():
-            found = reading.fields.get(name)
-            yield invoice, name, found is not None and found.value == expected, found.confidence if found else 0.0
-
-
-def _accuracy(results: list[tuple[FamilyInvoice, Reading]]) -> tuple[float, float, dict[str, str]]:
-    right: Counter[str] = Counter()
-    seen: Counter[str] = Counter()
-    for invoice, name, ok, _ in _fields(results):
-        for bucket in ("all", invoice.family) + (("key",) if name in KEY_FIELDS else ()):
-            seen[bucket] += 1
-            right[bucket] += ok
-    per_family = {f: f"{right[f] / seen[f]:.0%}" for f in seen if f not in ("all", "key")}
-    return right["key"] / seen["key"], right["all"] / seen["all"], per_family
+def _grades(results: list[tuple[FamilyInvoice, Reading]]) -> list[Grade]:
+    return [grade for invoice, reading in results for grade in graded(invoice, reading)]
 
 
 def test_held_out_layouts_scanned_at_200_dpi_without_a_qr_code(held_out: list[tuple[FamilyInvoice, Reading]]) -> None:
-    key, every, per_family = _accuracy(held_out)
+    grades = _grades(held_out)
+    key, every = accuracy(grades)
+    per_family = {f: f"{accuracy(g for g in grades if g.family == f)[1]:.0%}" for f in HELD_OUT}
     print(f"\nheld-out families, 200-dpi scans, no QR: key fields {key:.1%}, all fields {every:.1%}; {per_family}")
     assert key >= KEY_FLOOR, f"key fields {key:.1%}"
     assert every >= ALL_FLOOR, f"all fields {every:.1%}"
 
 
 def test_development_families_for_the_gap() -> None:
-    key, every, _ = _accuracy(_read_all(list(invoices_of(DEVELOPMENT, 1, seed=1))))
+    key, every = accuracy(_grades(_read_all(list(invoices_of(DEVELOPMENT, 1, seed=1)))))
     print(f"\ndevelopment families (other invoices than developed on): key {key:.1%}, all {every:.1%}")
     assert key >= KEY_FLOOR
 
 
 def test_confidence_means_something(held_out: list[tuple[FamilyInvoice, Reading]]) -> None:
     bands: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for _, _, ok, confidence in _fields(held_out):
-        if confidence:
-            band = next(b for b in ("0.9", "0.8", "0.5", "0.0") if confidence >= float(b))
-            bands[band][0] += ok
+    for grade in _grades(held_out):
+        if grade.confidence:
+            band = next(b for b in ("0.9", "0.8", "0.5", "0.0") if grade.confidence >= float(b))
+            bands[band][0] += grade.right
             bands[band][1] += 1
     table = {band: f"{r}/{n} right ({r / n:.1%})" for band, (r, n) in sorted(bands.items(), reverse=True)}
     print("\nreliability by confidence band:", table)
@@ -104,7 +100,6 @@ def test_no_decoy_comes_out_as_a_party_a_number_or_a_total(held_out: list[tuple[
 
 def test_through_the_qr_code_every_field_is_right() -> None:
     invoices = list(invoices_of(HELD_OUT, 1, seed=2, qr=True))
-    results = _read_all(invoices)
-    wrong = [(i.family, n) for i, n, ok, _ in _fields(results) if not ok and n in KEY_FIELDS]
+    wrong = [(g.family, g.field) for g in _grades(_read_all(invoices)) if not g.right and g.field in KEY_FIELDS]
     print(f"\nheld-out families with the QR code: {len(invoices) * len(KEY_FIELDS) - len(wrong)} key fields right")
     assert not wrong

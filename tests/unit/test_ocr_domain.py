@@ -311,3 +311,86 @@ def test_totals_that_do_not_add_up_leave_the_total_to_confirm() -> None:
 def test_values_from_the_qr_code_or_a_text_layer_need_no_confirmation(source: Source) -> None:
     reading = _reading(source, number="FE1001", cufe="ab" * 48, seller_nit=NIT, buyer_id="800197268", total="1")
     assert to_confirm(reading) == []
+
+
+# ---------------------------------------------------------------- the CUFE read from a scan
+
+TRUE_CUFE = "7ffb99dc1bc8587ee84193c63f31c945b8f1ec41ff1aae09072359018ac523a03bc15ad890bca77183520a4e6a16dc76"
+
+
+def _misread(cufe: str, *at: int, by: str = "2") -> str:
+    digits = list(cufe)
+    for position in at:
+        digits[position] = by if digits[position] != by else "0"
+    return "".join(digits)
+
+
+def test_readings_of_the_cufe_vote_digit_by_digit_even_when_one_dropped_a_character() -> None:
+    from services.ocr.layout import consensus
+
+    reads = [_misread(TRUE_CUFE, 10), _misread(TRUE_CUFE, 50, 90), TRUE_CUFE[:30] + TRUE_CUFE[31:]]
+    assert consensus(reads) == TRUE_CUFE
+    assert consensus([TRUE_CUFE[:95], TRUE_CUFE + "a"]) == "", "no reading of 96 digits: nothing to vote on"
+
+
+def _test_environment_page(cufe_lines: tuple[str, str]) -> PageText:
+    from services.ocr.samples import sample_invoices
+
+    expected = sample_invoices(1)[0].expected()  # DIAN's test environment: its technical key is public
+    assert expected["cufe"] == TRUE_CUFE
+    return _laid_out(
+        (0.05, 0.05, f"Factura electrónica de venta No. {expected['number']}"),
+        (0.05, 0.08, "Fecha: 02/11/2026"), (0.40, 0.08, "Hora: 15:13:00"),
+        (0.05, 0.14, "Vendedor"), (0.55, 0.14, "Cliente"),
+        (0.05, 0.16, f"NIT {expected['seller_nit']}-{expected['seller_nit_dv']}"),
+        (0.55, 0.16, f"NIT {expected['buyer_id']}"),
+        (0.55, 0.40, "Subtotal"), (0.75, 0.40, "$ 60.628.000,00"),
+        (0.55, 0.42, "IVA"), (0.75, 0.42, "$ 3.031.400,00"),
+        (0.55, 0.44, "Total a pagar"), (0.75, 0.44, "$ 63.659.400,00"),
+        (0.05, 0.50, "CUFE:"), (0.05, 0.52, cufe_lines[0]), (0.05, 0.54, cufe_lines[1]),
+    )  # fmt: skip
+
+
+def test_a_cufe_misread_in_a_few_digits_is_the_one_its_fields_recompute_and_confirms_them() -> None:
+    misread = _misread(TRUE_CUFE, 3, 40, 77)
+    found = {f.name: f for f in read_page(_test_environment_page((misread[:48], misread[48:])), Source.OCR).fields}
+    assert found["cufe"].value == TRUE_CUFE
+    assert all(found[n].confidence >= 0.9 for n in ("cufe", "number", "seller_nit", "buyer_id", "total"))
+
+
+def test_a_cufe_far_from_the_one_recomputed_is_read_as_printed_and_confirms_nothing() -> None:
+    other = _misread(TRUE_CUFE, *range(0, 96, 8))  # twelve digits off: another document's CUFE
+    found = {f.name: f for f in read_page(_test_environment_page((other[:48], other[48:])), Source.OCR).fields}
+    assert found["cufe"].value == other
+    assert found["cufe"].confidence < 0.9
+    assert found["number"].confidence < 0.9
+
+
+def test_the_cufe_region_read_again_outvotes_the_pages_misreading() -> None:
+    misread = _misread(TRUE_CUFE, 5)
+    page = _laid_out((0.05, 0.50, "CUFE:"), (0.05, 0.52, misread[:48]), (0.05, 0.54, misread[48:]))
+    regions: list[tuple[float, float, float, float]] = []
+
+    def reread(box: tuple[float, float, float, float]) -> list[str]:
+        regions.append(box)
+        return [TRUE_CUFE[:48] + "\n" + TRUE_CUFE[48:], _misread(TRUE_CUFE, 60)]
+
+    found = {f.name: f for f in read_page(page, Source.OCR, reread=reread).fields}
+    assert found["cufe"].value == TRUE_CUFE
+    assert found["cufe"].confidence < 0.8, "the readings disagreed: not labelled"
+    ((left, top, _, height),) = regions
+    assert left < 0.05, "the region holds the CUFE's first digits"
+    assert top < 0.52, "and its first line"
+    assert top + height > 0.552, "and its second"
+
+
+def test_a_random_value_is_never_taken_for_a_misreading_of_another() -> None:
+    import random
+
+    from services.ocr.layout import _printed_as
+
+    rng = random.Random(19)
+    for _ in range(200):
+        a, b = rng.randbytes(48).hex(), rng.randbytes(48).hex()
+        assert not _printed_as(a, [b])
+    assert _printed_as(TRUE_CUFE, [_misread(TRUE_CUFE, *range(0, 96, 12))])  # eight digits misread
