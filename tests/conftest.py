@@ -23,6 +23,7 @@ from services.cli.cluster import Cluster
 from services.cli.commissions import ensure_uvt
 from services.dian import calendar
 from services.kit.database import database_name, drop_database
+from services.kit.metrics import metrics_port
 from services.kit.settings import Settings
 from services.kit.tokens import mint_token
 from services.kit.topology import SERVICES
@@ -48,11 +49,12 @@ def _port_free(port: int) -> bool:
 
 def free_port_base(mesh: bool = True) -> int:
     """A base whose ports (base for the gateway, base+1..base+9 for services,
-    and with the mesh every port of its plan) are all free now."""
+    their /metrics, and with the mesh every port of its plan) are all free now."""
     spec = load_mesh() if mesh else None
     for _ in range(200):
         base = random.randrange(20000, 60000, 10)
         ports = [base + offset for offset in range(10)]
+        ports += [metrics_port(Settings(port_base=base), offset, r) for offset in range(7) for r in range(3)]
         if spec is not None:
             place = local_placement(base, base, Path("."), base + 443)
             ports += [port for _, port in listening_ports(spec, place, list(SERVICES), gateway=True)]

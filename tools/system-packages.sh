@@ -3,7 +3,7 @@
 # when running as root and when they are missing; otherwise say what is
 # missing and carry on (the tests that need them skip and say why).
 set -euo pipefail
-PACKAGES=(tesseract-ocr-spa tesseract-ocr-eng chromium chromium-driver fonts-dejavu-core faketime)
+PACKAGES=(tesseract-ocr-spa tesseract-ocr-eng chromium chromium-driver fonts-dejavu-core faketime prometheus)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -34,6 +34,7 @@ from services.certificate.sealing import Sealer, SigningKey
 from services.certificate.store import CertificateStore, NewCertificate
 from services.dian.calendar import COLOMBIA, local_date
 from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.metrics import CERTIFICATES_ISSUED
 from services.kit.objects import object_store
 from services.kit.pki import DevPki
 from services.kit.service_clients import ServiceClient
@@ -305,4 +306,7 @@ class Issuer:
             )
         )  # fmt: skip
         new = NewCertificate(message, certified, subject, message.buyer.id.number)
-        return await self._store.insert(new, existing.name if existing else "", applying, trace_id)
+        stored, created = await self._store.insert(new, existing.name if existing else "", applying, trace_id)
+        if created:
+            CERTIFICATES_ISSUED.inc()
+        return stored, created

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from services.cli import clients, commissions, events, invoices, mesh, ocr, products
 from services.cli.cluster import Cluster, ClusterError, ServiceStatus
+from services.cli.observe import ObserverError, Prometheus
 from services.kit.settings import Settings, get_settings
 from services.kit.tokens import ROLE_NAMES, mint_token
 from services.mesh.access import edge_grpc_target, edge_url
@@ -68,12 +69,21 @@ def transport(settings: Settings) -> str:
 
 
 @app.command()
-def up(no_mesh: Annotated[bool, NO_MESH] = False) -> None:
+def up(
+    no_mesh: Annotated[bool, NO_MESH] = False,
+    observe: Annotated[
+        bool,
+        typer.Option(
+            "--observe", help="Also start Prometheus (Debian's), scraping every process and sidecar, SLO rules loaded."
+        ),
+    ] = False,
+) -> None:
     """Start every service as its own process, each replica behind its Envoy
     sidecar, the REST gateway and the edge (and the embedded databases when
     BMC_DATABASE_URL / BMC_REDIS_URL are unset); Ctrl-C stops them all."""
     settings = chosen_settings(no_mesh)
     cluster = Cluster(settings)
+    observer: Prometheus | None = None
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -91,16 +101,23 @@ def up(no_mesh: Annotated[bool, NO_MESH] = False) -> None:
         assert infra is not None
         console.print(f"PostgreSQL: {infra.database_url}\nRedis: {infra.redis_url}")
         console.print(transport(settings))
+        if observe:
+            observer = Prometheus(cluster.settings, cluster.scrape_targets())
+            with console.status("starting Prometheus..."):
+                observer.start()
+            console.print(f"Prometheus: {observer.url} (alerts: {observer.url}/alerts; data in {observer.directory})")
         console.print("ready; press Ctrl-C to stop (crashed parts are restarted)", style="bold")
         while not stopping:
             for name in cluster.supervise():
                 console.print(f"[yellow]{name} stopped unexpectedly; restarted[/] (restarts: {cluster.restarts[name]})")
             time.sleep(0.5)
-    except ClusterError as exc:
+    except (ClusterError, ObserverError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
         with console.status("stopping..."):
+            if observer is not None:
+                observer.stop()
             cluster.stop()
     console.print("all services stopped")
 

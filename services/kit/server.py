@@ -31,6 +31,7 @@ from services.kit.deadlines import DeadlineInterceptor
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
 from services.kit.events import Health
+from services.kit.metrics import MetricsInterceptor, serve_metrics
 from services.kit.pki import CLIENTS, server_credentials
 from services.kit.redis_connection import open_redis
 from services.kit.settings import Settings, get_settings
@@ -64,13 +65,14 @@ class ServiceDefinition:
 
 
 def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
-    """The fixed order: tracing, logging, the caller's deadline, (with mTLS) the client's identity,
+    """The fixed order: metrics, tracing, logging, the caller's deadline, (with mTLS) the client's identity,
     authentication, authorisation, request validation, error mapping
     (innermost, around the handler)."""
     peers: list[grpc.aio.ServerInterceptor] = (
         [PeerInterceptor(frozenset(SERVICES) | frozenset(CLIENTS))] if settings.tls else []
     )
     return [
+        MetricsInterceptor(),
         TracingInterceptor(),
         LoggingInterceptor(),
         DeadlineInterceptor(),
@@ -162,7 +164,8 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     if port == 0:
         raise SystemExit(f"{definition.name}: cannot listen on {address} (port in use?)")
     await server.start()
-    log.info("listening", address=address, tls=settings.tls, embedded=infra.embedded)
+    metrics = serve_metrics(settings, spec.port_offset)
+    log.info("listening", address=address, tls=settings.tls, embedded=infra.embedded, metrics_port=metrics)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     )
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew tolerated on exp/nbf.")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector; unset disables export.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Where this process serves Prometheus /metrics; 0: this machine's plan "
+        "(BMC_PORT_BASE + 500 + 10 x service offset + replica).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = Field(default="json", description="Structured JSON or coloured text.")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, description="Time in-flight RPCs get on stop.")

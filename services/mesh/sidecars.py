@@ -94,6 +94,10 @@ class Sidecars:
     def admin_port(self, name: str) -> int:
         return self._admin[name]
 
+    def admin_ports(self) -> dict[str, int]:
+        """Each sidecar's admin port (its /stats/prometheus), by name."""
+        return dict(self._admin)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:

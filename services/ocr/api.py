@@ -12,6 +12,7 @@ from typing import Any
 from bmc.ocr.v1 import ocr_pb2, ocr_service_pb2, ocr_service_pb2_grpc
 from services.kit.auth import require_principal, tenant_scope
 from services.kit.errors import NotFound, ResourceExhausted
+from services.kit.metrics import OCR_HELD, OCR_PAGES
 from services.kit.names import resource_id
 from services.kit.paging import INSTANT, TEXT, list_page
 from services.kit.workers import IsolatedPool
@@ -53,6 +54,8 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
             broker=tenant_scope(require_principal()),
         )
         extraction.fields_to_confirm.extend(to_confirm(reading))
+        for held in extraction.fields_to_confirm:
+            OCR_HELD.labels(held).inc()
         if extraction.fields_to_confirm:
             extraction.warnings.add(
                 code="CONFIRMATION_NEEDED",
@@ -68,6 +71,7 @@ class OcrApi(ocr_service_pb2_grpc.OcrServiceServicer):
             message="pick the catalog product of each line before registering",
         )
         for page in pages:
+            OCR_PAGES.labels(page.source.value).inc()
             report = extraction.pages.add(
                 page=page.page,
                 source=SOURCES[page.source],

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from bmc.product.v1 import product_pb2
 from services.kit.deadlines import bounded
+from services.kit.metrics import CACHE_LOOKUPS
 
 log = structlog.get_logger("bmc.product.cache")
 
@@ -119,11 +120,14 @@ class ProductCache:
             values, flags = await self._call(fetch)
         except _Unavailable:
             self.misses += len(codes)
+            CACHE_LOOKUPS.labels("unavailable").inc(len(codes))
             return {}, set()
         found = {code: product_pb2.Product.FromString(v) for code, v in zip(codes, values, strict=True) if v}
         missing = {code for code, flag in zip(codes, flags, strict=True) if flag}
         self.hits += len(found) + len(missing)
         self.misses += len(codes) - len(found) - len(missing)
+        CACHE_LOOKUPS.labels("hit").inc(len(found) + len(missing))
+        CACHE_LOOKUPS.labels("miss").inc(len(codes) - len(found) - len(missing))
         return found, missing
 
     async def store(self, found: Sequence[product_pb2.Product], missing: Sequence[str]) -> None:

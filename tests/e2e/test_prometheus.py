@@ -1,0 +1,72 @@
+"""A real Prometheus (Debian's, as `bmc up --observe` starts it) scraping
+the running platform: every process and sidecar is up, registrations are
+counted, and when the commission consumer is killed its lag grows (the
+producer measures it) and the ConsumerStalled alert is raised from the
+live series; once it is back, the lag returns to 0."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from services.cli.observe import Prometheus
+from tests.conftest import Platform
+from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing: Debian's package (make setup)"),
+]
+LAG = 'max(bmc_stream_consumer_lag_entries{stream="invoice.events",group="commission"})'
+
+
+@pytest.fixture
+def prometheus(platform: Platform) -> Iterator[Prometheus]:
+    if platform.backend != "embedded":
+        pytest.skip("one Prometheus run is enough: the embedded backend's")
+    with Prometheus(platform.settings, platform.cluster.scrape_targets()) as observer:
+        yield observer
+
+
+def _value(prometheus: Prometheus, expression: str) -> float | None:
+    result = prometheus.query(expression)
+    return float(result[0]["value"][1]) if result else None
+
+
+def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(1)
+
+
+def test_prometheus_scrapes_every_process_and_sidecar(platform: Platform, prometheus: Prometheus) -> None:
+    targets = platform.cluster.scrape_targets()
+    expected = sum(len(t) for t in targets.values())
+    _eventually(lambda: _value(prometheus, "count(up == 1)") == expected, 30, f"all {expected} targets up: {targets}")
+    assert _value(prometheus, 'count(up{job="envoy"} == 1)') == len(targets["envoy"])
+    rules = prometheus.query("count(ALERTS) or vector(0)")
+    assert rules, "the rules are loaded and evaluated"
+
+
+def test_a_killed_consumer_shows_as_lag_and_a_stalled_alert(platform: Platform, prometheus: Prometheus) -> None:
+    load_sample_catalog(platform.settings)
+    _eventually(lambda: _value(prometheus, LAG) == 0, 45, "no commission lag to begin with")
+    platform.cluster.kill("commission")
+    try:
+        with registry(platform.settings) as reg:
+            for _ in range(4):
+                reg.register(invoice())
+        _eventually(lambda: (_value(prometheus, LAG) or 0) >= 4, 45, "the commission lag counts the 4 invoices")
+        stalled = 'ALERTS{alertname="ConsumerStalled", group="commission", stream="invoice.events"}'
+        _eventually(lambda: bool(prometheus.query(stalled)), 45, "ConsumerStalled raised (pending its 5 minutes)")
+        accepted = _value(prometheus, 'sum(bmc_invoice_registrations_total{outcome="accepted"})')
+        assert accepted is not None
+        assert accepted >= 4
+    finally:
+        platform.cluster.restart("commission")
+    _eventually(lambda: _value(prometheus, LAG) == 0, 60, "the lag back to 0 once the consumer is back")
