@@ -1,12 +1,18 @@
 # What wakes someone up: one SNS topic, and alarms on the objectives that
 # matter to brokers and to DIAN — registrations answered (5xx rate, p99
 # latency), events flowing (consumer lag: every registered invoice charged and
-# certified), and the stores' headroom (RDS CPU and storage, Redis memory).
+# certified; no event lost: dead letters, the outbox draining), the catalog
+# answering from its cache, the mesh healthy, and the stores' headroom (RDS CPU
+# and storage, Redis memory).
 #
-# Consumer lag comes from the services' own metrics (issue #20's exporters,
-# shipped to CloudWatch as BMC/Streams ConsumerLagSeconds {Consumer, Source} by the collector);
-# until they arrive the alarm is INSUFFICIENT_DATA, and missing data counts as
-# breaching, so a silent pipeline is never taken for a healthy one.
+# Each alarm on an objective carries the tag `slo`, named as the `slo` label of
+# the Prometheus rules in ops/prometheus/slo-rules.yml: the same objectives in
+# both places (tests/integration/test_slo_rules.py compares the two lists).
+#
+# The BMC/* metrics are the services' and sidecars' own Prometheus metrics,
+# shipped to CloudWatch by the collector beside each task; until they arrive an
+# alarm on them is INSUFFICIENT_DATA, and where silence could hide a fault,
+# missing data counts as breaching.
 
 terraform {
   required_providers {
@@ -42,6 +48,7 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   treat_missing_data  = "notBreaching" # no requests, no errors
   alarm_actions       = local.actions
   ok_actions          = local.actions
+  tags                = { slo = "registration-availability" }
   metric_query {
     id          = "rate"
     expression  = "100 * errors / MAX([requests, 1])"
@@ -85,6 +92,7 @@ resource "aws_cloudwatch_metric_alarm" "api_p99" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.actions
   ok_actions          = local.actions
+  tags                = { slo = "registration-latency" }
 }
 
 resource "aws_cloudwatch_metric_alarm" "consumer_lag" {
@@ -103,6 +111,107 @@ resource "aws_cloudwatch_metric_alarm" "consumer_lag" {
   treat_missing_data  = "breaching" # a consumer that stopped reporting is not a healthy one
   alarm_actions       = local.actions
   ok_actions          = local.actions
+  tags                = { slo = "certification-lag" }
+}
+
+resource "aws_cloudwatch_metric_alarm" "dead_letters" {
+  alarm_name          = "${var.name}-dead-letters"
+  alarm_description   = "Events were set aside as dead letters: re-drive them (`bmc events dead-letters`)"
+  namespace           = "BMC/Streams"
+  metric_name         = "DeadLetters"
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching" # none set aside
+  alarm_actions       = local.actions
+  tags                = { slo = "no-event-lost" }
+}
+
+resource "aws_cloudwatch_metric_alarm" "outbox_growing" {
+  alarm_name          = "${var.name}-outbox-growing"
+  alarm_description   = "An event has waited more than ${var.max_outbox_seconds} s to leave its service's outbox"
+  namespace           = "BMC/Streams"
+  metric_name         = "OutboxOldestUnpublishedSeconds"
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.max_outbox_seconds
+  treat_missing_data  = "breaching" # a relay that stopped reporting publishes nothing either
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = { slo = "no-event-lost" }
+}
+
+resource "aws_cloudwatch_metric_alarm" "cache_hit_ratio" {
+  alarm_name          = "${var.name}-catalog-cache-hit-ratio"
+  alarm_description   = "Fewer than ${var.min_cache_hit_percent}% of product lookups answered by the cache"
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.min_cache_hit_percent
+  evaluation_periods  = 15
+  datapoints_to_alarm = 15
+  treat_missing_data  = "notBreaching" # no lookups
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = { slo = "catalog-cache" }
+  metric_query {
+    id          = "ratio"
+    expression  = "100 * hits / MAX([lookups, 1])"
+    label       = "cache hit %"
+    return_data = true
+  }
+  metric_query {
+    id = "hits"
+    metric {
+      namespace   = "BMC/Catalog"
+      metric_name = "CacheHits"
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+  metric_query {
+    id = "lookups"
+    metric {
+      namespace   = "BMC/Catalog"
+      metric_name = "CacheLookups"
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "mesh_ejections" {
+  alarm_name          = "${var.name}-mesh-ejections"
+  alarm_description   = "An Envoy sidecar has ejected upstream hosts (outlier detection)"
+  namespace           = "BMC/Mesh"
+  metric_name         = "EjectionsActive"
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = { slo = "mesh-health" }
+}
+
+resource "aws_cloudwatch_metric_alarm" "mesh_tls_failures" {
+  alarm_name          = "${var.name}-mesh-tls-failures"
+  alarm_description   = "Envoy sidecars fail TLS handshakes: a certificate expired or an identity is wrong"
+  namespace           = "BMC/Mesh"
+  metric_name         = "SslConnectionErrors"
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = { slo = "mesh-health" }
 }
 
 resource "aws_cloudwatch_metric_alarm" "database_cpu" {

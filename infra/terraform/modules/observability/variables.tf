@@ -50,3 +50,15 @@ variable "min_free_storage_gb" {
   type    = number
   default = 20
 }
+
+variable "max_outbox_seconds" {
+  description = "How long an event may wait in its service's outbox before the relay publishes it."
+  type        = number
+  default     = 60
+}
+
+variable "min_cache_hit_percent" {
+  description = "The share of product lookups the catalog cache must answer."
+  type        = number
+  default     = 80
+}

@@ -112,8 +112,8 @@ run "one_entry_and_every_service_behind_its_own_sidecar" {
     error_message = "images are immutable and scanned on push"
   }
   assert {
-    condition     = length(module.observability.alarm_names) == 9
-    error_message = "5xx rate, p99, four consumers' lag, RDS CPU and storage, Redis memory"
+    condition     = length(module.observability.alarm_names) == 14
+    error_message = "5xx rate, p99, four consumers' lag, dead letters, outbox, cache hits, mesh ejections and TLS, RDS CPU and storage, Redis memory"
   }
 
   assert {
