@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from services.cli.observe import PROMETHEUS_OFFSET
 from services.kit.topology import SERVICES
 from tests.conftest import free_port_base, grpcurl, load_mesh
 
@@ -71,11 +72,16 @@ def _stops_everything(process: subprocess.Popen[str], children: list[psutil.Proc
         assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
 
 
-def test_bmc_up_runs_every_replica_behind_its_sidecar_and_ctrl_c_stops_all(tmp_path: Path) -> None:
+def test_bmc_up_runs_every_replica_behind_its_sidecar_restarts_what_crashes_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
     """By default: each replica behind its Envoy (shown with its identity),
     the gateway's sidecar and the edge; REST and operators' grpcurl come in
-    through the edge, exactly as `bmc up` says."""
-    process, base, output = _bmc_up(tmp_path)
+    through the edge, exactly as `bmc up` says; with --observe, Prometheus
+    beside them. Then kill -9 of a service (its render processes go with it),
+    of the embedded Redis and of a sidecar: each is restarted, the others
+    never stop, and the platform answers again. Ctrl-C stops everything."""
+    process, base, output = _bmc_up(tmp_path, "--observe")
     try:
         text = "".join(output)
         children = psutil.Process(process.pid).children(recursive=True)
@@ -97,7 +103,29 @@ def test_bmc_up_runs_every_replica_behind_its_sidecar_and_ctrl_c_stops_all(tmp_p
         for name in SERVICES.values():
             assert name.full_name in listed.stdout, listed.stderr
         assert grpcurl(f"localhost:{base + 444}", "list").returncode != 0, "no client certificate, no entry"
-        _stops_everything(process, children)
+        prometheus = f"http://127.0.0.1:{base + PROMETHEUS_OFFSET}"
+        assert f"Prometheus: {prometheus}" in text
+        with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=5) as ready:  # noqa: S310 - loopback
+            assert ready.status == 200
+
+        certificate = _child(process, "services.certificate.main")
+        renderers = certificate.children(recursive=True)
+        assert renderers, "the render processes run"
+        others = [_child(process, f"services.{name}.main").pid for name in ("invoice", "product", "commission")]
+        certificate.kill()
+        _until_line(process, "certificate stopped unexpectedly; restarted", output)
+        time.sleep(1)
+        assert [r.pid for r in renderers if r.is_running() and r.status() != psutil.STATUS_ZOMBIE] == []
+        _child(process, "redis-server").kill()
+        _until_line(process, "redis stopped unexpectedly; restarted", output)
+        _child(process, "product-1.json").kill()
+        _until_line(process, "envoy product-1 stopped unexpectedly; restarted", output)
+        deadline = time.monotonic() + 60
+        while not _ready(f"http://localhost:{base}"):
+            assert time.monotonic() < deadline, "not ready again after the restarts"
+            time.sleep(0.5)
+        assert [_child(process, f"services.{name}.main").pid for name in ("invoice", "product", "commission")] == others
+        _stops_everything(process, psutil.Process(process.pid).children(recursive=True))
     finally:
         if process.poll() is None:
             process.kill()
@@ -133,36 +161,6 @@ def _until_line(process: subprocess.Popen[str], text: str, output: list[str]) ->
         if text in line:
             return
     raise AssertionError("".join(output))
-
-
-def test_bmc_up_restarts_what_crashes_and_keeps_the_rest_running(tmp_path: Path) -> None:
-    """kill -9 of a service (its render processes go with it), of the
-    embedded Redis and of a sidecar: each is restarted, the others never stop, and the
-    platform answers again."""
-    process, base, output = _bmc_up(tmp_path)
-    try:
-        certificate = _child(process, "services.certificate.main")
-        renderers = certificate.children(recursive=True)
-        assert renderers, "the render processes run"
-        others = [_child(process, f"services.{name}.main").pid for name in ("invoice", "product", "commission")]
-        certificate.kill()
-        _until_line(process, "certificate stopped unexpectedly; restarted", output)
-        time.sleep(1)
-        assert [r.pid for r in renderers if r.is_running() and r.status() != psutil.STATUS_ZOMBIE] == []
-        _child(process, "redis-server").kill()
-        _until_line(process, "redis stopped unexpectedly; restarted", output)
-        _child(process, "product-1.json").kill()
-        _until_line(process, "envoy product-1 stopped unexpectedly; restarted", output)
-        deadline = time.monotonic() + 60
-        while not _ready(f"http://localhost:{base}"):
-            assert time.monotonic() < deadline, "not ready again after the restarts"
-            time.sleep(0.5)
-        assert [_child(process, f"services.{name}.main").pid for name in ("invoice", "product", "commission")] == others
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_a_bmc_up_killed_outright_takes_its_services_and_sidecars_with_it(tmp_path: Path) -> None:
