@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from services.cli import clients, commissions, events, invoices, mesh, ocr, products
+from services.cli import status as status_view
 from services.cli.cluster import Cluster, ClusterError, ServiceStatus
 from services.cli.observe import ObserverError, Prometheus
 from services.kit.settings import Settings, get_settings
@@ -120,6 +122,34 @@ def up(
                 observer.stop()
             cluster.stop()
     console.print("all services stopped")
+
+
+@app.command()
+def status(
+    prometheus: Annotated[
+        str, typer.Option(help="Prometheus to read (default: the one `bmc up --observe` started).")
+    ] = "",
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw every 5 s until Ctrl-C.")] = False,
+) -> None:
+    """The platform as Prometheus sees it: each process's health, rate, server errors and p99, each consumer
+    group's lag, the outboxes, dead letters and the alerts firing, with the last ten minutes as sparklines."""
+    settings = get_settings()
+    observer = Prometheus(settings, {})
+    if prometheus:
+        observer.url = prometheus.rstrip("/")
+    try:
+        if not watch:
+            console.print(status_view.render(status_view.take(observer)))
+            return
+        with Live(status_view.render(status_view.take(observer)), console=console, refresh_per_second=1) as live:
+            while True:
+                time.sleep(5)
+                live.update(status_view.render(status_view.take(observer)))
+    except OSError as exc:
+        console.print(f"[red]error:[/] no Prometheus at {observer.url} ({exc}); start one with `bmc up --observe`")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

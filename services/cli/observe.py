@@ -104,6 +104,15 @@ class Prometheus:
         result: list[dict[str, Any]] = self._api(f"query?{urllib.parse.urlencode({'query': expression})}")["result"]
         return result
 
+    def series(self, expression: str, seconds: int, step: int, *labels: str) -> dict[tuple[str, ...], list[float]]:
+        """A range query over the last `seconds`: each series' values, keyed by `labels`."""
+        end = time.time()
+        query = urllib.parse.urlencode({"query": expression, "start": end - seconds, "end": end, "step": step})
+        return {
+            tuple(s["metric"].get(label, "") for label in labels): [float(v) for _, v in s["values"]]
+            for s in self._api(f"query_range?{query}")["result"]
+        }
+
     def rule_names(self) -> list[str]:
         """The names of the alerting and recording rules loaded."""
         return [rule["name"] for group in self._api("rules")["groups"] for rule in group["rules"]]

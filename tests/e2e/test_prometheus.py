@@ -1,14 +1,19 @@
 """A real Prometheus (Debian's, as `bmc up --observe` starts it) scraping
 the running platform: every process and sidecar is up, registrations are
 counted, and when the commission consumer is killed its lag grows (the
-producer measures it) and the ConsumerStalled alert is raised from the
-live series; once it is back, the lag returns to 0."""
+producer measures it), the ConsumerStalled alert is raised from the live
+series and `bmc status` shows the service down; once it is back, the lag
+returns to 0."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +25,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing: Debian's package (make setup)"),
 ]
+BMC = str(Path(sys.executable).parent / "bmc")
 LAG = 'max(bmc_stream_consumer_lag_entries{stream="invoice.events",group="commission"})'
 
 
@@ -44,6 +50,14 @@ def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(1)
 
 
+def _bmc_status(prometheus: Prometheus) -> str:
+    shown = subprocess.run(
+        [BMC, "status", "--prometheus", prometheus.url],
+        capture_output=True, text=True, timeout=60, check=True, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    return shown.stdout
+
+
 def test_prometheus_scrapes_every_process_and_sidecar(platform: Platform, prometheus: Prometheus) -> None:
     targets = platform.cluster.scrape_targets()
     expected = sum(len(t) for t in targets.values())
@@ -64,6 +78,10 @@ def test_a_killed_consumer_shows_as_lag_and_a_stalled_alert(platform: Platform, 
         _eventually(lambda: (_value(prometheus, LAG) or 0) >= 4, 45, "the commission lag counts the 4 invoices")
         stalled = 'ALERTS{alertname="ConsumerStalled", group="commission", stream="invoice.events"}'
         _eventually(lambda: bool(prometheus.query(stalled)), 45, "ConsumerStalled raised (pending its 5 minutes)")
+        _eventually(lambda: "DOWN" in _bmc_status(prometheus), 30, "bmc status shows the commission service down")
+        shown = _bmc_status(prometheus)
+        assert "invoice.events" in shown, shown
+        assert "Streams" in shown, shown
         accepted = _value(prometheus, 'sum(bmc_invoice_registrations_total{outcome="accepted"})')
         assert accepted is not None
         assert accepted >= 4

@@ -88,12 +88,14 @@ def _key_in(path: str) -> bytes:
 def test_processes_starting_together_agree_on_one_whole_key(tmp_path: Path) -> None:
     """Services start at once on a fresh data directory: none may read the
     key half written (an empty key stopped one), and all must get the same."""
-    for attempt in range(5):
-        path = tmp_path / f"attempt-{attempt}" / "page-token.key"
-        with multiprocessing.get_context("spawn").Pool(6) as pool:
+    # One pool for every attempt (spawning six interpreters is most of the cost);
+    # each attempt is a fresh directory that twelve calls race to create the key in.
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        for attempt in range(5):
+            path = tmp_path / f"attempt-{attempt}" / "page-token.key"
             keys = pool.map(_key_in, [str(path)] * 12)
-        assert len(set(keys)) == 1
-        assert len(keys[0]) == 32
+            assert len(set(keys)) == 1
+            assert len(keys[0]) == 32
 
 
 def test_a_key_file_left_torn_is_replaced_not_used(tmp_path: Path) -> None:
