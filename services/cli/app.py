@@ -133,10 +133,7 @@ def status(
 ) -> None:
     """The platform as Prometheus sees it: each process's health, rate, server errors and p99, each consumer
     group's lag, the outboxes, dead letters and the alerts firing, with the last ten minutes as sparklines."""
-    settings = get_settings()
-    observer = Prometheus(settings, {})
-    if prometheus:
-        observer.url = prometheus.rstrip("/")
+    observer = Prometheus(get_settings(), {}, prometheus)
     try:
         if not watch:
             console.print(status_view.render(status_view.take(observer)))

@@ -31,10 +31,12 @@ class ObserverError(RuntimeError):
 class Prometheus:
     """`with Prometheus(settings, cluster.scrape_targets()) as prometheus:`"""
 
-    def __init__(self, settings: Settings, jobs: dict[str, list[tuple[str, str]]]) -> None:
+    def __init__(self, settings: Settings, jobs: dict[str, list[tuple[str, str]]], url: str = "") -> None:
+        """To start one: the platform's `jobs` (`Cluster.scrape_targets`); to read
+        one already running: its `url`, or this machine's by default."""
         self.directory = settings.data_dir / "prometheus"
         self.port = settings.port_base + PROMETHEUS_OFFSET
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = url.rstrip("/") or f"http://127.0.0.1:{self.port}"
         self._jobs = jobs
         self._process: subprocess.Popen[bytes] | None = None
 
