@@ -5,13 +5,15 @@ commissions → certificates, OCR of a scan): the platform starts and proves
 its security chain, loads a catalog, shows the mesh surviving a killed
 product replica and refusing what its RBAC forbids, registers a file of invoices, charges
 their commissions from the event stream, settles the month, collects the
-signed certificate of every invoice, and reads invoices from a PDF, a scan and
-a photo.
+signed certificate of every invoice, reads invoices from a PDF, a scan and
+a photo, and ends with what Prometheus saw of it all (`bmc status`): each
+registration counted, the consumers' lag back to 0.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -24,10 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bmc.product.v1 import product_pb2, product_service_pb2, product_service_pb2_grpc
+from services.cli import status as status_view
 from services.cli.app import status_table
 from services.cli.cluster import Cluster, ClusterError, rest_url
 from services.cli.commissions import ensure_uvt
 from services.cli.demo_mesh import mesh_step
+from services.cli.observe import Prometheus
 from services.dian import calendar
 from services.kit.clients import bearer, sync_channel
 from services.kit.settings import Settings
@@ -431,10 +435,45 @@ def security_table(checks: list[Check]) -> Table:
     return table
 
 
+def observability_step(observer: Prometheus | None, console: Console, registered: int) -> dict[str, object]:
+    """What Prometheus saw of the run: the registrations it counted (the
+    number registered), the consumers' lag back to 0, and `bmc status`."""
+    if observer is None:
+        console.print("[yellow]Prometheus is not installed (`make setup` installs it): no metrics shown[/]")
+        return {"ok": True, "skipped": "prometheus not installed"}
+    counted: float | None = None
+    lags: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = observer.query('sum(bmc_invoice_registrations_total{outcome="accepted"})')
+        counted = float(found[0]["value"][1]) if found else None
+        lags = {
+            f"{s['metric']['group']} from {s['metric']['stream']}": float(s["value"][1])
+            for s in observer.query(status_view.LAG)
+        }
+        if counted == registered and lags and not any(lags.values()):
+            break
+        time.sleep(2)
+    snapshot = status_view.take(observer)
+    console.print(status_view.render(snapshot))
+    console.print(
+        f"Prometheus counted {counted:.0f} registrations for {registered} registered; consumer lag "
+        + ", ".join(f"{group} {lag:.0f}" for group, lag in lags.items())
+    )
+    return {
+        "ok": counted == registered and bool(lags) and not any(lags.values()),
+        "registrations_counted": counted,
+        "registered": registered,
+        "lag": lags,
+        "firing": snapshot.firing,
+    }
+
+
 def run_demo(settings: Settings, out: Path, console: Console) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     cluster = Cluster(settings)
+    observer: Prometheus | None = None
     try:
         with console.status("starting the platform..."):
             try:
@@ -442,6 +481,9 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
             except ClusterError as exc:
                 console.print(f"[red]cannot start the platform:[/] {exc}")
                 return False
+        if shutil.which("prometheus"):  # watching the whole run, as `bmc up --observe` does
+            observer = Prometheus(cluster.settings, cluster.scrape_targets())
+            observer.start()
         statuses = cluster.statuses()
         console.print(status_table(statuses, f"platform up in {time.monotonic() - started:.1f}s"))
         checks = security_checks(cluster.settings)
@@ -457,14 +499,17 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         read = ocr_step(cluster, out, console)
         example = signed.get("example")
         rest = rest_step(cluster, out, console, str(example["code"])) if isinstance(example, dict) else {"ok": False}
+        observed = observability_step(observer, console, int(registrations["registered"]))  # type: ignore[call-overload]
     finally:
+        if observer is not None:
+            observer.stop()
         cluster.stop()
 
     healthy = all(s.health == "SERVING" for s in statuses)
     ok = (
         healthy
         and all(c.passed for c in checks)
-        and all(bool(step["ok"]) for step in (catalog, meshed, registrations, charges, signed, read, rest))
+        and all(bool(step["ok"]) for step in (catalog, meshed, registrations, charges, signed, read, rest, observed))
     )
     summary = {
         "ok": ok,
@@ -477,6 +522,7 @@ def run_demo(settings: Settings, out: Path, console: Console) -> bool:
         "certificates": signed,
         "ocr": read,
         "rest": rest,
+        "observability": observed,
         "seconds": round(time.monotonic() - started, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
