@@ -63,8 +63,7 @@ def test_prometheus_scrapes_every_process_and_sidecar(platform: Platform, promet
     expected = sum(len(t) for t in targets.values())
     _eventually(lambda: _value(prometheus, "count(up == 1)") == expected, 30, f"all {expected} targets up: {targets}")
     assert _value(prometheus, 'count(up{job="envoy"} == 1)') == len(targets["envoy"])
-    rules = prometheus.query("count(ALERTS) or vector(0)")
-    assert rules, "the rules are loaded and evaluated"
+    assert {"ConsumerStalled", "RegistrationErrorBudgetBurn", "MutualTlsFailures"} <= set(prometheus.rule_names())
 
 
 def test_a_killed_consumer_shows_as_lag_and_a_stalled_alert(platform: Platform, prometheus: Prometheus) -> None:
