@@ -11,14 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.cli.observe import Prometheus
 from tests.conftest import Platform
+from tests.integration.clients import wait_until
 from tests.integration.invoice_helpers import invoice, load_sample_catalog, registry
 
 pytestmark = [
@@ -42,14 +42,6 @@ def _value(prometheus: Prometheus, expression: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(1)
-
-
 def _bmc_status(prometheus: Prometheus) -> str:
     shown = subprocess.run(
         [BMC, "status", "--prometheus", prometheus.url],
@@ -61,23 +53,23 @@ def _bmc_status(prometheus: Prometheus) -> str:
 def test_prometheus_scrapes_every_process_and_sidecar(platform: Platform, prometheus: Prometheus) -> None:
     targets = platform.cluster.scrape_targets()
     expected = sum(len(t) for t in targets.values())
-    _eventually(lambda: _value(prometheus, "count(up == 1)") == expected, 30, f"all {expected} targets up: {targets}")
+    wait_until(lambda: _value(prometheus, "count(up == 1)") == expected, 30, f"all {expected} targets up: {targets}")
     assert _value(prometheus, 'count(up{job="envoy"} == 1)') == len(targets["envoy"])
     assert {"ConsumerStalled", "RegistrationErrorBudgetBurn", "MutualTlsFailures"} <= set(prometheus.rule_names())
 
 
 def test_a_killed_consumer_shows_as_lag_and_a_stalled_alert(platform: Platform, prometheus: Prometheus) -> None:
     load_sample_catalog(platform.settings)
-    _eventually(lambda: _value(prometheus, LAG) == 0, 45, "no commission lag to begin with")
+    wait_until(lambda: _value(prometheus, LAG) == 0, 45, "no commission lag to begin with")
     platform.cluster.kill("commission")
     try:
         with registry(platform.settings) as reg:
             for _ in range(4):
                 reg.register(invoice())
-        _eventually(lambda: (_value(prometheus, LAG) or 0) >= 4, 45, "the commission lag counts the 4 invoices")
+        wait_until(lambda: (_value(prometheus, LAG) or 0) >= 4, 45, "the commission lag counts the 4 invoices")
         stalled = 'ALERTS{alertname="ConsumerStalled", group="commission", stream="invoice.events"}'
-        _eventually(lambda: bool(prometheus.query(stalled)), 45, "ConsumerStalled raised (pending its 5 minutes)")
-        _eventually(lambda: "DOWN" in _bmc_status(prometheus), 30, "bmc status shows the commission service down")
+        wait_until(lambda: bool(prometheus.query(stalled)), 45, "ConsumerStalled raised (pending its 5 minutes)")
+        wait_until(lambda: "DOWN" in _bmc_status(prometheus), 30, "bmc status shows the commission service down")
         shown = _bmc_status(prometheus)
         assert "invoice.events" in shown, shown
         assert "Streams" in shown, shown
@@ -86,4 +78,4 @@ def test_a_killed_consumer_shows_as_lag_and_a_stalled_alert(platform: Platform, 
         assert accepted >= 4
     finally:
         platform.cluster.restart("commission")
-    _eventually(lambda: _value(prometheus, LAG) == 0, 60, "the lag back to 0 once the consumer is back")
+    wait_until(lambda: _value(prometheus, LAG) == 0, 60, "the lag back to 0 once the consumer is back")

@@ -47,9 +47,9 @@ class Client:
         self.close()
 
 
-def wait_until(condition: Callable[[], object], timeout: float) -> None:
-    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+def wait_until(condition: Callable[[], object], timeout: float, what: str = "condition") -> None:
+    """Polls `condition` until it holds; fails the test after `timeout` seconds, naming `what` was awaited."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
+        assert time.monotonic() < deadline, f"{what} not met within {timeout:.0f} s"
         time.sleep(0.1)
