@@ -35,44 +35,65 @@ from tests.integration.test_invoice_import import ubl
 TODAY = calendar.today()
 
 
-async def measure(settings: Settings, seconds: float) -> list[Result]:
-    """Requests are built and serialized before the clock starts, so the load
-    generator (on the same 2 cores) spends almost nothing per call."""
-    channels = [aio_channel(settings, "invoice") for _ in range(4)]
-    metadata = bearer(mint_token(settings, subject="bench", roles=["broker"], tenant="bench"))
+def prepared(singles: int = 30_000, batched: int = 60_000) -> tuple[list[bytes], list[bytes]]:
+    """Serialized requests: `singles` single registrations, and batches of 500 holding `batched` in all."""
     print("generating invoices...", flush=True)
-    generated = list(invoices(90_000, TODAY, seed=101, prefix="BNCH"))
-    singles = iter(
-        [invoice_service_pb2.RegisterInvoiceRequest(invoice=p).SerializeToString() for p in generated[:30_000]]
-    )
-    batches = iter(
-        [
-            invoice_service_pb2.BatchRegisterInvoicesRequest(
-                requests=[invoice_service_pb2.RegisterInvoiceRequest(invoice=p) for p in generated[i : i + 500]]
-            ).SerializeToString()
-            for i in range(30_000, len(generated), 500)
-        ]
-    )
+    generated = list(invoices(singles + batched, TODAY, seed=101, prefix="BNCH"))
+    single = [invoice_service_pb2.RegisterInvoiceRequest(invoice=p).SerializeToString() for p in generated[:singles]]
+    batches = [
+        invoice_service_pb2.BatchRegisterInvoicesRequest(
+            requests=[invoice_service_pb2.RegisterInvoiceRequest(invoice=p) for p in generated[i : i + 500]]
+        ).SerializeToString()
+        for i in range(singles, len(generated), 500)
+    ]
+    return single, batches
 
-    def raw(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+
+class Load:
+    """The registration load on one platform's invoice service: health checks
+    (the no-op baseline), single registrations from 50 clients, batches of 500
+    from 4. Requests are built and serialized before the clock starts, so the
+    load generator (on the same 2 cores) spends almost nothing per call, and
+    its channels carry no telemetry of their own."""
+
+    def __init__(self, settings: Settings, requests: tuple[list[bytes], list[bytes]]) -> None:
+        quiet = settings.model_copy(update={"telemetry": False})
+        self.channels = [aio_channel(quiet, "invoice") for _ in range(4)]
+        self._metadata = bearer(mint_token(settings, subject="bench", roles=["broker"], tenant="bench"))
+        self._singles, self._batches = iter(requests[0]), iter(requests[1])
+
+    def _raw(self, channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
         return channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
 
-    def single(channel: grpc.aio.Channel) -> object:
-        call = raw(channel, "/bmc.invoice.v1.InvoiceService/RegisterInvoice")
-        return lambda: call(next(singles), metadata=metadata, timeout=30)
+    async def health(self, seconds: float) -> Result:
+        return await drive("health check (no-op) [baseline]", health, self.channels, 50, seconds)  # type: ignore[arg-type]
 
-    def batch(channel: grpc.aio.Channel) -> object:
-        call = raw(channel, "/bmc.invoice.v1.InvoiceService/BatchRegisterInvoices")
-        return lambda: call(next(batches), metadata=metadata, timeout=120)
+    async def singles(self, seconds: float) -> Result:
+        def single(channel: grpc.aio.Channel) -> object:
+            call = self._raw(channel, "/bmc.invoice.v1.InvoiceService/RegisterInvoice")
+            return lambda: call(next(self._singles), metadata=self._metadata, timeout=30)
 
-    results = [await drive("health check (no-op) [baseline]", health, channels, 50, seconds)]  # type: ignore[arg-type]
-    results.append(await drive("RegisterInvoice, 50 clients", single, channels, 50, seconds))  # type: ignore[arg-type]
-    batched = await drive("BatchRegisterInvoices x500, 4 clients", batch, channels, 4, seconds)  # type: ignore[arg-type]
-    batched.name = "BatchRegisterInvoices x500 (rate = invoices)"
-    batched.calls *= 500
-    results.append(batched)
-    for channel in channels:
-        await channel.close()
+        return await drive("RegisterInvoice, 50 clients", single, self.channels, 50, seconds)  # type: ignore[arg-type]
+
+    async def batches(self, seconds: float) -> Result:
+        def batch(channel: grpc.aio.Channel) -> object:
+            call = self._raw(channel, "/bmc.invoice.v1.InvoiceService/BatchRegisterInvoices")
+            return lambda: call(next(self._batches), metadata=self._metadata, timeout=120)
+
+        batched = await drive("BatchRegisterInvoices x500, 4 clients", batch, self.channels, 4, seconds)  # type: ignore[arg-type]
+        batched.name = "BatchRegisterInvoices x500 (rate = invoices)"
+        batched.calls *= 500
+        return batched
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
+async def measure(settings: Settings, seconds: float) -> list[Result]:
+    load = Load(settings, prepared())
+    results = [await load.health(seconds), await load.singles(seconds), await load.batches(seconds)]
+    await load.close()
     return results
 
 

@@ -21,6 +21,7 @@ import redis
 
 from services.cli.cluster import Cluster
 from services.cli.commissions import ensure_uvt
+from services.cli.traces import Collector, collector
 from services.dian import calendar
 from services.kit.database import database_name, drop_database
 from services.kit.metrics import metrics_port
@@ -52,7 +53,9 @@ def free_port_base(mesh: bool = True) -> int:
     their /metrics, and with the mesh every port of its plan) are all free now."""
     spec = load_mesh() if mesh else None
     for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
+        # Below Linux's ephemeral range (32768 up): an outgoing connection made
+        # between this check and the services binding cannot take one of them.
+        base = random.randrange(20000, 32000, 10)
         ports = [base + offset for offset in range(10)]
         ports += [metrics_port(Settings(port_base=base), offset, r) for offset in range(7) for r in range(3)]
         if spec is not None:
@@ -78,6 +81,7 @@ class Platform:
     backend: str
     settings: Settings
     cluster: Cluster
+    traces: Collector | None = None  # where its processes export their spans (the shared platform's)
 
     def target(self, service: str) -> str:
         return SERVICES[service].target(self.settings)
@@ -139,12 +143,13 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     backend: str = request.param
     if backend == "machine" and (why := machine_backend_available()):
         pytest.skip(f"machine backend unavailable: {why}")
-    settings = make_settings(tmp_path_factory.mktemp(f"platform-{backend}"), backend)
-    cluster = Cluster(settings)
-    with cluster:
-        # The suite runs on any date: a year the reference data does not reach gets a provisional UVT.
-        ensure_uvt(cluster.settings, calendar.today().year)
-        yield Platform(backend, cluster.settings, cluster)
+    with collector() as (traces, endpoint):
+        settings = make_settings(tmp_path_factory.mktemp(f"platform-{backend}"), backend, otlp_endpoint=endpoint)
+        cluster = Cluster(settings)
+        with cluster:
+            # The suite runs on any date: a year the reference data does not reach gets a provisional UVT.
+            ensure_uvt(cluster.settings, calendar.today().year)
+            yield Platform(backend, cluster.settings, cluster, traces)
     if backend == "machine":
         cleanup_machine_backend(settings)
 

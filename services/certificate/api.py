@@ -22,7 +22,7 @@ from services.kit.idempotency import RequestKeys, keyed
 from services.kit.names import resource_id
 from services.kit.objects import CorruptObject
 from services.kit.paging import INSTANT, TEXT, list_page
-from services.kit.telemetry import request_id_var
+from services.kit.telemetry import trace_context
 
 CHUNK = 256 * 1024
 
@@ -53,7 +53,7 @@ class CertificateApi(DeadLetterRpcs, certificate_service_pb2_grpc.CertificateSer
             broker = acting_for(principal, periodic.broker, "certifies")
             certificate, _ = await self._issuer.issue_periodic(
                 periodic.buyer_id, periodic.year, periodic.month, broker,
-                reissue=request.reissue, trace_id=request_id_var.get(),
+                reissue=request.reissue, trace_id=trace_context(),
             )  # fmt: skip
             return certificate
         invoice = await self._issuer.invoice(request.invoice)
@@ -62,7 +62,7 @@ class CertificateApi(DeadLetterRpcs, certificate_service_pb2_grpc.CertificateSer
             raise NotFound(f"invoice {request.invoice!r} not found", reason="INVOICE_NOT_FOUND")
         commission = await self._issuer.commission_total(invoice.name)
         certificate, _ = await self._issuer.issue_for_invoice(
-            invoice, commission, reissue=request.reissue, trace_id=request_id_var.get()
+            invoice, commission, reissue=request.reissue, trace_id=trace_context()
         )
         return certificate
 
@@ -102,7 +102,7 @@ class CertificateApi(DeadLetterRpcs, certificate_service_pb2_grpc.CertificateSer
     async def RevokeCertificate(
         self, request: certificate_service_pb2.RevokeCertificateRequest, context: Any
     ) -> certificate_pb2.Certificate:
-        revoked = await self._store.revoke(_id(request.name), request.reason, request_id_var.get())
+        revoked = await self._store.revoke(_id(request.name), request.reason, trace_context())
         if revoked is None:
             raise NotFound(f"{request.name} not found", reason="CERTIFICATE_NOT_FOUND")
         return revoked

@@ -6,7 +6,6 @@ certificate verification page."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,8 +18,7 @@ from aiohttp import web
 from google.api import httpbody_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 
 from services.gateway import pages
 from services.gateway.oauth import ClientRegistry
@@ -34,7 +32,7 @@ from services.gateway.upstream import Upstream, call_metadata, deadline_of
 from services.kit.clients import keyed
 from services.kit.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from services.kit.settings import Settings
-from services.kit.telemetry import REQUEST_ID_HEADER, request_id_var
+from services.kit.telemetry import REQUEST_ID_HEADER, recorded_only, request_id_var
 from services.kit.topology import SERVICES
 
 log = structlog.get_logger("bmc.gateway")
@@ -49,6 +47,7 @@ OPENAPI = web.AppKey("openapi", dict)
 CLIENTS = web.AppKey("clients", ClientRegistry)
 DOCS = web.AppKey("docs", str)
 TOKEN_LIMITS = web.AppKey("token_limits", TokenLimits)
+ROUTE_TEMPLATE = "bmc.route_template"  # the transcoded route a request matched (its metrics' label)
 
 
 class GatewayError(Exception):
@@ -85,69 +84,62 @@ def transcode_failure(exc: TranscodeError) -> GatewayError:
 # ------------------------------------------------------------ middlewares
 
 
-@functools.cache
-def _tracer() -> trace.Tracer:
-    return trace.get_tracer("bmc.gateway")
-
-
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, a server span continuing the caller's trace, one log line,
-    and every failure answered as a `google.rpc.Status`, never a bare 500."""
+    """Request id, one log line, and every failure answered as a
+    `google.rpc.Status`, never a bare 500. (The server span, continuing the
+    caller's trace, is OpenTelemetry's aiohttp middleware, outside this one.)"""
     request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     token = request_id_var.set(request_id[:128])
     started = time.perf_counter()
-    parent = propagate.extract(dict(request.headers))
     status_code = 500
-    with _tracer().start_as_current_span(
-        f"{request.method} {request.path}", context=parent, kind=SpanKind.SERVER, record_exception=False
-    ):
+    try:
         try:
-            try:
+            with recorded_only():
                 response = await handler(request)
-            except GatewayError as exc:
-                response = error_response(exc.status, exc.http, exc.headers)
-            except web.HTTPRequestEntityTooLarge:
-                limit = request.app[SETTINGS].gateway_max_body_bytes
-                response = error_response(
-                    gateway_status(
-                        code_pb2.RESOURCE_EXHAUSTED,
-                        f"the request body is larger than the limit of {limit:,} bytes",
-                        "BODY_TOO_LARGE",
-                        metadata={"limit_bytes": str(limit)},
-                    ),
-                    http=413,
-                )
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                code = code_pb2.NOT_FOUND if exc.status == 404 else code_pb2.INVALID_ARGUMENT
-                response = error_response(gateway_status(code, exc.reason, "HTTP_ERROR"), http=exc.status)
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("gateway failure", incident=incident, path=request.path)
-                response = error_response(
-                    gateway_status(code_pb2.INTERNAL, f"internal error; incident {incident}", "GATEWAY_FAILURE")
-                )
-            status_code = response.status
-            response.headers[REQUEST_ID_HEADER] = request_id_var.get()
-            return response
-        finally:
-            elapsed = time.perf_counter() - started
-            log.info(
-                "http",
-                method=request.method,
-                path=request.path,
-                status=status_code,
-                duration_ms=round(elapsed * 1000, 2),
-                remote=request.remote,
+        except GatewayError as exc:
+            response = error_response(exc.status, exc.http, exc.headers)
+        except web.HTTPRequestEntityTooLarge:
+            limit = request.app[SETTINGS].gateway_max_body_bytes
+            response = error_response(
+                gateway_status(
+                    code_pb2.RESOURCE_EXHAUSTED,
+                    f"the request body is larger than the limit of {limit:,} bytes",
+                    "BODY_TOO_LARGE",
+                    metadata={"limit_bytes": str(limit)},
+                ),
+                http=413,
             )
-            # By route template, never by path: a path carries ids.
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            HTTP_REQUESTS.labels(route, request.method, str(status_code)).inc()
-            HTTP_SECONDS.labels(route, request.method).observe(elapsed)
-            request_id_var.reset(token)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = code_pb2.NOT_FOUND if exc.status == 404 else code_pb2.INVALID_ARGUMENT
+            response = error_response(gateway_status(code, exc.reason, "HTTP_ERROR"), http=exc.status)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("gateway failure", incident=incident, path=request.path)
+            response = error_response(
+                gateway_status(code_pb2.INTERNAL, f"internal error; incident {incident}", "GATEWAY_FAILURE")
+            )
+        status_code = response.status
+        response.headers[REQUEST_ID_HEADER] = request_id_var.get()
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        log.info(
+            "http",
+            method=request.method,
+            path=request.path,
+            status=status_code,
+            duration_ms=round(elapsed * 1000, 2),
+            remote=request.remote,
+        )
+        # By route template, never by path: a path carries ids.
+        resource = request.match_info.route.resource
+        route = request.get(ROUTE_TEMPLATE) or (resource.canonical if resource is not None else "unmatched")
+        HTTP_REQUESTS.labels(route, request.method, str(status_code)).inc()
+        HTTP_SECONDS.labels(route, request.method).observe(elapsed)
+        request_id_var.reset(token)
 
 
 @web.middleware
@@ -248,6 +240,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             )
         raise GatewayError(gateway_status(code_pb2.NOT_FOUND, "Not Found", "NO_ROUTE"))
     assert isinstance(found, dict)
+    # The span and the metrics name the route template, never the path (a path carries ids).
+    request[ROUTE_TEMPLATE] = route.template.text
+    span = trace.get_current_span()
+    span.update_name(f"{route.http_method} {route.template.text}")
+    span.set_attribute("http.route", route.template.text)
     try:
         body = await _body(request)
         if route.streams_request:

@@ -40,7 +40,7 @@ async def serve(settings: Settings) -> None:
     except OSError as exc:
         raise SystemExit(f"gateway: cannot listen on {settings.bind_host}:{settings.gateway_port} ({exc})") from exc
     scheme = "https" if settings.tls else "http"
-    metrics = serve_metrics(settings, GATEWAY_OFFSET)
+    metrics = serve_metrics(settings, GATEWAY_OFFSET) if settings.telemetry else None
     log.info(
         "listening",
         address=f"{scheme}://{settings.bind_host}:{settings.gateway_port}",
@@ -65,6 +65,10 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings, "gateway")
     configure_tracing(settings, "gateway")
+    if settings.telemetry:
+        from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+        AioHttpServerInstrumentor().instrument()  # every web.Application made from here on opens a server span
     uvloop.run(serve(settings))
 
 

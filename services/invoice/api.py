@@ -46,7 +46,7 @@ from services.kit.paging import INSTANT, INT, INT32, TEXT, list_page
 from services.kit.protojson import to_dict
 from services.kit.service_clients import ServiceClient
 from services.kit.settings import Settings
-from services.kit.telemetry import request_id_var
+from services.kit.telemetry import trace_context
 from services.kit.tokens import Principal
 from services.kit.workers import IsolatedPool
 
@@ -54,7 +54,7 @@ OPERATIONS = "invoiceOperations"
 
 
 class Submission(NamedTuple):
-    """One registration request, with who sent it and its request id (for the event's metadata)."""
+    """One registration request, with who sent it and its trace context (the event's `trace_id`)."""
 
     request: invoice_service_pb2.RegisterInvoiceRequest
     principal: Principal
@@ -328,7 +328,7 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
         self, request: invoice_service_pb2.RegisterInvoiceRequest, principal: Principal
     ) -> invoice_pb2.Invoice:
         """One registration, committed together with whatever else arrives within 2 ms."""
-        return await self._single.submit(Submission(request, principal, request_id_var.get()))
+        return await self._single.submit(Submission(request, principal, trace_context()))
 
     async def close(self) -> None:
         await self._single.close()
@@ -342,7 +342,7 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
         self, request: invoice_service_pb2.BatchRegisterInvoicesRequest, context: Any
     ) -> invoice_service_pb2.BatchRegisterInvoicesResponse:
         principal = require_principal()
-        trace = request_id_var.get()
+        trace = trace_context()
         outcomes = await self._register_all([Submission(item, principal, trace) for item in request.requests])
         response = invoice_service_pb2.BatchRegisterInvoicesResponse()
         for index, outcome in enumerate(outcomes):
@@ -402,7 +402,7 @@ class InvoiceApi(OperationRpcs, DeadLetterRpcs, invoice_service_pb2_grpc.Invoice
                 reason="INVALID_ETAG",
                 violations=[FieldViolation("etag", 'must look like W/"<version>"', "INVALID_ETAG")],
             ) from exc
-        meta = EventMeta(require_principal().subject, current.broker, request.request_id, request_id_var.get())
+        meta = EventMeta(require_principal().subject, current.broker, request.request_id, trace_context())
         row = await self._store.transition(current.id, "InvoiceAnnulled", {"reason": request.reason}, meta, expected)
         return to_proto(row)
 

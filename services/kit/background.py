@@ -5,8 +5,23 @@ how to cancel one."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+
+_T = TypeVar("_T")
+
+
+def detached(work: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
+    """A task that outlives the request that starts it, in no request's
+    trace: it runs in a copy of the current context with OpenTelemetry's part
+    emptied. (A worker started by a request would otherwise hang every
+    statement it ever runs from that one request's span.)"""
+    context = contextvars.copy_context()
+    context.run(otel_context.attach, otel_context.Context())
+    return asyncio.create_task(work, name=name, context=context)
 
 
 async def cancel(task: asyncio.Task[Any] | None) -> None:
@@ -28,7 +43,7 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
+        task = detached(work, name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

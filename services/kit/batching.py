@@ -11,7 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from services.kit.background import cancel
+from opentelemetry import trace
+
+from services.kit.background import cancel, detached
+from services.kit.telemetry import in_batch
 
 _I = TypeVar("_I")
 _R = TypeVar("_R")
@@ -25,15 +28,15 @@ class MicroBatcher(Generic[_I, _R]):
         max_wait: float = 0.002,
     ) -> None:
         self._handler, self._max_size, self._max_wait = handler, max_size, max_wait
-        self._queue: asyncio.Queue[tuple[_I, asyncio.Future[_R]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[_I, asyncio.Future[_R], trace.Span]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
     async def submit(self, item: _I) -> _R:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="micro-batcher")
+            self._task = detached(self._run(), "micro-batcher")  # it serves every later caller too
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        await self._queue.put((item, future, trace.get_current_span()))
         return await future
 
     async def _run(self) -> None:
@@ -50,12 +53,14 @@ class MicroBatcher(Generic[_I, _R]):
                     break
             self.batches += 1
             try:
-                results = list(await self._handler([item for item, _ in batch]))
+                # Alone, the batch continues its request's trace; with others, it is linked to each.
+                with in_batch("group commit", [span for _, _, span in batch]):
+                    results = list(await self._handler([item for item, _, _ in batch]))
                 if len(results) != len(batch):  # a handler bug must not take the worker (and every later caller) down
                     raise RuntimeError(f"the batch handler answered {len(results)} results for {len(batch)} items")
             except Exception as exc:  # the whole batch failed: every caller learns why
                 results = [exc] * len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
                 if isinstance(result, BaseException):

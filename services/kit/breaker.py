@@ -10,16 +10,21 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from services.kit.errors import Unavailable
+from services.kit.metrics import BREAKER_OPENED, BREAKER_STATE, BREAKER_STATES
 
 _T = TypeVar("_T")
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, threshold: int = 5, reset_seconds: float = 10.0) -> None:
+    def __init__(self, name: str, threshold: int = 5, reset_seconds: float = 10.0, dependency: str = "") -> None:
+        """`dependency` names it in the metrics (a service's name; none: not reported)."""
         self.name, self.threshold, self.reset_seconds = name, threshold, reset_seconds
         self.failures = 0
         self.opened_at: float | None = None
         self._trial = False  # a half-open trial call is out
+        self._dependency = dependency
+        if dependency:
+            BREAKER_STATE.labels(dependency).set_function(lambda: BREAKER_STATES[self.state])
 
     @property
     def state(self) -> str:
@@ -46,6 +51,8 @@ class CircuitBreaker:
             self.failures += 1
             if self.failures >= self.threshold or trial:
                 self.opened_at = time.monotonic()
+                if self._dependency:
+                    BREAKER_OPENED.labels(self._dependency).inc()
             raise
         finally:
             if trial:

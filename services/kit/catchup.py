@@ -34,6 +34,7 @@ from services.kit.dead_letters import Applier, describe
 from services.kit.envelopes import Event, from_feed, to_published
 from services.kit.leadership import while_leader
 from services.kit.paging import INT, list_page
+from services.kit.telemetry import consumer_spans
 
 log = structlog.get_logger("bmc.events")
 
@@ -175,7 +176,8 @@ class Catchup:
                 consumer=self._consumer, source=self.source, missing=ready[0].position - self.mark - 1,
             )  # fmt: skip
         todo = [e for e in ready if e.position not in self._seen]
-        outcome = await self._applier.apply(todo)
+        with consumer_spans(f"{self.source}.events", todo) as continued:
+            outcome = await self._applier.apply(continued)
         done = {e.position for e in outcome.done} | self._seen
         for event in ready:
             if event.position not in done:

@@ -11,6 +11,7 @@ import grpc
 
 from services.kit.pki import channel_credentials
 from services.kit.settings import Settings
+from services.kit.telemetry import client_interceptors
 from services.kit.topology import SERVICES
 
 CLI = "bmc-cli"  # the identity of callers from outside the platform (the bmc command, tests)
@@ -85,9 +86,10 @@ def _route(settings: Settings, service: str, client: str) -> Route:
 def aio_channel(settings: Settings, service: str, client: str = CLI) -> grpc.aio.Channel:
     """An asyncio channel to `service`, identifying as `client`."""
     target, credentials, options = _route(settings, service, client)
+    interceptors = client_interceptors(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def sync_channel(settings: Settings, service: str, client: str = CLI) -> grpc.Channel:

@@ -40,6 +40,7 @@ from services.kit.metrics import (
     OUTBOX_OLDEST,
     OUTBOX_PUBLISHED,
 )
+from services.kit.telemetry import consumer_spans
 
 log = structlog.get_logger("bmc.events")
 
@@ -329,7 +330,8 @@ class StreamConsumer:
             else:
                 todo[event.event_id] = [message_id]
                 events.append(event)
-        outcome = await self._applier.apply(events)
+        with consumer_spans(self._stream_label, events) as continued:
+            outcome = await self._applier.apply(continued)
         done += [message_id for event in outcome.done for message_id in todo[event.event_id]]
         if done:
             await self._redis.xack(self._stream, self._group, *done)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import grpc
 import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -101,6 +102,23 @@ HTTP_SECONDS = Histogram(
     "bmc_http_request_seconds", "Time the REST gateway took to answer.", ["route", "method"], buckets=LATENCY_BUCKETS
 )
 
+# Long-running operations (catalog and invoice imports, settlements), by kind: progress as a rate.
+OPERATIONS_RUNNING = Gauge("bmc_operations_running", "Operations this process is running.", ["kind"])
+OPERATION_UNITS = Counter(
+    "bmc_operation_units_total", "Units of work operations got through (rows, invoices), done or rejected.",
+    ["kind", "outcome"],
+)  # fmt: skip
+OPERATIONS_FINISHED = Counter("bmc_operations_finished_total", "Operations finished, by how.", ["kind", "state"])
+
+# Dependencies: the breaker on each service this one calls, and the database pool.
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+BREAKER_STATE = Gauge(
+    "bmc_circuit_breaker_state", "The circuit breaker on a dependency: 0 closed, 1 half-open, 2 open.", ["dependency"]
+)
+BREAKER_OPENED = Counter("bmc_circuit_breaker_opened_total", "Times a dependency's breaker opened.", ["dependency"])
+DB_POOL = Gauge("bmc_db_pool_connections", "Connections of the database pool, in use or idle.", ["state"])
+DB_POOL_WAITING = Gauge("bmc_db_pool_waiting", "Callers waiting for a connection of the database pool.")
+
 DEAD_LETTERS = Counter("bmc_dead_letters_total", "Events set aside as dead letters.", ["consumer"])
 DEAD_LETTERS_REDRIVEN = Counter(
     "bmc_dead_letters_redriven_total", "Dead letters applied again at an operator's request.", ["consumer"]
@@ -149,10 +167,23 @@ class MetricsInterceptor(ScopedInterceptor):
     code and duration (health checks and reflection included: they are what
     the load balancers see)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The labelled series of each method, looked up once: `labels()` costs more than the count itself.
+        self._series: dict[str, tuple[Any, Any, dict[str, Any], tuple[str, str, str]]] = {}
+
+    def _of(self, method: MethodInfo) -> tuple[Any, Any, dict[str, Any], tuple[str, str, str]]:
+        found = self._series.get(method.full_method)
+        if found is None:
+            labels = (method.service, method.name, _rpc_type(method))
+            found = (RPC_STARTED.labels(*labels), RPC_SECONDS.labels(*labels), {}, labels)
+            self._series[method.full_method] = found
+        return found
+
     @asynccontextmanager
     async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
-        labels = (method.service, method.name, _rpc_type(method))
-        RPC_STARTED.labels(*labels).inc()
+        started_count, seconds, handled, labels = self._of(method)
+        started_count.inc()
         started = time.perf_counter()
         failed = True
         try:
@@ -162,5 +193,22 @@ class MetricsInterceptor(ScopedInterceptor):
             # An abort sets the code before raising; an exception that escaped unmapped is UNKNOWN.
             code = context.code()
             name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
-            RPC_HANDLED.labels(*labels, name).inc()
-            RPC_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            counter = handled.get(name)
+            if counter is None:
+                counter = handled[name] = RPC_HANDLED.labels(*labels, name)
+            counter.inc()
+            seconds.observe(time.perf_counter() - started)
+
+
+def watch_pool(pool: asyncpg.Pool) -> None:
+    """Reports the pool's connections in use and idle, and its waiters, when scraped."""
+    DB_POOL.labels("in_use").set_function(lambda: pool.get_size() - pool.get_idle_size())
+    DB_POOL.labels("idle").set_function(pool.get_idle_size)
+    DB_POOL_WAITING.set_function(lambda: _waiting(pool))
+
+
+def _waiting(pool: asyncpg.Pool) -> float:
+    # asyncpg counts no waiters publicly; they are the pending getters of the
+    # pool's holder queue (an asyncio.Queue). Should that change, NaN, not a lie.
+    getters = getattr(getattr(pool, "_queue", None), "_getters", None)
+    return float("nan") if getters is None else sum(1 for waiter in getters if not waiter.done())

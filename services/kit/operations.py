@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -36,6 +36,7 @@ from services.kit.background import BackgroundTasks, cancel
 from services.kit.database import Database
 from services.kit.errors import NotFound, ServiceError, to_status
 from services.kit.idempotency import request_fingerprint, reused
+from services.kit.metrics import OPERATION_UNITS, OPERATIONS_FINISHED, OPERATIONS_RUNNING
 from services.kit.names import resource_id
 from services.kit.paging import INSTANT, TEXT, list_page
 
@@ -196,6 +197,12 @@ class Job(Generic[RequestT, MetaT]):
     subject: str
     connection: asyncpg.Connection  # dedicated to this run; holds its claim
     store: OperationStore
+    kind: str = ""
+    _counted: tuple[int, int] = field(init=False)  # done and rejected, as last counted in the metrics
+
+    def __post_init__(self) -> None:
+        # A resumed operation's earlier units were counted by the process that ran them.
+        self._counted = (int(self.progress.done), int(self.progress.rejected))
 
     @property
     def progress(self) -> operation_pb2.Progress:
@@ -208,9 +215,17 @@ class Job(Generic[RequestT, MetaT]):
         if stage is not None:
             self.progress.stage = stage
         self.progress.update_time.GetCurrentTime()
+        self.count()
         if await self.store.update_metadata(self.name, self.meta):
             self.progress.cancel_requested = True
             raise OperationCancelled(cancel_message)
+
+    def count(self) -> None:
+        """Adds the units done and rejected since the last count to the metrics."""
+        done, rejected = int(self.progress.done), int(self.progress.rejected)
+        OPERATION_UNITS.labels(self.kind, "done").inc(max(0, done - self._counted[0]))
+        OPERATION_UNITS.labels(self.kind, "rejected").inc(max(0, rejected - self._counted[1]))
+        self._counted = (max(done, self._counted[0]), max(rejected, self._counted[1]))
 
 
 Work = Callable[[Job[RequestT, MetaT]], Awaitable[Message | None]]
@@ -303,8 +318,13 @@ class OperationRunner(Generic[RequestT, MetaT]):
                 raise ValueError(f"operation {name} has no {self._request_type.DESCRIPTOR.full_name} request")
             if packed_meta is not None:
                 packed_meta.Unpack(meta)
-            job = Job(name, request, meta, row["tenant"], row["subject"], connection, self.store)
-            await self._run(job)
+            job = Job(name, request, meta, row["tenant"], row["subject"], connection, self.store, self.kind)
+            running = OPERATIONS_RUNNING.labels(self.kind)
+            running.inc()
+            try:
+                await self._run(job)
+            finally:
+                running.dec()
         finally:
             await connection.close()
 
@@ -332,6 +352,8 @@ class OperationRunner(Generic[RequestT, MetaT]):
             )
         job.progress.update_time.GetCurrentTime()
         job.progress.end_time.GetCurrentTime()
+        job.count()
+        OPERATIONS_FINISHED.labels(self.kind, job.progress.stage).inc()
         await self.store.finish(job.name, meta=job.meta, response=None if error else response, error=error)
 
 

@@ -31,11 +31,11 @@ from services.kit.deadlines import DeadlineInterceptor
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
 from services.kit.events import Health
-from services.kit.metrics import MetricsInterceptor, serve_metrics
+from services.kit.metrics import MetricsInterceptor, serve_metrics, watch_pool
 from services.kit.pki import CLIENTS, server_credentials
 from services.kit.redis_connection import open_redis
 from services.kit.settings import Settings, get_settings
-from services.kit.telemetry import LoggingInterceptor, TracingInterceptor, configure_logging, configure_tracing
+from services.kit.telemetry import LoggingInterceptor, configure_logging, configure_tracing, server_interceptors
 from services.kit.tokens import TokenVerifier
 from services.kit.topology import PLATFORM_REFLECTION, SERVICES
 from services.kit.validation import ValidationInterceptor
@@ -65,15 +65,18 @@ class ServiceDefinition:
 
 
 def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
-    """The fixed order: metrics, tracing, logging, the caller's deadline, (with mTLS) the client's identity,
-    authentication, authorisation, request validation, error mapping
-    (innermost, around the handler)."""
+    """The fixed order: tracing and metrics (unless telemetry is off), logging,
+    the caller's deadline, (with mTLS) the client's identity, authentication,
+    authorisation, request validation, error mapping (innermost, around the handler).
+    Tracing comes first: its interceptor wraps the handler anew on every call,
+    which would defeat the wrapped-handler cache of any interceptor outside it."""
     peers: list[grpc.aio.ServerInterceptor] = (
         [PeerInterceptor(frozenset(SERVICES) | frozenset(CLIENTS))] if settings.tls else []
     )
+    metrics: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()] if settings.telemetry else []
     return [
-        MetricsInterceptor(),
-        TracingInterceptor(),
+        *server_interceptors(settings),
+        *metrics,
         LoggingInterceptor(),
         DeadlineInterceptor(),
         *peers,
@@ -122,6 +125,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     infra = await asyncio.to_thread(ensure_infrastructure, settings)
     paging.use_key(paging.key_from(settings.page_token_secret.get_secret_value(), settings.page_token_key_file))
     database = await open_database(settings, infra.database_url, definition.name, definition.migrations)
+    watch_pool(database.pool)
     redis = open_redis(infra.redis_url)
     health_servicer = health.aio.HealthServicer()
 
@@ -164,7 +168,7 @@ async def serve(definition: ServiceDefinition, settings: Settings) -> None:
     if port == 0:
         raise SystemExit(f"{definition.name}: cannot listen on {address} (port in use?)")
     await server.start()
-    metrics = serve_metrics(settings, spec.port_offset)
+    metrics = serve_metrics(settings, spec.port_offset) if settings.telemetry else None
     log.info("listening", address=address, tls=settings.tls, embedded=infra.embedded, metrics_port=metrics)
 
     stop = asyncio.Event()

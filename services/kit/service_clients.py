@@ -42,7 +42,7 @@ class ServiceClient:
         self.stub = stub_type(self._channel)
         self._deadline = deadline
         # Half-open after a second, one trial at a time: a dependency that comes back is used again within ~1 s.
-        self._breaker = CircuitBreaker(f"{callee} service", reset_seconds=1.0)
+        self._breaker = CircuitBreaker(f"{callee} service", reset_seconds=1.0, dependency=callee)
         self._token = ""
         self._token_expires = 0.0
 

@@ -86,7 +86,21 @@ class Settings(BaseSettings):
         "unset uses a random key generated once under the data directory (auth/page-token.key).",
     )
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew tolerated on exp/nbf.")
-    otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector; unset disables export.")
+    telemetry: bool = Field(
+        default=True,
+        description="Metrics (/metrics, the RPC interceptor) and traces (OpenTelemetry's instrumentations). "
+        "Off only to measure what they cost (bench/telemetry_overhead.py).",
+    )
+    trace_sample_ratio: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of the traces begun here that are recorded (a caller's or an event's own decision "
+        "is kept: a trace sampled upstream is followed everywhere). 0.05 as X-Ray's default rule; 1 records all.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/gRPC collector (an ADOT sidecar in AWS); unset: spans are made, not exported."
+    )
     metrics_port: int = Field(
         default=0,
         ge=0,

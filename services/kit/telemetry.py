@@ -1,36 +1,49 @@
-"""Structured JSON logs and OpenTelemetry spans, and the two interceptors
-that give every RPC a span and a log line carrying trace and request ids.
+"""Structured JSON logs, and traces from OpenTelemetry's instrumentations.
 
-Telemetry is optional by design: spans are exported only when
-`BMC_OTLP_ENDPOINT` is set; without it they are still created (so trace ids
-appear in logs and propagate to callees) but go nowhere.
+Every RPC gets a server span (`opentelemetry-instrumentation-grpc`), every
+call to another service a client span that carries the W3C trace context,
+every statement and Redis command a span of its own (the asyncpg and redis
+instrumentations), and the REST edge a span per request (aiohttp-server).
+Events take the trace context along (`trace_context()` writes it, the
+consumer continues it: `consumer_spans`). Spans are exported over OTLP
+when `BMC_OTLP_ENDPOINT` is set; without it they are still made, so trace
+ids appear in logs and propagate to callees.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, MutableMapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import grpc
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from services.kit.auth import current_principal
+from services.kit.envelopes import Event
 from services.kit.interception import Context, MethodInfo, ScopedInterceptor, metadata_value
 from services.kit.settings import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
+_TRACER = trace.get_tracer("bmc.kit")  # a proxy: it follows the provider configure_tracing sets
+TRACEPARENT = "traceparent"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 
@@ -70,56 +83,189 @@ def configure_logging(settings: Settings, service: str) -> None:
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
 
 
+class EntryPoints(Sampler):
+    """Traces begin where work enters (an RPC, a request, an event consumed),
+    a `ratio` of them recorded. A statement or Redis command with no span
+    around it (a consumer's poll, a relay's loop, a readiness probe) would
+    otherwise be a trace of its own, several a second per process, each
+    saying nothing."""
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        if kind == SpanKind.CLIENT:
+            return SamplingResult(Decision.DROP)
+        return self._ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"EntryPoints({self._ratio.get_description()})"
+
+
 def configure_tracing(settings: Settings, service: str) -> None:
-    """A tracer provider for `bmc-<service>`, exporting over OTLP when configured."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"bmc-{service}"}))
+    """A tracer provider for `bmc-<service>` (exporting over OTLP when
+    configured) and the asyncpg and Redis instrumentations; nothing when
+    telemetry is off."""
+    if not settings.telemetry:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"bmc-{service}"}),
+        sampler=ParentBased(EntryPoints(settings.trace_sample_ratio)),
+    )
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
     trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument()
+
+
+def _work(details: grpc.HandlerCallDetails) -> bool:
+    """Health checks and reflection are the mesh's and operators' probes, not
+    work. (A plain prefix test: the instrumentation's own filters parse the
+    method and check the metadata's type on every call, a tenth of a cheap RPC.)"""
+    return not details.method.startswith(("/grpc.health.", "/grpc.reflection."))
+
+
+@contextmanager
+def recorded_only() -> Iterator[None]:
+    """Within a trace that is not recorded, the instrumentations make no spans
+    at all (their own suppression): a non-recording span per statement,
+    command and call still costs its bookkeeping, several times an RPC. The
+    trace context still travels to the services called (`outgoing_metadata`),
+    so they keep the decision."""
+    if trace.get_current_span().is_recording():
+        yield
+    else:
+        with suppress_instrumentation():
+            yield
+
+
+class RecordedOnlyInterceptor(ScopedInterceptor):
+    """`recorded_only` around each RPC, inside its server span."""
+
+    def applies_to(self, method: MethodInfo) -> bool:
+        return not method.infrastructure  # health checks and reflection have no span
+
+    @asynccontextmanager
+    async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
+        with recorded_only():
+            yield request
+
+
+def server_interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """A server span per RPC, continuing the caller's W3C trace context."""
+    if not settings.telemetry:
+        return []
+    return [aio_server_interceptor(filter_=_work), RecordedOnlyInterceptor()]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors(settings: Settings) -> list[grpc.aio.ClientInterceptor]:
+    """A client span per call, its trace context sent along."""
+    return list(aio_client_interceptors()) if settings.telemetry else []  # type: ignore[no-untyped-call]
 
 
 def outgoing_metadata() -> list[tuple[str, str]]:
-    """Trace context and request id to pass on to a service this one calls."""
+    """The request id to pass on to a service this one calls, and the trace
+    context where the client instrumentation is suppressed (`recorded_only`;
+    otherwise it sends the context itself)."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    if not is_instrumentation_enabled():
+        propagate.inject(carrier)
     request_id = request_id_var.get()
     if request_id:
         carrier[REQUEST_ID_HEADER] = request_id
     return list(carrier.items())
 
 
-class TracingInterceptor(ScopedInterceptor):
-    """A server span per RPC, continuing the caller's W3C trace context."""
+def _traceparent(span: trace.Span) -> str:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get(TRACEPARENT, "")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._tracer = trace.get_tracer("bmc.kit")
 
-    @asynccontextmanager
-    async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
-        carrier = {
-            key: value if isinstance(value, str) else value.decode(errors="replace")
-            for key, value in context.invocation_metadata() or ()
-        }
-        parent = propagate.extract(carrier)
-        with self._tracer.start_as_current_span(
-            method.full_method.lstrip("/"),
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": method.service, "rpc.method": method.name},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield request
-            finally:
-                code = context.code()
-                if isinstance(code, grpc.StatusCode):
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code not in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                        span.set_status(Status(StatusCode.ERROR, code.name))
+def trace_context() -> str:
+    """The current span's W3C `traceparent`, recorded with the events it
+    causes (in their `trace_id`); "" outside any trace."""
+    return _traceparent(trace.get_current_span())
+
+
+@contextmanager
+def consumer_spans(stream: str, events: Sequence[Event]) -> Iterator[list[Event]]:
+    """A span per event consumed from `stream`, continuing the trace that
+    recorded it: its parent, and linked, is the `traceparent` the event
+    carries. Yields the events with that context now their consumer span's,
+    so whatever they cause continues the same trace. The work runs `in_batch`."""
+    if not events:
+        yield []
+        return
+    attributes = {
+        "messaging.system": "redis",
+        "messaging.destination.name": stream,
+        "messaging.operation.type": "process",
+    }
+    spans = []
+    for event in events:
+        parent = propagate.extract({TRACEPARENT: event.trace_id})
+        producer = trace.get_current_span(parent).get_span_context()
+        spans.append(
+            _TRACER.start_span(
+                f"{stream} process",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=[Link(producer)] if producer.is_valid else (),
+                attributes={**attributes, "bmc.event.type": event.type},
+            )
+        )
+    continued = [
+        dataclasses.replace(e, trace_id=_traceparent(s) or e.trace_id) for e, s in zip(events, spans, strict=True)
+    ]
+    try:
+        batch: dict[str, AttributeValue] = {**attributes, "messaging.batch.message_count": len(spans)}
+        with in_batch(f"{stream} process", spans, SpanKind.CONSUMER, batch):
+            yield continued
+    finally:
+        for span in spans:
+            span.end()
+
+
+@contextmanager
+def in_batch(
+    name: str, spans: Sequence[trace.Span], kind: SpanKind = SpanKind.INTERNAL, attributes: Attributes = None
+) -> Iterator[None]:
+    """Work done once for several requests or events (one transaction, one
+    lookup). For one, it runs in that one's span, whose trace it continues;
+    for several, in a span of its own (`name`) linked to each one's. Either
+    way under `recorded_only`."""
+    if len(spans) == 1:
+        with trace.use_span(spans[0]), recorded_only():
+            yield
+        return
+    links = [Link(c) for span in spans if (c := span.get_span_context()).is_valid]
+    with (
+        _TRACER.start_as_current_span(
+            name,
+            context=otel_context.Context(),
+            kind=kind,
+            links=links,
+            attributes={**(attributes or {}), "bmc.batch.size": len(spans)},
+        ),
+        recorded_only(),
+    ):
+        yield
 
 
 def forwarded_identities(header: str) -> list[str]:

@@ -48,12 +48,16 @@ def violated_fields(response: requests.Response) -> list[str]:
     ]
 
 
-def certified_invoice(platform: Platform, tenant: str = "") -> tuple[dict[str, Any], dict[str, Any], Rest]:
-    """Registers an invoice over REST (catalog loaded) and waits for its
-    certificate: (the invoice as sent, the certificate, the broker's client)."""
+def certified_invoice(
+    platform: Platform, tenant: str = "", traceparent: str = ""
+) -> tuple[dict[str, Any], dict[str, Any], Rest]:
+    """Registers an invoice over REST (catalog loaded; in the caller's trace
+    when given one) and waits for its certificate: (the invoice as sent, the
+    certificate, the broker's client)."""
     broker = Rest(platform, "broker", tenant=tenant or f"g{uuid.uuid4().hex[:8]}")
     body = json_format.MessageToDict(invoice())
-    registered = broker("POST", "/v1/invoices", json=body, headers={"X-Request-Id": f"rest-{uuid.uuid4().hex[:8]}"})
+    headers = {"X-Request-Id": f"rest-{uuid.uuid4().hex[:8]}"} | ({"traceparent": traceparent} if traceparent else {})
+    registered = broker("POST", "/v1/invoices", json=body, headers=headers)
     assert registered.status_code == 200, registered.text
     body["name"] = registered.json()["name"]
     found: list[dict[str, Any]] = []

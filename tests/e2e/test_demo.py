@@ -77,8 +77,16 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert rest["gateway"] == f"https://localhost:{base + 443}", "REST through the edge"
     assert "Certificado válido" in (tmp_path / "out" / "verify.html").read_text()
     assert json.loads((tmp_path / "out" / "openapi.json").read_text())["openapi"] == "3.1.0"
+    traced = summary["trace"]
+    assert traced["ok"] is True, traced
+    assert traced["registered"] == 1
+    hops = ("gateway", "invoice", "product", "commission", "certificate")
+    assert set(traced["services"]) == {f"bmc-{name}" for name in hops}
+    assert len(traced["hops"]) == 5, "edge, invoice, product lookup, commission and certificate consumers"
     observed = summary["observability"]
     assert observed["ok"] is True, observed
-    assert observed["registrations_counted"] == registrations["registered"], "Prometheus counted each registration"
+    assert observed["registrations_counted"] == registrations["registered"] + 1, (
+        "Prometheus counted each registration: the file's and the traced one"
+    )
     assert observed["lag"], "the consumers' lag was measured"
     assert not any(observed["lag"].values()), "and is back to 0"

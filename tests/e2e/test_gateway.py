@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from google.api import annotations_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.oauth import ClientRegistry
 from services.gateway.routes import routes_of
@@ -310,6 +312,17 @@ def test_request_id_and_trace_context_reach_the_service(platform: Platform) -> N
         "/bmc.product.v1.ProductService/GetProduct",
         "NOT_FOUND",
     )
+
+    # Its metrics name the transcoded route's template, never the path (which carries the product's code).
+    metrics = dict(platform.cluster.scrape_targets()["services"])["gateway"]
+    counted = [
+        sample.labels
+        for family in text_string_to_metric_families(requests.get(f"http://{metrics}/metrics", timeout=5).text)
+        for sample in family.samples
+        if sample.name == "bmc_http_requests_total" and sample.labels.get("status") == "404"
+    ]
+    assert {"route": "/v1/{name=products/*}", "method": "GET", "status": "404"} in counted, counted
+    assert not any("NO-SUCH-PRODUCT" in labels["route"] for labels in counted)
 
 
 def test_health_readiness_docs_and_cors(platform: Platform) -> None:

@@ -25,6 +25,7 @@ from tests.integration.invoice_helpers import invoice, load_sample_catalog, regi
 LABELS = {
     "grpc_service", "grpc_method", "grpc_type", "grpc_code", "stream", "group", "relay", "consumer",
     "route", "method", "status", "le", "quantile", "outcome", "reason", "result", "source", "field",
+    "kind", "state", "dependency",
     "generation", "implementation", "major", "minor", "patchlevel", "version",  # the Python runtime's own
 }  # fmt: skip
 # The shape of a caller's data in a label value: a long number (invoice numbers, NITs), a UUID, a tenant.
@@ -123,10 +124,29 @@ def test_streams_and_the_outbox_are_measured(scraped: dict[str, dict[str, list[S
 def test_each_service_counts_what_it_does(scraped: dict[str, dict[str, list[Sample]]]) -> None:
     assert _total(scraped, "bmc_invoice_registrations_total", outcome="accepted") >= 3
     assert _total(scraped, "bmc_product_cache_lookups_total") >= 3, "each registration looked its product up"
-    wait_for = _total(scraped, "bmc_certificates_issued_total")
-    assert wait_for >= 0  # issued asynchronously: counted when the certificate consumer gets there
+    assert _total(scraped, "bmc_certificates_issued_total") >= 3, "the fixture waited for their certificates"
     families = {name for process in scraped.values() for name in process}
     assert {"bmc_ocr_pages", "bmc_ocr_fields_held", "bmc_certificates_issued", "bmc_dead_letters"} <= families
+
+
+def test_dependencies_and_long_operations_are_measured(scraped: dict[str, dict[str, list[Sample]]]) -> None:
+    breakers = {
+        (process, s.labels["dependency"]): s.value
+        for process, families in scraped.items()
+        for s in families.get("bmc_circuit_breaker_state", [])
+    }
+    assert breakers.get(("invoice-0", "product")) == 0, f"the invoice service's breaker on products: {breakers}"
+    for process, families in scraped.items():
+        if process == "gateway":
+            continue
+        pool = {s.labels["state"]: s.value for s in families.get("bmc_db_pool_connections", [])}
+        assert set(pool) == {"in_use", "idle"}, f"{process}: {pool}"
+        assert pool["in_use"] + pool["idle"] >= 1, f"{process}: {pool}"
+        assert families["bmc_db_pool_waiting"][0].value >= 0
+    # The catalog import of the fixture (or of a test before it) went through the operations' runner.
+    assert _total(scraped, "bmc_operations_finished_total", kind="import-products", state="done") >= 1
+    assert _total(scraped, "bmc_operation_units_total", kind="import-products", outcome="done") >= 18
+    assert _total(scraped, "bmc_operations_running", kind="import-products") == 0
 
 
 def test_no_metric_carries_a_high_cardinality_label(scraped: dict[str, dict[str, list[Sample]]]) -> None:

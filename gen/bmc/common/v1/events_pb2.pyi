@@ -50,7 +50,9 @@ class PublishedEvent(_message.Message):
     tenant: _builtins.str
     """Tenant (broker) of the aggregate."""
     trace_id: _builtins.str
-    """W3C trace id of the request that caused it."""
+    """W3C trace context (`traceparent`: trace id, parent span, flags) of what
+    recorded it; its consumers continue that trace.
+    """
     @_builtins.property
     def record_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""

@@ -498,7 +498,9 @@ class InvoiceEvent(_message.Message):
     request_id: _builtins.str
     """Idempotency key of the request that caused it."""
     trace_id: _builtins.str
-    """W3C trace id of the request."""
+    """W3C trace context (`traceparent`: trace id, parent span, flags) of the
+    request; what the event causes continues that trace.
+    """
     prev_hash: _builtins.str
     """SHA-256 of the previous event in the global log (hex)."""
     hash: _builtins.str

@@ -30,6 +30,7 @@ module "estate" {
   redis_node_type         = var.redis_node_type
   app_image               = var.app_image
   envoy_image             = var.envoy_image
+  collector_image         = var.collector_image
   edge_certificate_arn    = var.edge_certificate_arn
   edge_internal_domain    = var.edge_internal_domain
   domain_name             = var.domain_name

@@ -41,6 +41,11 @@ variable "envoy_image" {
   type        = string
 }
 
+variable "collector_image" {
+  description = "The ADOT collector image, by digest."
+  type        = string
+}
+
 variable "edge_certificate_arn" {
   description = "ACM certificate of the internal load balancer."
   type        = string

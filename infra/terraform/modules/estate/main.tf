@@ -55,7 +55,7 @@ module "observability" {
 
 # The images: immutable tags (a digest names one build forever), scanned on push.
 resource "aws_ecr_repository" "image" {
-  for_each             = toset(["services", "envoy", "identity"])
+  for_each             = toset(["services", "envoy", "identity", "otel-collector"]) # otel-collector: the ADOT image, mirrored
   name                 = "${var.name}/${each.key}"
   image_tag_mutability = "IMMUTABLE"
   image_scanning_configuration {

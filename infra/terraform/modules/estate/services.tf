@@ -72,6 +72,8 @@ module "service" {
   envoy_image            = var.envoy_image
   private_ca_arn         = aws_acmpca_certificate_authority.mesh.arn
   envoy_bootstrap        = file("${local.mesh_dir}/${each.key}.json")
+  collector_image        = var.collector_image
+  collector_config       = file("${path.module}/../../../../ops/otel/adot-collector.yaml")
   cpu                    = each.value.cpu
   memory                 = each.value.memory
   kms_key_arn            = module.data.kms_key_arn

@@ -40,6 +40,11 @@ variable "envoy_image" {
   type        = string
 }
 
+variable "collector_image" {
+  description = "The ADOT collector image (ECR mirror of public.ecr.aws/aws-observability/aws-otel-collector, by digest)."
+  type        = string
+}
+
 variable "edge_certificate_arn" {
   description = "ACM certificate of the internal load balancer (edge_internal_domain)."
   type        = string

@@ -10,9 +10,11 @@
 # both places (tests/integration/test_slo_rules.py compares the two lists).
 #
 # The BMC/* metrics are the services' and sidecars' own Prometheus metrics,
-# shipped to CloudWatch by the collector beside each task; until they arrive an
-# alarm on them is INSUFFICIENT_DATA, and where silence could hide a fault,
-# missing data counts as breaching.
+# renamed and shipped to CloudWatch by the ADOT collector beside each task
+# (ops/otel/adot-collector.yaml; tests/integration/test_collector_config.py
+# checks that every metric an alarm here reads is made there). Where silence
+# could hide a fault (a collector or a consumer stopped), missing data counts
+# as breaching.
 
 terraform {
   required_providers {
@@ -257,4 +259,54 @@ resource "aws_cloudwatch_metric_alarm" "redis_memory" {
   threshold           = 80
   alarm_actions       = local.actions
   ok_actions          = local.actions
+}
+
+# The operators' status page in AWS, for those without a terminal (`bmc
+# status` reads a Prometheus, which only `bmc up --observe` runs): every
+# alarm's state, then the figures the objectives are judged on.
+resource "aws_cloudwatch_dashboard" "status" {
+  dashboard_name = "${var.name}-status"
+  dashboard_body = jsonencode({
+    widgets = concat(
+      [{
+        type       = "alarm", x = 0, y = 0, width = 24, height = 4
+        properties = { title = "Objectives", alarms = [for alarm in local.alarms : alarm.arn] }
+      }],
+      [for i, graph in local.graphs : {
+        type       = "metric", x = (i % 3) * 8, y = 4 + floor(i / 3) * 6, width = 8, height = 6
+        properties = merge({ region = data.aws_region.current.name, view = "timeSeries", period = 60 }, graph)
+      }],
+    )
+  })
+}
+
+data "aws_region" "current" {}
+
+locals {
+  alarms = concat(
+    [aws_cloudwatch_metric_alarm.api_5xx, aws_cloudwatch_metric_alarm.api_p99],
+    values(aws_cloudwatch_metric_alarm.consumer_lag),
+    [aws_cloudwatch_metric_alarm.dead_letters, aws_cloudwatch_metric_alarm.outbox_growing],
+    [aws_cloudwatch_metric_alarm.cache_hit_ratio],
+    [aws_cloudwatch_metric_alarm.mesh_ejections, aws_cloudwatch_metric_alarm.mesh_tls_failures],
+    [aws_cloudwatch_metric_alarm.database_cpu, aws_cloudwatch_metric_alarm.database_storage, aws_cloudwatch_metric_alarm.redis_memory],
+  )
+  graphs = [
+    { title = "API requests and 5xx", stat = "Sum", metrics = [
+      ["AWS/ApiGateway", "Count", "ApiId", var.api_id], [".", "5xx", ".", "."],
+    ] },
+    { title = "API latency p99 (ms)", stat = "p99", metrics = [["AWS/ApiGateway", "Latency", "ApiId", var.api_id]] },
+    { title = "Oldest event pending per consumer (s)", stat = "Maximum", metrics = [
+      for c in var.consumers : ["BMC/Streams", "ConsumerLagSeconds", "Consumer", split("-from-", c)[0], "Source", split("-from-", c)[1]]
+    ] },
+    { title = "Outbox: oldest unpublished (s); dead letters", stat = "Maximum", metrics = [
+      ["BMC/Streams", "OutboxOldestUnpublishedSeconds"], [".", "DeadLetters", { stat = "Sum" }],
+    ] },
+    { title = "Catalog cache: hits of lookups", stat = "Sum", metrics = [
+      ["BMC/Catalog", "CacheHits"], [".", "CacheLookups"],
+    ] },
+    { title = "Mesh: hosts ejected, TLS failures", stat = "Maximum", metrics = [
+      ["BMC/Mesh", "EjectionsActive"], [".", "SslConnectionErrors", { stat = "Sum" }],
+    ] },
+  ]
 }

@@ -1,9 +1,10 @@
-# One service of the platform on ECS Fargate: a task of three containers —
+# One service of the platform on ECS Fargate: a task of four containers —
 # the identity init container (writes the workload certificate where the
 # sidecar's SDS files point), the Envoy sidecar (its bootstrap is exactly the
-# mesh renderer's AWS output, mesh/aws/<name>.json) and the service itself,
-# which listens on the task's loopback only, so the sidecar is the one way
-# in. Registered in Cloud Map under <name>.<namespace>; 1–5 tasks scaled on
+# mesh renderer's AWS output, mesh/aws/<name>.json), the ADOT collector (the
+# service's spans to X-Ray, the alarms' metrics to CloudWatch:
+# ops/otel/adot-collector.yaml) and the service itself, which listens on the
+# task's loopback only, so the sidecar is the one way in. Registered in Cloud Map under <name>.<namespace>; 1–5 tasks scaled on
 # CPU; a failed deployment rolls back.
 
 terraform {
@@ -14,6 +15,8 @@ terraform {
 
 locals {
   sidecar_port = 8443
+  metrics_port = 9464 # the service's /metrics, on the task's loopback: the collector scrapes it
+  envoy_admin  = 9901 # the sidecar's admin (services.mesh.render.aws_placement)
   identities   = concat([var.name], var.edge_bootstrap == "" ? [] : ["edge"])
   # Each Envoy of the task: its sidecar and, in the gateway's task, the edge
   # (mesh/aws/edge.json: REST from the load balancer on 8443, operators' gRPC
@@ -91,6 +94,8 @@ locals {
         BMC_MESH           = "1"
         BMC_MESH_PLACEMENT = "aws"
         BMC_LOG_FORMAT     = "json"
+        BMC_OTLP_ENDPOINT  = "http://127.0.0.1:4317"
+        BMC_METRICS_PORT   = tostring(local.metrics_port)
       }) : { name = k, value = v }]
       secrets     = [for k, arn in var.secrets : { name = k, valueFrom = arn }]
       mountPoints = [{ sourceVolume = "scratch", containerPath = "/tmp" }]
@@ -102,6 +107,22 @@ locals {
         startPeriod = 30
       }
       dependsOn        = [{ containerName = "envoy", condition = "START" }]
+      logConfiguration = local.logs
+    },
+    {
+      # Not essential: if the collector stops, registrations go on; the alarms
+      # that treat missing data as breaching (consumer lag, outbox) then page.
+      name                   = "otel"
+      image                  = var.collector_image
+      essential              = false
+      readonlyRootFilesystem = true
+      user                   = "10001"
+      environment = [
+        { name = "AOT_CONFIG_CONTENT", value = var.collector_config },
+        { name = "BMC_METRICS_PORT", value = tostring(local.metrics_port) },
+        { name = "ENVOY_ADMIN_PORT", value = tostring(local.envoy_admin) },
+        { name = "BMC_METRICS_LOG_GROUP", value = aws_cloudwatch_log_group.metrics.name },
+      ]
       logConfiguration = local.logs
     },
   ], local.envoy_containers)
@@ -117,6 +138,13 @@ locals {
 
 resource "aws_cloudwatch_log_group" "service" {
   name              = "/bmc/${var.environment_name}/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+}
+
+# The embedded-metric logs the collector writes; CloudWatch makes the BMC/* metrics of them.
+resource "aws_cloudwatch_log_group" "metrics" {
+  name              = "/bmc/${var.environment_name}/${var.name}/metrics"
   retention_in_days = var.log_retention_days
   kms_key_id        = var.kms_key_arn
 }
@@ -337,6 +365,24 @@ resource "aws_iam_role_policy" "identity" {
   name   = "workload-identity"
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.identity.json
+}
+
+# The collector's: spans to X-Ray, metrics as embedded-metric logs to its own log group.
+data "aws_iam_policy_document" "telemetry" {
+  statement {
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"]
+    resources = ["*"] # X-Ray's actions take no resource
+  }
+  statement {
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.metrics.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "telemetry" {
+  name   = "telemetry"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.telemetry.json
 }
 
 resource "aws_iam_role_policy" "task" {

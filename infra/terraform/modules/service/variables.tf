@@ -59,6 +59,16 @@ variable "envoy_image" {
   type        = string
 }
 
+variable "collector_image" {
+  description = "The ADOT collector image (AWS Distro for OpenTelemetry), by digest."
+  type        = string
+}
+
+variable "collector_config" {
+  description = "The collector's configuration: ops/otel/adot-collector.yaml (spans to X-Ray, the alarms' metrics to CloudWatch)."
+  type        = string
+}
+
 variable "private_ca_arn" {
   description = "The mesh's ACM Private CA: the identity container gets the task's workload certificates from it."
   type        = string

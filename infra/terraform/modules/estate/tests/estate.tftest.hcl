@@ -79,6 +79,7 @@ variables {
   redis_node_type         = "cache.r7g.large"
   app_image               = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-services@sha256:0000"
   envoy_image             = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-envoy@sha256:0000"
+  collector_image         = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aws-otel-collector@sha256:0000"
   edge_certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/edge"
   edge_internal_domain    = "edge.bmc.internal"
   clients = {
@@ -110,6 +111,10 @@ run "one_entry_and_every_service_behind_its_own_sidecar" {
   assert {
     condition     = alltrue([for repo in aws_ecr_repository.image : repo.image_tag_mutability == "IMMUTABLE" && repo.image_scanning_configuration[0].scan_on_push])
     error_message = "images are immutable and scanned on push"
+  }
+  assert {
+    condition     = module.observability.dashboard_name == "bmc-test-status"
+    error_message = "operators without a terminal have the status dashboard"
   }
   assert {
     condition     = length(module.observability.alarm_names) == 14

@@ -21,6 +21,8 @@ variables {
   namespace_id           = "ns-bmc"
   app_image              = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-services@sha256:0000"
   envoy_image            = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bmc-envoy@sha256:0000"
+  collector_image        = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aws-otel-collector@sha256:0000"
+  collector_config       = file("../../../../ops/otel/adot-collector.yaml")
   private_ca_arn         = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/mesh"
   envoy_bootstrap        = file("../../../../mesh/aws/product.json")
   cpu                    = 512
@@ -51,6 +53,30 @@ run "the_task_carries_its_envoy_sidecar_with_the_rendered_bootstrap" {
   assert {
     condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : one([for e in c.environment : e.value if e.name == "BMC_IDENTITIES"]) if c.name == "identity"]) == "spiffe://bmc.local/service/product"
     error_message = "the task's certificate names the service's own SPIFFE ID"
+  }
+}
+
+run "the_collector_beside_the_service_takes_its_spans_and_metrics" {
+  command = plan
+
+  assert {
+    condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : one([for e in c.environment : e.value if e.name == "AOT_CONFIG_CONTENT"]) if c.name == "otel"]) == file("../../../../ops/otel/adot-collector.yaml")
+    error_message = "the ADOT collector runs ops/otel/adot-collector.yaml, unchanged"
+  }
+  assert {
+    condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : c.essential if c.name == "otel"]) == false
+    error_message = "a stopped collector does not stop registrations"
+  }
+  assert {
+    condition     = one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : one([for e in c.environment : e.value if e.name == "BMC_OTLP_ENDPOINT"]) if c.name == "app"]) == "http://127.0.0.1:4317"
+    error_message = "the service exports its spans to the collector on the task's loopback"
+  }
+  assert {
+    condition = (
+      one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : one([for e in c.environment : e.value if e.name == "BMC_METRICS_PORT"]) if c.name == "app"]) ==
+      one([for c in jsondecode(aws_ecs_task_definition.service.container_definitions) : one([for e in c.environment : e.value if e.name == "BMC_METRICS_PORT"]) if c.name == "otel"])
+    )
+    error_message = "the collector scrapes the port the service serves /metrics on"
   }
 }
 
