@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from services.gateway.routes import routes_of
 from services.kit.metrics import GATEWAY_OFFSET, metrics_port
 from services.kit.topology import SERVICES
 from services.mesh.spec import load as load_mesh
@@ -158,5 +159,13 @@ def test_no_metric_carries_a_high_cardinality_label(scraped: dict[str, dict[str,
                     assert label in LABELS, f"{process}: {family} has label {label!r}"
                     assert not CALLER_DATA.search(value), f"{process}: {family}{{{label}={value!r}}}"
                     values[family, label].add(value)
+    # The gateway's routes are its transcoded templates (one per RPC with an HTTP rule) and its own pages.
+    templates = {r.template.text for name, spec in SERVICES.items() for r in routes_of(spec.descriptor, name)}
+    routes = values.pop(("bmc_http_requests", "route"), set()) | values.pop(
+        ("bmc_http_request_seconds", "route"), set()
+    )
+    unknown = {r for r in routes if r not in templates and "{" in r and r not in {"/{tail}", "/verify/{code}"}}
+    assert not unknown, f"routes that are no template: {unknown}"
+    assert len(routes - templates) <= 12, f"pages beside the API: {sorted(routes - templates)}"
     widest = max(values.items(), key=lambda kv: len(kv[1]))
     assert len(widest[1]) <= 60, f"{widest[0]} takes {len(widest[1])} values"
