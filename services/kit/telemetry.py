@@ -136,7 +136,7 @@ def configure_tracing(settings: Settings, service: str) -> None:
 def _work(details: grpc.HandlerCallDetails) -> bool:
     """Health checks and reflection are the mesh's and operators' probes, not
     work. (A plain prefix test: the instrumentation's own filters parse the
-    method and check the metadata's type on every call, a tenth of a cheap RPC.)"""
+    method and check the metadata's type on every call, ~6% of a cheap RPC.)"""
     return not details.method.startswith(("/grpc.health.", "/grpc.reflection."))
 
 
