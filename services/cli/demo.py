@@ -499,7 +499,7 @@ def trace_step(cluster: Cluster, sink: Collector | None, console: Console) -> di
     deadline = time.monotonic() + 60
     while status == 200 and time.monotonic() < deadline:
         trace = Trace(sink.spans(trace_id))
-        if all(trace.find(*part) for part in REGISTRATION_HOPS) and not trace.loose(caller):
+        if trace.complete(REGISTRATION_HOPS, caller):
             break
         time.sleep(0.5)
     chain = [part for part in REGISTRATION_HOPS if trace.find(*part)]
@@ -511,7 +511,7 @@ def trace_step(cluster: Cluster, sink: Collector | None, console: Console) -> di
         f"{len(chain)} of the {len(REGISTRATION_HOPS)} hops from the edge to the certificate"
     )
     return {
-        "ok": status == 200 and chain == REGISTRATION_HOPS and not trace.loose(caller),
+        "ok": status == 200 and trace.complete(REGISTRATION_HOPS, caller),
         "registered": int(status == 200),
         "trace_id": trace_id,
         "spans": len(trace.spans),

@@ -142,6 +142,10 @@ class Trace:
                 return True
         return False
 
+    def complete(self, hops: list[tuple[str, str, str]], root_parent: str) -> bool:
+        """Whether every hop has arrived and no span hangs loose (each process exports on its own schedule)."""
+        return all(self.find(*hop) for hop in hops) and not self.loose(root_parent)
+
     def loose(self, root_parent: str) -> list[CollectedSpan]:
         """Spans whose parent is neither in the trace nor `root_parent` (not arrived yet, or lost)."""
         return [s for s in self.spans if s.parent_id != root_parent and s.parent_id not in self.by_id]

@@ -34,8 +34,7 @@ def test_a_registration_is_one_trace_across_services_and_streams(platform: Platf
     expected = [*REGISTRATION_HOPS, ("bmc-invoice", "SERVER", "InvoiceService/GetInvoice")]
 
     def arrived() -> bool:
-        seen = Trace(platform.traces.spans(trace_id))  # type: ignore[union-attr]
-        return all(seen.find(*part) for part in expected) and not seen.loose(caller)
+        return Trace(platform.traces.spans(trace_id)).complete(expected, caller)  # type: ignore[union-attr]
 
     try:
         wait_until(arrived, 60, "the spans from the edge to the certificate consumer")
