@@ -1,7 +1,7 @@
 """What metrics and traces cost registrations. Three platforms (the product
 and invoice services each) run side by side in one run:
 
-- telemetry off (`BMC_TELEMETRY=0`: no metrics interceptor or endpoint, no
+- telemetry off (`BMC_TELEMETRY=0`: no RPC metrics or endpoint, no
   instrumentation, no spans);
 - on as deployed: metrics, every instrumentation, the default share of
   traces recorded (`BMC_TRACE_SAMPLE_RATIO`) and exported over OTLP;

@@ -112,7 +112,7 @@ class AuthenticationInterceptor(ScopedInterceptor):
             except TokenError as exc:
                 await abort(context, to_status(Unauthenticated(exc.message, reason=exc.reason)))
         # Not reset on exit: each RPC runs in its own task (its own context),
-        # and the logging interceptor outside this one reports the caller.
+        # and the RPC stats interceptor outside this one logs the caller.
         _principal.set(principal)
         yield request
 

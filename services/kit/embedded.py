@@ -10,14 +10,15 @@ it spawns.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.kit import orphans
+from services.kit.postgres_guard import postmaster_pid, stop_postgres
 from services.kit.settings import Settings
 
 
@@ -30,6 +31,7 @@ class EmbeddedInfrastructure:
     embedded: list[str] = field(default_factory=list)
     data_dir: Path = Path(".bmc")
     _postgres: Any = field(default=None, repr=False)
+    _postgres_guard: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _redis: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -39,8 +41,8 @@ class EmbeddedInfrastructure:
         pids = {}
         if self._redis is not None and self._redis.poll() is None:
             pids["redis"] = self._redis.pid
-        if self._postgres is not None and _postgres_alive(Path(self._postgres.pgdata)):
-            pids["postgresql"] = int((Path(self._postgres.pgdata) / "postmaster.pid").read_text().split()[0])
+        if self._postgres is not None and (pid := postmaster_pid(Path(self._postgres.pgdata))) is not None:
+            pids["postgresql"] = pid
         return pids
 
     def revive(self) -> list[str]:
@@ -51,7 +53,7 @@ class EmbeddedInfrastructure:
         if self._redis is not None and self._redis.poll() is not None:
             self.redis_url, self._redis = _start_redis(self.data_dir)
             revived.append("redis")
-        if self._postgres is not None and not _postgres_alive(Path(self._postgres.pgdata)):
+        if self._postgres is not None and postmaster_pid(Path(self._postgres.pgdata)) is None:
             self._postgres.ensure_postgres_running()
             revived.append("postgresql")
         return revived
@@ -60,8 +62,12 @@ class EmbeddedInfrastructure:
         """Stops the embedded servers now (a fast shutdown for PostgreSQL), so
         that their data directory may be removed right after."""
         if self._postgres is not None:
-            _stop_postgres(Path(self._postgres.pgdata))
+            stop_postgres(Path(self._postgres.pgdata))
             self._postgres = None
+        if self._postgres_guard is not None:
+            self._postgres_guard.terminate()
+            self._postgres_guard.wait()
+            self._postgres_guard = None
         if self._redis is not None and self._redis.poll() is None:
             self._redis.terminate()
             try:
@@ -72,31 +78,7 @@ class EmbeddedInfrastructure:
         self._redis = None
 
 
-def _postgres_alive(pgdata: Path) -> bool:
-    try:
-        os.kill(int((pgdata / "postmaster.pid").read_text().split()[0]), 0)
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
-        return False
-    return True
-
-
-def _stop_postgres(pgdata: Path) -> None:
-    pid_file = pgdata / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, signal.SIGINT)  # fast shutdown: roll back open transactions, then exit
-    except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-
-
-def _start_postgres(data_dir: Path) -> tuple[str, Any]:
+def _start_postgres(data_dir: Path) -> tuple[str, Any, subprocess.Popen[bytes] | None]:
     # The wheel keeps its lock under the user runtime dir; give it one even in
     # minimal containers without XDG_RUNTIME_DIR.
     os.environ.setdefault("XDG_RUNTIME_DIR", str((data_dir / "run").resolve()))
@@ -105,8 +87,17 @@ def _start_postgres(data_dir: Path) -> tuple[str, Any]:
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    already_running = postmaster_pid(pgdata) is not None
     server = get_server(pgdata)
-    return str(server.get_uri("postgres")), server
+    # Stopped when this process ends even by SIGKILL, if this process started it.
+    guard = None
+    if not already_running:
+        guard = subprocess.Popen(
+            [sys.executable, "-m", "services.kit.postgres_guard", str(pgdata), str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C at the terminal is for its owner to handle
+        )  # fmt: skip
+    return str(server.get_uri("postgres")), server, guard
 
 
 def _start_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
@@ -150,7 +141,7 @@ def ensure_infrastructure(settings: Settings) -> EmbeddedInfrastructure:
         database_url=settings.database_url or "", redis_url=settings.redis_url or "", data_dir=settings.data_dir
     )
     if not settings.database_url:
-        infra.database_url, infra._postgres = _start_postgres(settings.data_dir)
+        infra.database_url, infra._postgres, infra._postgres_guard = _start_postgres(settings.data_dir)
         infra.embedded.append("postgresql")
     if not settings.redis_url:
         infra.redis_url, infra._redis = _start_redis(settings.data_dir)

@@ -16,17 +16,13 @@ apply unchanged."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-import grpc
 import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from services.kit.interception import Context, MethodInfo, ScopedInterceptor
+from services.kit.interception import MethodInfo
 from services.kit.settings import Settings
 
 log = structlog.get_logger("bmc.metrics")
@@ -162,42 +158,36 @@ def _rpc_type(method: MethodInfo) -> str:
     )
 
 
-class MetricsInterceptor(ScopedInterceptor):
-    """Counts every RPC when it starts and when it ends, with its status
-    code and duration (health checks and reflection included: they are what
-    the load balancers see)."""
+class _MethodSeries:
+    """One method's labelled series (`labels()` costs more than the count itself, so once)."""
+
+    def __init__(self, method: MethodInfo) -> None:
+        self.labels = (method.service, method.name, _rpc_type(method))
+        self.started = RPC_STARTED.labels(*self.labels)
+        self.seconds = RPC_SECONDS.labels(*self.labels)
+        self.handled: dict[str, Any] = {}
+
+    def finished(self, code: str, seconds: float) -> None:
+        counter = self.handled.get(code)
+        if counter is None:
+            counter = self.handled[code] = RPC_HANDLED.labels(*self.labels, code)
+        counter.inc()
+        self.seconds.observe(seconds)
+
+
+class RpcSeries:
+    """Counts of RPCs when they start and when they end, with their status
+    code and duration (`RpcStatsInterceptor` reports them)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        # The labelled series of each method, looked up once: `labels()` costs more than the count itself.
-        self._series: dict[str, tuple[Any, Any, dict[str, Any], tuple[str, str, str]]] = {}
+        self._of: dict[str, _MethodSeries] = {}
 
-    def _of(self, method: MethodInfo) -> tuple[Any, Any, dict[str, Any], tuple[str, str, str]]:
-        found = self._series.get(method.full_method)
-        if found is None:
-            labels = (method.service, method.name, _rpc_type(method))
-            found = (RPC_STARTED.labels(*labels), RPC_SECONDS.labels(*labels), {}, labels)
-            self._series[method.full_method] = found
-        return found
-
-    @asynccontextmanager
-    async def scope(self, method: MethodInfo, request: Any, context: Context) -> AsyncIterator[Any]:
-        started_count, seconds, handled, labels = self._of(method)
-        started_count.inc()
-        started = time.perf_counter()
-        failed = True
-        try:
-            yield request
-            failed = False
-        finally:
-            # An abort sets the code before raising; an exception that escaped unmapped is UNKNOWN.
-            code = context.code()
-            name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
-            counter = handled.get(name)
-            if counter is None:
-                counter = handled[name] = RPC_HANDLED.labels(*labels, name)
-            counter.inc()
-            seconds.observe(time.perf_counter() - started)
+    def started(self, method: MethodInfo) -> _MethodSeries:
+        series = self._of.get(method.full_method)
+        if series is None:
+            series = self._of[method.full_method] = _MethodSeries(method)
+        series.started.inc()
+        return series
 
 
 def watch_pool(pool: asyncpg.Pool) -> None:

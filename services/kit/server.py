@@ -31,11 +31,11 @@ from services.kit.deadlines import DeadlineInterceptor
 from services.kit.embedded import ensure_infrastructure
 from services.kit.error_mapping import ErrorMappingInterceptor
 from services.kit.events import Health
-from services.kit.metrics import MetricsInterceptor, serve_metrics, watch_pool
+from services.kit.metrics import RpcSeries, serve_metrics, watch_pool
 from services.kit.pki import CLIENTS, server_credentials
 from services.kit.redis_connection import open_redis
 from services.kit.settings import Settings, get_settings
-from services.kit.telemetry import LoggingInterceptor, configure_logging, configure_tracing, server_interceptors
+from services.kit.telemetry import RpcStatsInterceptor, configure_logging, configure_tracing, server_interceptors
 from services.kit.tokens import TokenVerifier
 from services.kit.topology import PLATFORM_REFLECTION, SERVICES
 from services.kit.validation import ValidationInterceptor
@@ -65,19 +65,18 @@ class ServiceDefinition:
 
 
 def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
-    """The fixed order: tracing and metrics (unless telemetry is off), logging,
-    the caller's deadline, (with mTLS) the client's identity, authentication,
-    authorisation, request validation, error mapping (innermost, around the handler).
-    Tracing comes first: its interceptor wraps the handler anew on every call,
-    which would defeat the wrapped-handler cache of any interceptor outside it."""
+    """The fixed order: tracing (unless telemetry is off), the log line and
+    metrics, the caller's deadline, (with mTLS) the client's identity,
+    authentication, authorisation, request validation, error mapping
+    (innermost, around the handler). Tracing comes first: its interceptor
+    wraps the handler anew on every call it traces, which would defeat the
+    wrapped-handler cache of any interceptor outside it."""
     peers: list[grpc.aio.ServerInterceptor] = (
         [PeerInterceptor(frozenset(SERVICES) | frozenset(CLIENTS))] if settings.tls else []
     )
-    metrics: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()] if settings.telemetry else []
     return [
         *server_interceptors(settings),
-        *metrics,
-        LoggingInterceptor(),
+        RpcStatsInterceptor(RpcSeries() if settings.telemetry else None),
         DeadlineInterceptor(),
         *peers,
         AuthenticationInterceptor(TokenVerifier.from_settings(settings)),

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from services.cli.observe import PROMETHEUS_OFFSET
+from services.kit.postgres_guard import postmaster_pid
 from services.kit.topology import SERVICES
 from tests.conftest import free_port_base, grpcurl, load_mesh
 
@@ -163,7 +164,7 @@ def _until_line(process: subprocess.Popen[str], text: str, output: list[str]) ->
     raise AssertionError("".join(output))
 
 
-def test_a_bmc_up_killed_outright_takes_its_services_sidecars_and_embedded_redis_with_it(tmp_path: Path) -> None:
+def test_a_bmc_up_killed_outright_takes_its_services_sidecars_and_embedded_servers_with_it(tmp_path: Path) -> None:
     process, _, _ = _bmc_up(tmp_path)
     children = [
         c
@@ -172,7 +173,12 @@ def test_a_bmc_up_killed_outright_takes_its_services_sidecars_and_embedded_redis
     ]
     assert len(children) >= len(SERVICES) + 2
     assert [c for c in children if c.name() == "redis-server"], "the embedded Redis is among them"
+    # pg_ctl detaches PostgreSQL: it is no child, its guard stops it.
+    postmaster = postmaster_pid(tmp_path / "postgres")
+    assert postmaster is not None
     process.kill()  # SIGKILL: no chance to stop anything itself
     process.wait()
-    _, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs([*children, psutil.Process(postmaster)], timeout=15)
     assert [c.pid for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
+    assert postmaster_pid(tmp_path / "postgres") is None
+    assert "database system is shut down" in (tmp_path / "postgres" / "log").read_text(), "a clean shutdown"

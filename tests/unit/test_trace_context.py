@@ -1,11 +1,15 @@
-"""How a trace crosses the event streams (`consumer_spans`) and where traces
-begin (`EntryPoints`), against the SDK's in-memory exporter."""
+"""How a trace crosses the event streams (`consumer_spans`), where traces
+begin (`EntryPoints`) and how an RPC's is decided (`SamplingGate`, on a real
+gRPC server), against the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
+import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -18,7 +22,15 @@ from opentelemetry.trace import SpanKind
 from services.kit.background import detached
 from services.kit.batching import MicroBatcher
 from services.kit.envelopes import Event
-from services.kit.telemetry import EntryPoints, consumer_spans, outgoing_metadata, recorded_only, trace_context
+from services.kit.settings import Settings
+from services.kit.telemetry import (
+    EntryPoints,
+    consumer_spans,
+    outgoing_metadata,
+    recorded_only,
+    server_interceptors,
+    trace_context,
+)
 
 EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider(sampler=ParentBased(EntryPoints(1.0)))
@@ -153,3 +165,99 @@ async def test_a_group_commit_continues_a_lone_request_and_links_a_crowd() -> No
     (group,) = [s for s in EXPORTER.get_finished_spans() if s.name == "group commit"]
     assert seen[1] == group.context
     assert {link.context.span_id for link in group.links} == {c.span_id for c in crowd}
+
+
+# An RPC's decision is taken by `SamplingGate`, in front of the gRPC instrumentation, on a real server.
+ECHO = "/bmc.test.Echo/Where"
+
+
+async def _where(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    span = trace.get_current_span()
+    sent = dict(outgoing_metadata()).get("traceparent", "")
+    return json.dumps({
+        "trace_id": f"{span.get_span_context().trace_id:032x}",
+        "recording": span.is_recording(),
+        "instrumented": is_instrumentation_enabled(),
+        "sent": sent,
+    }).encode()  # fmt: skip
+
+
+@asynccontextmanager
+async def _echo_server(ratio: float) -> AsyncIterator[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]:
+    settings = Settings(trace_sample_ratio=ratio)
+    server = grpc.aio.server(interceptors=server_interceptors(settings))
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("bmc.test.Echo", {"Where": grpc.unary_unary_rpc_method_handler(_where)})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel.unary_unary(ECHO)
+    finally:
+        await server.stop(None)
+
+
+async def _call(echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], traceparent: str = "") -> dict[str, object]:
+    metadata = (("traceparent", traceparent),) if traceparent else ()
+    answer: dict[str, object] = json.loads(await echo(b"", metadata=metadata))
+    return answer
+
+
+def _state(answer: dict[str, object]) -> tuple[object, object]:
+    """Whether the handler's span was recording, and the instrumentations on."""
+    return answer["recording"], answer["instrumented"]
+
+
+def _sent(answer: dict[str, object]) -> tuple[str, bool]:
+    """The trace id, and the sampled flag, of what the handler would send to a service it calls."""
+    sent = str(answer["sent"])
+    return sent.split("-")[1], _sampled(sent)
+
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SAMPLED = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
+UNSAMPLED = f"00-{CALLER_TRACE}-00f067aa0ba902b7-00"
+
+
+async def test_an_rpc_follows_its_callers_decision() -> None:
+    async with _echo_server(ratio=0.0) as echo:
+        recorded = await _call(echo, SAMPLED)
+        unrecorded = await _call(echo, UNSAMPLED)
+    assert recorded == {"trace_id": CALLER_TRACE, "recording": True, "instrumented": True, "sent": ""}
+    (server_span,) = [s for s in EXPORTER.get_finished_spans() if s.name == ECHO]
+    assert server_span.kind == SpanKind.SERVER
+    assert server_span.parent is not None
+    assert server_span.parent.span_id == 0x00F067AA0BA902B7
+    # Not recorded: no span, no statement or call spans, yet the trace and its decision travel on.
+    assert unrecorded["trace_id"] == CALLER_TRACE
+    assert _state(unrecorded) == (False, False)
+    assert _sent(unrecorded) == (CALLER_TRACE, False)
+    assert len(EXPORTER.get_finished_spans()) == 1
+
+
+async def test_an_rpc_that_begins_a_trace_is_recorded_at_the_ratio() -> None:
+    async with _echo_server(ratio=1.0) as always:
+        recorded = await _call(always)
+    (root,) = EXPORTER.get_finished_spans()
+    assert root.parent is None
+    assert f"{root.context.trace_id:032x}" == recorded["trace_id"]
+    assert _state(recorded) == (True, True)
+    async with _echo_server(ratio=0.0) as never:
+        first, second = await _call(never), await _call(never)
+    assert len(EXPORTER.get_finished_spans()) == 1, "ratio 0: no span"
+    for unrecorded in (first, second):
+        assert _state(unrecorded) == (False, False)
+        # A new trace id, unsampled, sent on so that the services called keep the decision.
+        assert _sent(unrecorded) == (unrecorded["trace_id"], False)
+    assert first["trace_id"] != second["trace_id"] != "0" * 32
+
+
+async def test_an_unrecorded_rpc_leaves_nothing_behind_for_the_next() -> None:
+    async with _echo_server(ratio=0.0) as echo:
+        answers = await asyncio.gather(*(_call(echo, UNSAMPLED if n % 2 else SAMPLED) for n in range(20)))
+        after = await _call(echo, SAMPLED)
+    assert [a["recording"] for a in answers] == [n % 2 == 0 for n in range(20)]
+    assert _state(after) == (True, True)
+    assert len(EXPORTER.get_finished_spans()) == 11
+    assert is_instrumentation_enabled(), "nor in the process that ran the server"
