@@ -88,7 +88,7 @@ def test_bmc_up_runs_every_replica_behind_its_sidecar_restarts_what_crashes_and_
         children = psutil.Process(process.pid).children(recursive=True)
         spec = load_mesh()
         replicas = sum(declared.replicas for declared in spec.services.values())
-        assert len([c for c in children if "services." in " ".join(c.cmdline())]) == replicas + 1  # and the gateway
+        assert len(_mains(children)) == replicas + 1  # and the gateway
         assert len([c for c in children if "envoy" in c.name()]) == replicas + 2  # the gateway's sidecar, the edge
         for name in SERVICES:
             assert spec.identity(name) in text
@@ -137,7 +137,7 @@ def test_bmc_up_without_the_mesh_serves_each_service_on_its_own_port(tmp_path: P
     try:
         text = "".join(output)
         children = psutil.Process(process.pid).children(recursive=True)
-        assert len([c for c in children if "services." in " ".join(c.cmdline())]) == len(SERVICES) + 1
+        assert len(_mains(children)) == len(SERVICES) + 1
         assert not [c for c in children if "envoy" in c.name()]
         assert f"http://localhost:{base}" in text
         assert _ready(f"http://localhost:{base}")
@@ -149,6 +149,11 @@ def test_bmc_up_without_the_mesh_serves_each_service_on_its_own_port(tmp_path: P
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _mains(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The services' and the gateway's processes (`python -m services.<name>.main`)."""
+    return [p for p in processes if any(a.startswith("services.") and a.endswith(".main") for a in p.cmdline())]
 
 
 def _child(process: subprocess.Popen[str], marker: str) -> psutil.Process:
