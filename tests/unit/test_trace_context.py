@@ -16,7 +16,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 from opentelemetry.trace import SpanKind
 
 from services.kit.background import detached
@@ -119,6 +119,16 @@ def test_traces_begin_where_work_enters_and_a_callers_decision_is_kept() -> None
         with never.start_as_current_span("BatchGetProducts", kind=SpanKind.CLIENT) as child:
             assert child.is_recording(), "a sampled caller's trace is followed whatever the ratio"
     assert trace_context() == "", "outside any span"
+
+
+def test_an_rpc_the_gate_let_through_is_recorded_whatever_the_ratio() -> None:
+    """`SamplingGate` applied the ratio already: the sampler must not apply it twice."""
+    never = EntryPoints(0.0)
+    rpc = never.should_sample(None, 1 << 120, "/bmc.invoice.v1.InvoiceService/RegisterInvoice", SpanKind.SERVER,
+                              {"rpc.system": "grpc"})  # fmt: skip
+    request = never.should_sample(None, 1 << 120, "POST /v1/invoices", SpanKind.SERVER, {"http.route": "/v1/invoices"})
+    assert rpc.decision == Decision.RECORD_AND_SAMPLE
+    assert request.decision == Decision.DROP, "other entry points keep the ratio"
 
 
 def test_an_unrecorded_trace_makes_no_spans_below_but_still_travels() -> None:
