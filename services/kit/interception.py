@@ -39,6 +39,11 @@ INFRASTRUCTURE_SERVICES = frozenset(
 )
 
 
+def infrastructure_method(full_method: str) -> bool:
+    """Whether `/service/Method` is one of the infrastructure services'."""
+    return full_method.lstrip("/").partition("/")[0] in INFRASTRUCTURE_SERVICES
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """What the kit knows of one RPC, read from its descriptor once."""

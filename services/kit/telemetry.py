@@ -40,7 +40,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 from services.kit.auth import current_principal
 from services.kit.envelopes import Event
-from services.kit.interception import Context, MethodInfo, ScopedInterceptor, metadata_value
+from services.kit.interception import Context, MethodInfo, ScopedInterceptor, infrastructure_method, metadata_value
 from services.kit.metrics import RpcSeries
 from services.kit.settings import Settings
 
@@ -165,7 +165,7 @@ class SamplingGate:
         self._ids = RandomIdGenerator()
 
     def __call__(self, details: grpc.HandlerCallDetails) -> bool:
-        if details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
+        if infrastructure_method(details.method):
             return False
         carrier = {key: value for key, value in details.invocation_metadata or () if key in _TRACE_HEADERS}
         carried = propagate.extract(carrier) if carrier else otel_context.Context()

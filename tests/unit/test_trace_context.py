@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -193,24 +194,25 @@ async def _where(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
 
 
 @asynccontextmanager
-async def _echo_server(ratio: float) -> AsyncIterator[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]:
+async def _echo_server(ratio: float) -> AsyncIterator[grpc.aio.Channel]:
     settings = Settings(trace_sample_ratio=ratio)
     server = grpc.aio.server(interceptors=server_interceptors(settings))
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("bmc.test.Echo", {"Where": grpc.unary_unary_rpc_method_handler(_where)})]
     )
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel.unary_unary(ECHO)
+            yield channel
     finally:
         await server.stop(None)
 
 
-async def _call(echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], traceparent: str = "") -> dict[str, object]:
+async def _call(channel: grpc.aio.Channel, traceparent: str = "") -> dict[str, object]:
     metadata = (("traceparent", traceparent),) if traceparent else ()
-    answer: dict[str, object] = json.loads(await echo(b"", metadata=metadata))
+    answer: dict[str, object] = json.loads(await channel.unary_unary(ECHO)(b"", metadata=metadata))
     return answer
 
 
@@ -261,6 +263,20 @@ async def test_an_rpc_that_begins_a_trace_is_recorded_at_the_ratio() -> None:
         # A new trace id, unsampled, sent on so that the services called keep the decision.
         assert _sent(unrecorded) == (unrecorded["trace_id"], False)
     assert first["trace_id"] != second["trace_id"] != "0" * 32
+
+
+async def test_health_checks_are_never_traced() -> None:
+    async with _echo_server(ratio=1.0) as echo:
+        check = echo.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        answer = await check(health_pb2.HealthCheckRequest(), metadata=(("traceparent", SAMPLED),))
+        recorded = await _call(echo)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert _state(recorded) == (True, True)
+    assert [s.name for s in EXPORTER.get_finished_spans()] == [ECHO], "the probe made no span, even in a sampled trace"
 
 
 async def test_an_unrecorded_rpc_leaves_nothing_behind_for_the_next() -> None:
